@@ -1,0 +1,1 @@
+//! Multi-node tests in network namespaces: crashes, partitions, no loss.

@@ -1,0 +1,1 @@
+//! fathomctl: fleet administration across regions.

@@ -1,0 +1,1 @@
+//! Gossip membership (chitchat) and Raft-replicated metadata (openraft).

@@ -1,0 +1,1 @@
+//! Agent enrollment (mTLS CA), agent registry, config push and ingest assignment.

@@ -1,0 +1,1 @@
+//! eBPF kernel programs (C, CO-RE) and their aya loader.

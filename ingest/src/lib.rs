@@ -1,0 +1,1 @@
+//! Receives agent, OTLP and Prometheus data; tags, batches and writes it.

@@ -1,0 +1,1 @@
+//! Protobuf messages for agent<->server and server<->server traffic.

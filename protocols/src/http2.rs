@@ -1,0 +1,33 @@
+//! Http2 parser (placeholder until implemented: detects nothing).
+
+use crate::parser::{Direction, L7Parser, Pairing, Progress, Transport};
+use crate::record::{L7Protocol, L7Record};
+
+/// Does `buf`, the first bytes of a flow in one direction, look like Http2?
+/// Returns the direction the bytes travel in.
+pub fn detect(_buf: &[u8], _transport: Transport) -> Option<Direction> {
+    None
+}
+
+#[derive(Debug, Default)]
+pub struct Http2Parser {}
+
+impl Http2Parser {
+    pub fn new(_transport: Transport) -> Self {
+        Self::default()
+    }
+}
+
+impl L7Parser for Http2Parser {
+    fn protocol(&self) -> L7Protocol {
+        L7Protocol::Http2
+    }
+
+    fn pairing(&self) -> Pairing {
+        Pairing::Fifo
+    }
+
+    fn parse(&mut self, _dir: Direction, _buf: &[u8], _at_end: bool, _rec: &mut L7Record) -> Progress {
+        Progress::Invalid
+    }
+}

@@ -1,0 +1,1 @@
+//! SQL dialect, PromQL, trace assembly and the query HTTP API.

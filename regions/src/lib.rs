@@ -1,0 +1,1 @@
+//! Region / AZ / resource-pool topology and shard placement.

@@ -1,0 +1,1 @@
+//! fathom-server: cluster + controller + ingest + query in one binary.

@@ -1,0 +1,1 @@
+//! Storage trait with ClickHouse-server and embedded (chDB) backends.

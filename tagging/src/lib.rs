@@ -1,0 +1,1 @@
+//! AutoTagging sources (kube, cgroup, /proc) and SmartEncoding dictionaries.
