@@ -187,7 +187,11 @@ impl TraceContext {
         if n < 2 || !is_hex(parts[0]) || parts[0].is_empty() {
             return false;
         }
-        let parent = if n >= 3 && parts[2] != b"0" { Some(parts[2]) } else { None };
+        let parent = if n >= 3 && parts[2] != b"0" {
+            Some(parts[2])
+        } else {
+            None
+        };
         self.take_id(TraceFormat::Jaeger, parts[0], Some(parts[1]), parent)
     }
 
@@ -282,7 +286,9 @@ pub fn observe_sql_comments(ctx: &mut TraceContext, sql: &[u8]) {
     let mut rest = sql;
     while let Some(start) = find(rest, b"/*") {
         let body_start = start + 2;
-        let Some(len) = find(&rest[body_start..], b"*/") else { break };
+        let Some(len) = find(&rest[body_start..], b"*/") else {
+            break;
+        };
         let body = &rest[body_start..body_start + len];
         for item in body.split(|&b| b == b',') {
             let sep = item.iter().position(|&b| b == b'=' || b == b':');
@@ -395,7 +401,16 @@ mod tests {
     #[test]
     fn garbage_never_panics() {
         let mut t = TraceContext::default();
-        for v in [&b""[..], b"-", b"--", b":::", b"%3", b"%3a%3a", b"1-=-=-", b"1-\xff\xff-a-b"] {
+        for v in [
+            &b""[..],
+            b"-",
+            b"--",
+            b":::",
+            b"%3",
+            b"%3a%3a",
+            b"1-=-=-",
+            b"1-\xff\xff-a-b",
+        ] {
             for n in [&b"traceparent"[..], b"b3", b"uber-trace-id", b"sw8"] {
                 t.observe_header(n, v);
             }
