@@ -19,13 +19,7 @@ fn pairs(c: &mut Criterion) {
             b.iter(|| {
                 ts += 2;
                 let mut n = 0u32;
-                session.feed(
-                    Direction::Request,
-                    black_box(&pair.request),
-                    0,
-                    ts,
-                    &mut |_| {},
-                );
+                session.feed(Direction::Request, black_box(&pair.request), 0, ts, &mut |_| {});
                 session.feed(
                     Direction::Response,
                     black_box(&pair.response),

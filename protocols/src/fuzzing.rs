@@ -16,20 +16,14 @@ pub fn drive(protocol: L7Protocol, data: &[u8]) -> usize {
     let Some((&first, mut rest)) = data.split_first() else {
         return 0;
     };
-    let transport = if first & 1 == 1 && protocol == L7Protocol::Dns {
-        Transport::Udp
-    } else {
-        Transport::Tcp
-    };
+    let transport =
+        if first & 1 == 1 && protocol == L7Protocol::Dns { Transport::Udp } else { Transport::Tcp };
     let _ = detect(rest, transport, None);
     let _ = detect(rest, transport, Some(Direction::Response));
     let Some(parser) = AnyParser::new(protocol, transport) else {
         return 0;
     };
-    let limits = SessionLimits {
-        max_buffer: 4096,
-        max_pending: 16,
-    };
+    let limits = SessionLimits { max_buffer: 4096, max_pending: 16 };
     let mut session = Session::with_limits(parser, limits);
     let mut records = 0usize;
     let mut check = |rec: &L7Record| {
@@ -52,16 +46,8 @@ pub fn drive(protocol: L7Protocol, data: &[u8]) -> usize {
         let len = (rest[1] as usize).min(rest.len() - 2);
         let seg = &rest[2..2 + len];
         rest = &rest[2 + len..];
-        let dir = if ctl & 1 == 0 {
-            Direction::Request
-        } else {
-            Direction::Response
-        };
-        let missing = if ctl & 2 != 0 {
-            u64::from(ctl >> 2) * 97
-        } else {
-            0
-        };
+        let dir = if ctl & 1 == 0 { Direction::Request } else { Direction::Response };
+        let missing = if ctl & 2 != 0 { u64::from(ctl >> 2) * 97 } else { 0 };
         ts += 10;
         session.feed(dir, seg, missing, ts, &mut |ev| check(ev.record));
     }

@@ -19,10 +19,7 @@ pub struct SessionLimits {
 
 impl Default for SessionLimits {
     fn default() -> Self {
-        SessionLimits {
-            max_buffer: 16 * 1024,
-            max_pending: 256,
-        }
+        SessionLimits { max_buffer: 16 * 1024, max_pending: 256 }
     }
 }
 
@@ -250,11 +247,7 @@ impl<P: L7Parser> Session<P> {
                 self.scratch.msg_type = MessageType::Request;
                 if self.scratch.no_response {
                     self.scratch.msg_type = MessageType::Session;
-                    sink(L7Event {
-                        record: &self.scratch,
-                        start_us: ts_us,
-                        end_us: ts_us,
-                    });
+                    sink(L7Event { record: &self.scratch, start_us: ts_us, end_us: ts_us });
                     return;
                 }
                 if self.pending.len() >= self.limits.max_pending {
@@ -262,10 +255,7 @@ impl<P: L7Parser> Session<P> {
                 }
                 let mut rec = self.take_free();
                 rec.copy_from(&self.scratch);
-                self.pending.push_back(Pending {
-                    rec,
-                    start_us: ts_us,
-                });
+                self.pending.push_back(Pending { rec, start_us: ts_us });
             }
             Direction::Response => {
                 self.scratch.msg_type = MessageType::Response;
@@ -279,20 +269,12 @@ impl<P: L7Parser> Session<P> {
                 match pos.and_then(|p| self.pending.remove(p)) {
                     Some(mut p) => {
                         p.rec.merge_response(&self.scratch);
-                        sink(L7Event {
-                            record: &p.rec,
-                            start_us: p.start_us,
-                            end_us: ts_us,
-                        });
+                        sink(L7Event { record: &p.rec, start_us: p.start_us, end_us: ts_us });
                         self.free.push(p.rec);
                     }
                     None => {
                         self.stats.orphan_responses += 1;
-                        sink(L7Event {
-                            record: &self.scratch,
-                            start_us: ts_us,
-                            end_us: ts_us,
-                        });
+                        sink(L7Event { record: &self.scratch, start_us: ts_us, end_us: ts_us });
                     }
                 }
             }
@@ -303,11 +285,7 @@ impl<P: L7Parser> Session<P> {
         if let Some(mut p) = self.pending.pop_front() {
             self.stats.timeouts += 1;
             p.rec.set_timeout();
-            sink(L7Event {
-                record: &p.rec,
-                start_us: p.start_us,
-                end_us: p.start_us,
-            });
+            sink(L7Event { record: &p.rec, start_us: p.start_us, end_us: p.start_us });
             self.free.push(p.rec);
         }
     }
@@ -316,11 +294,7 @@ impl<P: L7Parser> Session<P> {
         if let Some(mut p) = self.pending.pop_front() {
             p.rec.msg_type = MessageType::Session;
             p.rec.response_status = ResponseStatus::ParseFailed;
-            sink(L7Event {
-                record: &p.rec,
-                start_us: p.start_us,
-                end_us: p.start_us,
-            });
+            sink(L7Event { record: &p.rec, start_us: p.start_us, end_us: p.start_us });
             self.free.push(p.rec);
         }
     }

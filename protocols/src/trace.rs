@@ -187,11 +187,7 @@ impl TraceContext {
         if n < 2 || !is_hex(parts[0]) || parts[0].is_empty() {
             return false;
         }
-        let parent = if n >= 3 && parts[2] != b"0" {
-            Some(parts[2])
-        } else {
-            None
-        };
+        let parent = if n >= 3 && parts[2] != b"0" { Some(parts[2]) } else { None };
         self.take_id(TraceFormat::Jaeger, parts[0], Some(parts[1]), parent)
     }
 
@@ -401,16 +397,7 @@ mod tests {
     #[test]
     fn garbage_never_panics() {
         let mut t = TraceContext::default();
-        for v in [
-            &b""[..],
-            b"-",
-            b"--",
-            b":::",
-            b"%3",
-            b"%3a%3a",
-            b"1-=-=-",
-            b"1-\xff\xff-a-b",
-        ] {
+        for v in [&b""[..], b"-", b"--", b":::", b"%3", b"%3a%3a", b"1-=-=-", b"1-\xff\xff-a-b"] {
             for n in [&b"traceparent"[..], b"b3", b"uber-trace-id", b"sw8"] {
                 t.observe_header(n, v);
             }

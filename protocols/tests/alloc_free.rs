@@ -53,15 +53,8 @@ fn parsing_and_pairing_allocate_nothing_in_steady_state() {
         let before = ALLOCS.load(Ordering::Relaxed);
         run(&mut session, 10_000, &mut ts);
         let allocs = ALLOCS.load(Ordering::Relaxed) - before;
-        report.push(format!(
-            "{}: {allocs} allocations in 10000 calls",
-            pair.name
-        ));
-        assert_eq!(
-            sessions, 10_100,
-            "{}: every request paired with its response",
-            pair.name
-        );
+        report.push(format!("{}: {allocs} allocations in 10000 calls", pair.name));
+        assert_eq!(sessions, 10_100, "{}: every request paired with its response", pair.name);
         assert_eq!(allocs, 0, "{}: steady-state parsing allocated", pair.name);
     }
     eprintln!("{}", report.join("\n"));

@@ -10,10 +10,7 @@ use fathom_protocols::detect;
 #[test]
 fn only_the_owner_detects_its_samples() {
     let samples = load_samples(&FOLDERS);
-    assert!(
-        samples.len() >= FOLDERS.len(),
-        "expected samples in every folder"
-    );
+    assert!(samples.len() >= FOLDERS.len(), "expected samples in every folder");
     let mut failures = Vec::new();
     let mut detected = 0;
     for s in &samples {
@@ -28,10 +25,9 @@ fn only_the_owner_detects_its_samples() {
                 // silence is allowed only for responses, and only there.
                 None if s.dir == fathom_protocols::Direction::Response
                     && want.0 == fathom_protocols::L7Protocol::Kafka => {}
-                other => failures.push(format!(
-                    "{}/{}: want {want:?}, got {other:?}",
-                    s.folder, s.name
-                )),
+                other => {
+                    failures.push(format!("{}/{}: want {want:?}, got {other:?}", s.folder, s.name))
+                }
             }
         }
         for n in [16usize, 64, 256, 1024] {
@@ -41,19 +37,13 @@ fn only_the_owner_detects_its_samples() {
             match detect(&s.bytes[..n], transport, None) {
                 None => {}
                 Some(g) if g == want => {}
-                Some(g) => failures.push(format!(
-                    "{}/{} cut at {n}: detected as {g:?}",
-                    s.folder, s.name
-                )),
+                Some(g) => {
+                    failures.push(format!("{}/{} cut at {n}: detected as {g:?}", s.folder, s.name))
+                }
             }
         }
     }
-    assert!(
-        failures.is_empty(),
-        "{} detection failures:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert!(failures.is_empty(), "{} detection failures:\n{}", failures.len(), failures.join("\n"));
     eprintln!(
         "detection matrix: {detected}/{} samples detected as their own protocol",
         samples.len()

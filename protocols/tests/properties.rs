@@ -36,11 +36,8 @@ fn framed(samples: &[Sample], picks: &[usize], edits: &[(usize, u8)], cut: u8) -
         let bytes = mutated(samples, p, if n == 0 { edits } else { &[] });
         for chunk in bytes.chunks(200) {
             let dir = u8::from(s.dir == Direction::Response);
-            let ctl = if n == picks.len() - 1 && cut & 2 != 0 {
-                dir | 2 | (cut & 0xfc)
-            } else {
-                dir
-            };
+            let ctl =
+                if n == picks.len() - 1 && cut & 2 != 0 { dir | 2 | (cut & 0xfc) } else { dir };
             out.push(ctl);
             out.push(chunk.len() as u8);
             out.extend_from_slice(chunk);

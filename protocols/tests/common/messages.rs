@@ -71,9 +71,7 @@ pub fn dns() -> Pair {
     let mut r = vec![0x1a, 0x2b, 0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0];
     dns_name(&mut r, "www.example.com");
     r.extend_from_slice(&[0, 1, 0, 1]);
-    r.extend_from_slice(&[
-        0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0x0e, 0x10, 0, 4, 93, 184, 216, 34,
-    ]);
+    r.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0x0e, 0x10, 0, 4, 93, 184, 216, 34]);
     Pair {
         name: "dns",
         protocol: L7Protocol::Dns,

@@ -14,9 +14,8 @@ pub struct Sample {
     pub bytes: Vec<u8>,
 }
 
-pub const FOLDERS: [&str; 8] = [
-    "http1", "http2", "dns-udp", "dns-tcp", "redis", "mysql", "kafka", "dubbo",
-];
+pub const FOLDERS: [&str; 8] =
+    ["http1", "http2", "dns-udp", "dns-tcp", "redis", "mysql", "kafka", "dubbo"];
 
 pub fn protocol_of(folder: &str) -> L7Protocol {
     match folder {
@@ -60,12 +59,7 @@ pub fn load_samples(folders: &[&'static str]) -> Vec<Sample> {
                 continue;
             };
             let bytes = std::fs::read(&path).expect("read sample");
-            out.push(Sample {
-                folder,
-                name,
-                dir,
-                bytes,
-            });
+            out.push(Sample { folder, name, dir, bytes });
         }
     }
     out
