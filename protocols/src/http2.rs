@@ -27,13 +27,7 @@ impl L7Parser for Http2Parser {
         Pairing::Fifo
     }
 
-    fn parse(
-        &mut self,
-        _dir: Direction,
-        _buf: &[u8],
-        _at_end: bool,
-        _rec: &mut L7Record,
-    ) -> Progress {
+    fn parse(&mut self, _dir: Direction, _buf: &[u8], _at_end: bool, _rec: &mut L7Record) -> Progress {
         Progress::Invalid
     }
 }
