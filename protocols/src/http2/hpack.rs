@@ -281,6 +281,18 @@ impl Decoder {
         }
     }
 
+    /// Forget every dynamic entry (the maximum size stays). Called when
+    /// part of a header block was lost: insertions we never saw shift every
+    /// index. Entries added afterwards sit at the right (newest-first)
+    /// indices, and since the encoder's table holds more than ours it evicts
+    /// first, so whatever we still hold is right; references beyond it are
+    /// reported unknown instead of resolving to a wrong entry.
+    pub(super) fn reset_table(&mut self) {
+        self.table.entries.clear();
+        self.table.size = 0;
+        self.table.bytes.clear();
+    }
+
     /// The table's current maximum size.
     #[cfg(test)]
     pub(super) fn max_size(&self) -> usize {

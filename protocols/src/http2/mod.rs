@@ -39,7 +39,7 @@ mod tests;
 use crate::parser::{Direction, L7Parser, Pairing, Progress, Transport};
 use crate::record::{push_str_bounded, set_bounded, L7Protocol, L7Record, ResponseStatus};
 
-use hpack::{Decoder, HpackError};
+use hpack::Decoder;
 
 /// The client connection preface (RFC 9113 §3.4).
 pub const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -361,12 +361,10 @@ struct Block {
 
 impl Http2Parser {
     pub fn new(_transport: Transport) -> Self {
-        let mut slots = Vec::with_capacity(STREAM_SLOTS);
-        slots.resize_with(STREAM_SLOTS, Slot::default);
         Http2Parser {
             dec: Box::new([Decoder::new(), Decoder::new()]),
             pending_limit: [None; 2],
-            slots,
+            slots: Vec::new(),
             block: Vec::new(),
         }
     }
@@ -376,6 +374,10 @@ impl Http2Parser {
     }
 
     fn slot_or_new(&mut self, id: u32) -> &mut Slot {
+        if self.slots.is_empty() {
+            // Allocated on the first stream, once per connection.
+            self.slots.resize_with(STREAM_SLOTS, Slot::default);
+        }
         let s = &mut self.slots[slot_index(id)];
         if s.id != id {
             s.reset(id);
@@ -465,11 +467,13 @@ impl Http2Parser {
     }
 
     /// Decode the gathered block with `dir`'s decoder, filling `rec`.
-    fn decode_block(&mut self, dir: Direction, rec: &mut L7Record) -> (BlockInfo, bool) {
+    /// Invalid HPACK (a COMPRESSION_ERROR to a real peer) ends the block
+    /// early; what was decoded before it is kept.
+    fn decode_block(&mut self, dir: Direction, rec: &mut L7Record) -> BlockInfo {
         let mut info = BlockInfo::default();
         let Http2Parser { dec, block, .. } = self;
-        let res = dec[di(dir)].decode(block, |name, value| on_field(name, value, rec, &mut info));
-        (info, res == Err(HpackError::Invalid))
+        let _ = dec[di(dir)].decode(block, |name, value| on_field(name, value, rec, &mut info));
+        info
     }
 
     fn headers(
@@ -485,7 +489,10 @@ impl Http2Parser {
             Err(p) => return p,
         };
         rec.clear();
-        let (info, _invalid) = self.decode_block(dir, rec);
+        let info = self.decode_block(dir, rec);
+        if b.truncated {
+            self.dec[di(dir)].reset_table();
+        }
         let done = Progress::Message {
             consumed: b.consumed,
             skip: b.skip,
@@ -518,6 +525,11 @@ impl Http2Parser {
                     return skipped; // a pushed stream: no request of ours
                 }
                 let end_stream = b.flags & FLAG_END_STREAM != 0;
+                if self.slot(id).is_none() && info.status.is_none() && info.grpc_status.is_none() {
+                    // A stream we know nothing of, and a block that says
+                    // nothing useful (joined midway, or cut very early).
+                    return skipped;
+                }
                 if let Some(st) = info.status {
                     if (100..200).contains(&st) && !end_stream && !b.truncated {
                         // Informational (100-continue): the final status follows.
@@ -533,7 +545,9 @@ impl Http2Parser {
                 if info.status.is_some() {
                     s.status = info.status;
                 }
-                s.grpc |= info.grpc;
+                // grpc-status exists only in gRPC (helps when the
+                // content-type was lost with a desynchronised table).
+                s.grpc |= info.grpc || info.grpc_status.is_some();
                 if info.grpc_status.is_some() {
                     s.grpc_status = info.grpc_status;
                 }
@@ -576,6 +590,7 @@ impl Http2Parser {
             rec.response_status = http_status(st);
             if s.grpc && st == 200 {
                 // gRPC without its grpc-status (cut off): outcome unknown.
+                rec.response_code = None;
                 rec.response_status = ResponseStatus::Unknown;
             }
         }
@@ -608,6 +623,11 @@ impl Http2Parser {
             return skip_frame(h, buf);
         }
         s.truncated |= truncated;
+        if truncated && s.grpc {
+            // The trailers were most likely in the lost bytes: the table
+            // cannot be trusted (see Decoder::reset_table).
+            self.dec[di(dir)].reset_table();
+        }
         rec.clear();
         self.finish_response(id, rec);
         let consumed = total.min(buf.len());
@@ -801,6 +821,11 @@ impl L7Parser for Http2Parser {
             }
         }
         let Some(h) = FrameHeader::read(buf) else {
+            if at_end {
+                // Bytes are lost at a frame boundary; they may have held
+                // header blocks.
+                self.dec[di(dir)].reset_table();
+            }
             return Progress::NeedMore;
         };
         if !h.valid() {

@@ -1353,3 +1353,92 @@ fn write_http2_samples() {
     std::fs::write(format!("{SAMPLE_DIR}/req-preface.bin"), sample_req()).unwrap();
     std::fs::write(format!("{SAMPLE_DIR}/resp-settings.bin"), sample_resp()).unwrap();
 }
+
+#[test]
+fn push_promise_keeps_table_in_step() {
+    let promise = Enc::new()
+        .idx(2)
+        .idx(7)
+        .inc(4, "/style.css", false)
+        .inc(1, "push.example", false)
+        .done();
+    let mut pp = 6u32.to_be_bytes().to_vec(); // promised stream 6
+    pp.extend_from_slice(&promise);
+    let writes = vec![
+        (Req, simple_get(1, "/")),
+        (
+            Resp,
+            cat(&[
+                &frame(PUSH_PROMISE, FLAG_END_HEADERS, 1, &pp),
+                // The pushed response, on stream 6: no record.
+                &headers(6, false, &Enc::new().idx(8).done()),
+                &data(6, true, b"body{}"),
+                // Stream 1's response indexes the entry the promise added:
+                // 62 = :authority push.example, 63 = :path /style.css; a
+                // new literal makes 62 the status.
+                &headers(1, false, &Enc::new().inc(8, "203", false).idx(63).done()),
+                &data(1, true, b"x"),
+            ]),
+        ),
+    ];
+    let recs = run(&writes, 0, None);
+    assert_eq!(recs.len(), 1, "{recs:#?}");
+    assert_eq!(recs[0].request_id, Some(1));
+    assert_eq!(recs[0].response_code, Some(203));
+    let mut p = Http2Parser::new(Transport::Tcp);
+    let mut rec = L7Record::default();
+    let w = &writes[1].1;
+    let pr = p.parse(Resp, w, false, &mut rec);
+    assert_eq!(
+        pr,
+        Progress::Skipped {
+            consumed: 9 + pp.len(),
+            skip: 0
+        }
+    );
+    let (t, _) = p.dec[1].dump();
+    assert_eq!(t.len(), 2);
+    assert_eq!(t[0], (b":authority".to_vec(), b"push.example".to_vec()));
+}
+
+#[test]
+fn lost_block_resets_table() {
+    let mut p = Http2Parser::new(Transport::Tcp);
+    let mut rec = L7Record::default();
+    let first = headers(
+        1,
+        true,
+        &Enc::new()
+            .idx(2)
+            .idx(4)
+            .inc(1, "a.example", false)
+            .inc_new("x-long", &"q".repeat(80), false)
+            .done(),
+    );
+    // Cut inside the second insertion: the client's table now holds two
+    // entries but ours only the first, so indices would be shifted.
+    let cut = &first[..first.len() - 10];
+    assert!(matches!(
+        p.parse(Req, cut, true, &mut rec),
+        Progress::Message { .. }
+    ));
+    assert!(rec.truncated);
+    assert_eq!(rec.request_domain, "a.example");
+    // Stream 3 refers to :authority by index 63: unknown, not wrong.
+    let second = headers(3, true, &Enc::new().idx(2).idx(4).idx(63).done());
+    assert!(matches!(
+        p.parse(Req, &second, false, &mut rec),
+        Progress::Message { .. }
+    ));
+    assert_eq!(rec.request_domain, "");
+    // New entries after the loss are found again.
+    let third = headers(
+        5,
+        true,
+        &Enc::new().idx(2).idx(4).inc(1, "b.example", false).done(),
+    );
+    p.parse(Req, &third, false, &mut rec);
+    let fourth = headers(7, true, &Enc::new().idx(2).idx(4).idx(62).done());
+    p.parse(Req, &fourth, false, &mut rec);
+    assert_eq!(rec.request_domain, "b.example");
+}
