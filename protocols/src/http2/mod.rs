@@ -19,11 +19,20 @@
 //!   request to the session, so the call is left to time out.
 //!
 //! Truncated captures (`at_end`): a header block cut short is decoded as far
-//! as it goes (HPACK is sequential) and its record marked truncated; the
-//! dynamic table may then lose sync, and later references to entries it
-//! lacks are reported as unknown headers. A capture cut inside a server
-//! frame of a stream ends that stream's response there (marked truncated),
-//! since its end was most likely in the lost bytes.
+//! as it goes (HPACK is sequential) and its record marked truncated. A
+//! capture cut inside a server frame of a stream ends that stream's response
+//! there (marked truncated; the stream's later frames are ignored), since
+//! its end was most likely in the lost bytes. Whenever header bytes may have
+//! been lost, the direction's dynamic table is emptied: entries inserted
+//! afterwards are found at their right indices, and references to older
+//! ones are reported as unknown headers rather than resolved to wrong ones.
+//! Server DATA frames up to 16 KiB are buffered whole so that such a cut is
+//! noticed; larger ones are skipped as soon as their header is read.
+//!
+//! The HPACK table size follows the encoder's dynamic table size updates
+//! (capped at 64 KiB whatever the peer says); a lower
+//! SETTINGS_HEADER_TABLE_SIZE shrinks it when the encoder's side
+//! acknowledges the SETTINGS.
 //!
 //! Response status: gRPC uses `grpc-status` (0 ok; CANCELLED,
 //! INVALID_ARGUMENT, NOT_FOUND, ALREADY_EXISTS, PERMISSION_DENIED,
@@ -287,6 +296,9 @@ struct Slot {
     /// Response bytes so far (frame headers included).
     bytes: u64,
     truncated: bool,
+    /// The response was reported early (the capture cut it): ignore the
+    /// stream's later frames rather than report a second, orphan response.
+    done: bool,
 }
 
 impl Slot {
@@ -299,6 +311,7 @@ impl Slot {
         self.exception.clear();
         self.bytes = 0;
         self.truncated = false;
+        self.done = false;
     }
 }
 
@@ -525,6 +538,9 @@ impl Http2Parser {
                     return skipped; // a pushed stream: no request of ours
                 }
                 let end_stream = b.flags & FLAG_END_STREAM != 0;
+                if self.slot(id).is_some_and(|s| s.done) {
+                    return skipped;
+                }
                 if self.slot(id).is_none() && info.status.is_none() && info.grpc_status.is_none() {
                     // A stream we know nothing of, and a block that says
                     // nothing useful (joined midway, or cut very early).
@@ -594,7 +610,11 @@ impl Http2Parser {
                 rec.response_status = ResponseStatus::Unknown;
             }
         }
-        s.reset(0);
+        if s.truncated {
+            s.done = true;
+        } else {
+            s.reset(0);
+        }
     }
 
     fn data(
@@ -611,7 +631,7 @@ impl Http2Parser {
         }
         let id = h.stream;
         let cut = buf.len() < total;
-        let Some(s) = self.slot(id) else {
+        let Some(s) = self.slot(id).filter(|s| !s.done) else {
             return skip_frame(h, buf);
         };
         if cut && total <= DATA_BUFFER_LIMIT && !at_end {
@@ -657,7 +677,7 @@ impl Http2Parser {
         if dir == Direction::Request {
             return skip_frame(h, buf);
         }
-        let Some(s) = self.slot(id) else {
+        let Some(s) = self.slot(id).filter(|s| !s.done) else {
             return skip_frame(h, buf);
         };
         s.bytes += h.total() as u64;
