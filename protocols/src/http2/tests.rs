@@ -1208,6 +1208,13 @@ fn garbage_and_other_protocols() {
             Progress::Invalid
         );
     }
+    // A header block beyond 64 KiB is not followed.
+    let huge = frame(HEADERS, FLAG_END_HEADERS, 1, &vec![0x82; 70_000]);
+    assert_eq!(p.parse(Req, &huge, false, &mut rec), Progress::Invalid);
+    assert_eq!(
+        p.parse(Req, &huge[..100], false, &mut rec),
+        Progress::Invalid
+    );
     // Random bytes, in many shapes, through sessions: no panic.
     let mut seed = 0xdead_beefu32;
     let mut next = || {
