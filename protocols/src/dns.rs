@@ -65,7 +65,7 @@ fn detect_message(msg: &[u8]) -> Option<Direction> {
             return None;
         }
         match opcode {
-            0 | 1 | 2 => {
+            0..=2 => {
                 if h.ancount != 0 || h.nscount != 0 || h.arcount > 2 {
                     return None;
                 }
