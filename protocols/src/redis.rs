@@ -24,7 +24,8 @@
 //!
 //! Pub/sub: RESP3 pushes (`>`) and, once the flow subscribed, RESP2 arrays
 //! headed `message`/`subscribe`/... are not replies: they are skipped, and
-//! (P|S)(UN)SUBSCRIBE requests expect no reply.
+//! (P|S)(UN)SUBSCRIBE requests expect no reply. Likewise the feed of
+//! `+<timestamp> ...` lines after MONITOR.
 //!
 //! Large values are not buffered: a bulk string longer than [`BIG_BULK`]
 //! ends the record (its first bytes are shown) and the rest of the message
@@ -436,6 +437,8 @@ pub struct RedisParser {
     resp3: bool,
     /// The flow subscribed: RESP2 arrays headed by a pub/sub kind are pushes.
     pubsub: bool,
+    /// The flow sent MONITOR: `+<timestamp> ...` lines are a feed, not replies.
+    monitor: bool,
     /// Values still to drop per direction after a message emitted early.
     tail: [u64; 2],
 }
@@ -726,7 +729,11 @@ impl RedisParser {
                 self.pubsub = true;
                 rec.no_response = true;
             }
-            "RESET" => self.pubsub = false,
+            "MONITOR" => self.monitor = true,
+            "RESET" => {
+                self.pubsub = false;
+                self.monitor = false;
+            }
             _ => {}
         }
         rec.version.push_str(self.version());
@@ -798,7 +805,8 @@ impl RedisParser {
         if !matches!(t, b'+' | b'-' | b':' | b'$' | b'*') {
             self.resp3 = true;
         }
-        let mut push = t == b'>';
+        let mut push =
+            t == b'>' || (self.monitor && t == b'+' && buf.get(1).is_some_and(u8::is_ascii_digit));
         if !push && t == b'*' && self.pubsub {
             match pubsub_kind(buf) {
                 Err(Need::Short) if !at_end => return Progress::NeedMore,

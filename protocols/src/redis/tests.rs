@@ -428,6 +428,26 @@ fn pubsub_resp2_messages_are_not_replies() {
 }
 
 #[test]
+fn monitor_feed_is_not_replies() {
+    let reqs = cmd(&[b"MONITOR"]);
+    let resps = b"+OK\r\n+1700000000.123456 [0 127.0.0.1:50000] \"get\" \"k\"\r\n+1700000000.223456 [0 127.0.0.1:50000] \"ping\"\r\n";
+    for chunk in [0, 1, 9] {
+        let mut s = Session::new(RedisParser::new(Transport::Tcp));
+        let mut out = Vec::new();
+        for c in reqs.chunks(if chunk == 0 { reqs.len() } else { chunk }) {
+            feed(&mut s, Direction::Request, c, 0, &mut out);
+        }
+        for c in resps.chunks(if chunk == 0 { resps.len() } else { chunk }) {
+            feed(&mut s, Direction::Response, c, 0, &mut out);
+        }
+        assert_eq!(out.len(), 1, "chunk {chunk}");
+        assert_eq!(out[0].request_type, "MONITOR");
+        assert_eq!(out[0].response_result, "OK");
+        assert_eq!(s.stats().orphan_responses, 0);
+    }
+}
+
+#[test]
 fn big_reply_is_not_buffered() {
     let value = vec![b'x'; 3000];
     let resp = bulk(&value);
