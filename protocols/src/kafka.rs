@@ -36,7 +36,8 @@ use crate::record::{push_bounded, L7Protocol, L7Record, ResponseStatus};
 const MAX_FRAME: i32 = 100 * 1024 * 1024;
 /// Bytes waited for at most while the fields we want are not all in.
 const NEED_CAP: usize = 4096;
-const PENDING: usize = 64;
+/// Requests in flight remembered per flow (producers default to 5).
+const PENDING: usize = 32;
 
 /// (name, highest known version, first flexible version or -1).
 const APIS: [(&str, i16, i16); 93] = [
@@ -490,13 +491,19 @@ fn push_uuid(dst: &mut String, id: &[u8]) {
     }
 }
 
-#[derive(Clone, Copy, Debug, Default)]
+/// A request awaiting its response; `key` -1 marks a free slot.
+#[derive(Clone, Copy, Debug)]
 struct Pending {
-    used: bool,
     corr: i32,
     key: i16,
     version: i16,
 }
+
+const FREE: Pending = Pending {
+    corr: 0,
+    key: -1,
+    version: 0,
+};
 
 #[derive(Debug)]
 pub struct KafkaParser {
@@ -507,7 +514,7 @@ pub struct KafkaParser {
 impl Default for KafkaParser {
     fn default() -> Self {
         KafkaParser {
-            pending: [Pending::default(); PENDING],
+            pending: [FREE; PENDING],
             next: 0,
         }
     }
@@ -554,7 +561,11 @@ impl KafkaParser {
     }
 
     fn remember(&mut self, corr: i32, key: i16, version: i16) {
-        let slot = match self.pending.iter().position(|p| !p.used || p.corr == corr) {
+        let slot = match self
+            .pending
+            .iter()
+            .position(|p| p.key < 0 || p.corr == corr)
+        {
             Some(i) => i,
             None => {
                 let i = self.next;
@@ -562,16 +573,13 @@ impl KafkaParser {
                 i
             }
         };
-        self.pending[slot] = Pending {
-            used: true,
-            corr,
-            key,
-            version,
-        };
+        self.pending[slot] = Pending { corr, key, version };
     }
 
     fn lookup(&self, corr: i32) -> Option<usize> {
-        self.pending.iter().position(|p| p.used && p.corr == corr)
+        self.pending
+            .iter()
+            .position(|p| p.key >= 0 && p.corr == corr)
     }
 
     /// Request header and the fields we keep; None when the bytes ran out.
@@ -748,7 +756,7 @@ impl KafkaParser {
             if !done && !complete && !at_end && frame.len() + 4 < NEED_CAP {
                 return Progress::NeedMore;
             }
-            self.pending[i].used = false;
+            self.pending[i] = FREE;
             if let Some(name) = api_name(key) {
                 rec.request_type.push_str(name);
                 rec.endpoint.push_str(name);
