@@ -58,6 +58,7 @@ const COM_STMT_RESET: u8 = 0x1a;
 const COM_STMT_FETCH: u8 = 0x1c;
 
 const CLIENT_CONNECT_WITH_DB: u32 = 0x0000_0008;
+const CLIENT_COMPRESS: u32 = 0x0000_0020;
 const CLIENT_SSL: u32 = 0x0000_0800;
 const CLIENT_SECURE_CONNECTION: u32 = 0x0000_8000;
 const CLIENT_PLUGIN_AUTH_LENENC: u32 = 0x0020_0000;
@@ -280,6 +281,8 @@ enum Cmd {
     FieldList,
     Statistics,
     ChangeUser,
+    /// COM_STMT_FETCH: rows of an open cursor, then EOF; no column count.
+    Fetch,
     Other,
 }
 
@@ -611,7 +614,7 @@ impl MySqlParser {
                 if cmd == COM_STMT_EXECUTE {
                     kind = Cmd::Execute;
                 } else if cmd == COM_STMT_FETCH {
-                    kind = Cmd::Query;
+                    kind = Cmd::Fetch;
                 }
             }
             _ => {}
@@ -632,7 +635,8 @@ impl MySqlParser {
     /// HandshakeResponse41 (or SSLRequest): capabilities, user, database.
     fn handshake_response(&mut self, len: usize, p: &[u8]) {
         let Some(caps) = u32_le(p, 0) else { return };
-        if caps & CLIENT_SSL != 0 && len == 32 {
+        if caps & CLIENT_SSL != 0 && len == 32 || caps & CLIENT_COMPRESS != 0 {
+            // TLS or the compressed protocol follows: nothing more to read.
             self.tls = true;
             return;
         }
@@ -1113,6 +1117,16 @@ impl MySqlParser {
             }
         };
         match first {
+            _ if cmd == Cmd::Fetch && !more => {
+                let need = p.len.min(1024);
+                if !complete && !at_end && (p.hdr + p.len <= SMALL_PACKET || payload.len() < need) {
+                    return Progress::NeedMore;
+                }
+                begin(self);
+                self.resp.result_set = true;
+                self.resp.state = RState::Rows;
+                self.row_or_end(buf, p, payload, complete, at_end, rec)
+            }
             0x00 if cmd == Cmd::Prepare && !more && p.len >= 12 => {
                 if payload.len() < 12 {
                     if !at_end {
@@ -1823,6 +1837,66 @@ mod tests {
         for (i, rec) in r.iter().enumerate() {
             assert_eq!(rec.response_result, format!("rows={i}"));
         }
+    }
+
+    #[test]
+    fn cursor_fetch() {
+        // COM_STMT_EXECUTE with a cursor: definitions and an EOF with
+        // SERVER_STATUS_CURSOR_EXISTS; rows come with COM_STMT_FETCH.
+        let mut exec_resp = pkt(1, &[1]);
+        exec_resp.extend(coldef(2, b"id"));
+        exec_resp.extend(eof(3, 0x0042));
+        let mut fetch_resp = Vec::new();
+        for i in 0..2u8 {
+            fetch_resp.extend(pkt(1 + i, &[0x00, 0x00, i, 0, 0, 0]));
+        }
+        fetch_resp.extend(eof(3, 0x0042));
+        let msgs = vec![
+            (Req, pkt(0, &[COM_STMT_EXECUTE, 1, 0, 0, 0, 1, 1, 0, 0, 0])),
+            (Resp_, exec_resp),
+            (Req, pkt(0, &[COM_STMT_FETCH, 1, 0, 0, 0, 10, 0, 0, 0])),
+            (Resp_, fetch_resp),
+            (Req, pkt(0, &[COM_STMT_FETCH, 1, 0, 0, 0, 10, 0, 0, 0])),
+            (Resp_, eof(1, 0x0082)),
+        ];
+        let r = both(&msgs);
+        assert_eq!(r.len(), 3, "{r:#?}");
+        assert_eq!(r[0].response_result, "rows=0");
+        assert_eq!(r[1].request_type, "COM_STMT_FETCH");
+        assert_eq!(r[1].response_result, "rows=2");
+        assert_eq!(r[2].response_result, "rows=0");
+    }
+
+    /// The MySQL, Kafka and Dubbo detectors fire only on their own samples.
+    #[test]
+    fn own_samples_cross_detection() {
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/samples");
+        let mut seen = 0;
+        for proto in ["mysql", "kafka", "dubbo"] {
+            let Ok(dir) = std::fs::read_dir(format!("{root}/{proto}")) else {
+                continue;
+            };
+            for f in dir {
+                let path = f.unwrap().path();
+                let name = path.file_name().unwrap().to_string_lossy().to_string();
+                let bytes = std::fs::read(&path).unwrap();
+                let want = if name.starts_with("req-") { Req } else { Resp_ };
+                for n in [bytes.len(), 64, 256, 1024] {
+                    let b = &bytes[..n.min(bytes.len())];
+                    let got = [
+                        ("mysql", detect(b, Transport::Tcp)),
+                        ("kafka", crate::kafka::detect(b, Transport::Tcp)),
+                        ("dubbo", crate::dubbo::detect(b, Transport::Tcp)),
+                    ];
+                    for (p, d) in got {
+                        let expect = (p == proto).then_some(want);
+                        assert_eq!(d, expect, "{proto}/{name} cut {n}: {p} detector");
+                    }
+                }
+                seen += 1;
+            }
+        }
+        assert!(seen >= 10);
     }
 
     /// Writes tests/samples/mysql/ (run with --ignored to refresh).
