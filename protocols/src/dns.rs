@@ -115,11 +115,7 @@ fn detect_message(msg: &[u8]) -> Option<Direction> {
     if labels == 0 && !matches!(qtype, 2 | 6 | 48 | 255) {
         return None;
     }
-    Some(if query {
-        Direction::Request
-    } else {
-        Direction::Response
-    })
+    Some(if query { Direction::Request } else { Direction::Response })
 }
 
 #[derive(Debug)]
@@ -129,9 +125,7 @@ pub struct DnsParser {
 
 impl Default for DnsParser {
     fn default() -> Self {
-        DnsParser {
-            transport: Transport::Udp,
-        }
+        DnsParser { transport: Transport::Udp }
     }
 }
 
@@ -159,10 +153,7 @@ impl L7Parser for DnsParser {
                 match parse_message(dir, buf, buf.len(), rec) {
                     Some(cut) => {
                         rec.truncated = cut || at_end;
-                        Progress::Message {
-                            consumed: buf.len(),
-                            skip: 0,
-                        }
+                        Progress::Message { consumed: buf.len(), skip: 0 }
                     }
                     None => Progress::Invalid,
                 }
@@ -180,10 +171,7 @@ impl L7Parser for DnsParser {
                     return match parse_message(dir, msg, total, rec) {
                         Some(cut) => {
                             rec.truncated = cut;
-                            Progress::Message {
-                                consumed: total,
-                                skip: 0,
-                            }
+                            Progress::Message { consumed: total, skip: 0 }
                         }
                         None => Progress::Invalid,
                     };
@@ -194,18 +182,12 @@ impl L7Parser for DnsParser {
                 let skip = (total - buf.len()) as u64;
                 let msg = buf.get(2..).unwrap_or_default();
                 if msg.len() < HEADER_LEN {
-                    return Progress::Skipped {
-                        consumed: buf.len(),
-                        skip,
-                    };
+                    return Progress::Skipped { consumed: buf.len(), skip };
                 }
                 match parse_message(dir, msg, total, rec) {
                     Some(_) => {
                         rec.truncated = true;
-                        Progress::Message {
-                            consumed: buf.len(),
-                            skip,
-                        }
+                        Progress::Message { consumed: buf.len(), skip }
                     }
                     None => Progress::Invalid,
                 }
@@ -247,10 +229,7 @@ impl Header {
 }
 
 fn read_u16(msg: &[u8], pos: usize) -> Option<u16> {
-    Some(u16::from_be_bytes([
-        *msg.get(pos)?,
-        *msg.get(pos.checked_add(1)?)?,
-    ]))
+    Some(u16::from_be_bytes([*msg.get(pos)?, *msg.get(pos.checked_add(1)?)?]))
 }
 
 /// Parse one message (`msg`, `wire_len` bytes on the wire) into `rec`.
@@ -300,11 +279,7 @@ fn parse_sections(
 ) -> Option<bool> {
     let mut pos = HEADER_LEN;
     for i in 0..h.qdcount {
-        let out = if i == 0 {
-            Some(&mut rec.request_resource)
-        } else {
-            None
-        };
+        let out = if i == 0 { Some(&mut rec.request_resource) } else { None };
         let mut overflow = false;
         match read_name(msg, pos, out, &mut overflow) {
             Ok(end) => pos = end,
@@ -565,10 +540,7 @@ fn push_label(out: &mut String, label: &[u8], first: bool) -> bool {
     if !first && !push_room(out, ".") {
         return false;
     }
-    if label
-        .iter()
-        .all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    {
+    if label.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
         return match core::str::from_utf8(label) {
             Ok(s) => push_room(out, s),
             Err(_) => false,

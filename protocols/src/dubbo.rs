@@ -107,16 +107,8 @@ fn hessian_string(b: &[u8]) -> Option<(Option<&[u8]>, usize)> {
     let first = *b.first()?;
     let (chars, hdr, last) = match first {
         0x00..=0x1f => (first as usize, 1, true),
-        0x30..=0x33 => (
-            ((first as usize - 0x30) << 8) | *b.get(1)? as usize,
-            2,
-            true,
-        ),
-        b'S' | b'R' => (
-            (*b.get(1)? as usize) << 8 | *b.get(2)? as usize,
-            3,
-            first == b'S',
-        ),
+        0x30..=0x33 => (((first as usize - 0x30) << 8) | *b.get(1)? as usize, 2, true),
+        b'S' | b'R' => ((*b.get(1)? as usize) << 8 | *b.get(2)? as usize, 3, first == b'S'),
         b'N' => return Some((None, 1)),
         _ => return None,
     };
@@ -131,16 +123,10 @@ fn hessian_string(b: &[u8]) -> Option<(Option<&[u8]>, usize)> {
             let c = *rest.first()?;
             let (chars, h, last) = match c {
                 0x00..=0x1f => (c as usize, 1, true),
-                0x30..=0x33 => (
-                    (((c - 0x30) as usize) << 8) | *rest.get(1)? as usize,
-                    2,
-                    true,
-                ),
-                b'S' | b'R' => (
-                    ((*rest.get(1)? as usize) << 8) | *rest.get(2)? as usize,
-                    3,
-                    c == b'S',
-                ),
+                0x30..=0x33 => ((((c - 0x30) as usize) << 8) | *rest.get(1)? as usize, 2, true),
+                b'S' | b'R' => {
+                    (((*rest.get(1)? as usize) << 8) | *rest.get(2)? as usize, 3, c == b'S')
+                }
                 _ => return None,
             };
             let n = utf8_len(rest.get(h..)?, chars)?;
@@ -179,10 +165,9 @@ fn hessian_int(b: &[u8]) -> Option<(i32, usize)> {
     Some(match f {
         0x80..=0xbf => (f as i32 - 0x90, 1),
         0xc0..=0xcf => (((f as i32 - 0xc8) << 8) | *b.get(1)? as i32, 2),
-        0xd0..=0xd7 => (
-            ((f as i32 - 0xd4) << 16) | (*b.get(1)? as i32) << 8 | *b.get(2)? as i32,
-            3,
-        ),
+        0xd0..=0xd7 => {
+            (((f as i32 - 0xd4) << 16) | (*b.get(1)? as i32) << 8 | *b.get(2)? as i32, 3)
+        }
         b'I' => {
             let s = b.get(1..5)?;
             (i32::from_be_bytes([s[0], s[1], s[2], s[3]]), 5)
@@ -212,9 +197,7 @@ fn scan_trace(body: &[u8], rec: &mut L7Record) {
         let n = body[i] as usize;
         if (2..=17).contains(&n) {
             if let Some(key) = body.get(i + 1..i + 1 + n) {
-                let hit = TRACE_KEYS
-                    .iter()
-                    .any(|k| k.len() == n && k.eq_ignore_ascii_case(key));
+                let hit = TRACE_KEYS.iter().any(|k| k.len() == n && k.eq_ignore_ascii_case(key));
                 if hit {
                     if let Some((Some(v), used)) = body.get(i + 1 + n..).and_then(hessian_string) {
                         rec.trace.observe_header(key, v);
@@ -370,9 +353,8 @@ impl L7Parser for DubboParser {
         }
         let flag = buf[2];
         let status = buf[3];
-        let id = u64::from_be_bytes([
-            buf[4], buf[5], buf[6], buf[7], buf[8], buf[9], buf[10], buf[11],
-        ]);
+        let id =
+            u64::from_be_bytes([buf[4], buf[5], buf[6], buf[7], buf[8], buf[9], buf[10], buf[11]]);
         let body_len = u32::from_be_bytes([buf[12], buf[13], buf[14], buf[15]]);
         if body_len >= MAX_BODY {
             return Progress::Invalid;
@@ -450,14 +432,7 @@ mod tests {
 
     pub(crate) fn request(id: u64, flag: u8, arg: &str) -> Vec<u8> {
         let mut b = Vec::new();
-        for s in [
-            "2.0.2",
-            SERVICE,
-            "0.0.0",
-            "sayHello",
-            "Ljava/lang/String;",
-            arg,
-        ] {
+        for s in ["2.0.2", SERVICE, "0.0.0", "sayHello", "Ljava/lang/String;", arg] {
             hs(&mut b, s);
         }
         b.push(b'H');
@@ -473,20 +448,14 @@ mod tests {
         hs(&mut b, "timeout");
         b.extend_from_slice(&[0xd4, 0x0b, 0xb8]);
         hs(&mut b, "traceparent");
-        hs(
-            &mut b,
-            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
-        );
+        hs(&mut b, "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
         b.push(b'Z');
         msg(flag, 0, id, &b)
     }
 
     pub(crate) fn ok_response(id: u64) -> Vec<u8> {
         let mut b = vec![0x94];
-        hs(
-            &mut b,
-            "Hello world, response from provider: 172.17.0.2:20880",
-        );
+        hs(&mut b, "Hello world, response from provider: 172.17.0.2:20880");
         b.push(b'H');
         hs(&mut b, "dubbo");
         hs(&mut b, "2.0.2");
@@ -498,12 +467,7 @@ mod tests {
         let mut b = vec![0x90, b'C'];
         hs(&mut b, "java.lang.IllegalStateException");
         b.push(0x94);
-        for f in [
-            "detailMessage",
-            "cause",
-            "stackTrace",
-            "suppressedExceptions",
-        ] {
+        for f in ["detailMessage", "cause", "stackTrace", "suppressedExceptions"] {
             hs(&mut b, f);
         }
         b.push(0x60);
@@ -556,19 +520,14 @@ mod tests {
         assert_eq!(e.request_id, Some(2));
         assert_eq!(e.response_code, Some(70));
         assert_eq!(e.response_status, ResponseStatus::ServerError);
-        assert!(e
-            .response_exception
-            .starts_with("Fail to invoke remote method"));
+        assert!(e.response_exception.starts_with("Fail to invoke remote method"));
         let o = &r[1];
         assert_eq!(o.msg_type, MessageType::Session);
         assert_eq!(o.protocol, L7Protocol::Dubbo);
         assert_eq!(o.version, "2.0.2");
         assert_eq!(o.request_type, "sayHello");
         assert_eq!(o.request_domain, SERVICE);
-        assert_eq!(
-            o.request_resource,
-            "org.apache.dubbo.demo.DemoService/sayHello"
-        );
+        assert_eq!(o.request_resource, "org.apache.dubbo.demo.DemoService/sayHello");
         assert_eq!(o.endpoint, o.request_resource);
         assert_eq!(o.request_id, Some(1));
         assert_eq!(o.response_code, Some(20));
@@ -593,10 +552,7 @@ mod tests {
         assert_eq!(r.len(), 4, "{r:#?}");
         assert_eq!(r[0].response_status, ResponseStatus::ServerError);
         assert_eq!(r[0].response_code, Some(20));
-        assert_eq!(
-            r[0].response_exception,
-            "java.lang.IllegalStateException: boom"
-        );
+        assert_eq!(r[0].response_exception, "java.lang.IllegalStateException: boom");
         assert_eq!(r[1].response_status, ResponseStatus::ClientError);
         assert!(r[2].no_response);
         assert_eq!(r[2].request_id, Some(12));
@@ -611,12 +567,8 @@ mod tests {
         for n in [64usize, 256, 1024] {
             let mut s = Session::new(DubboParser::new(Transport::Tcp));
             let mut out = Vec::new();
-            s.feed(Req, &req[..n], (req.len() - n) as u64, 1, &mut |e| {
-                out.push(e.record.clone())
-            });
-            s.feed(Resp, &ok_response(21), 0, 2, &mut |e| {
-                out.push(e.record.clone())
-            });
+            s.feed(Req, &req[..n], (req.len() - n) as u64, 1, &mut |e| out.push(e.record.clone()));
+            s.feed(Resp, &ok_response(21), 0, 2, &mut |e| out.push(e.record.clone()));
             assert_eq!(out.len(), 1);
             let r = &out[0];
             assert!(r.truncated);
@@ -625,10 +577,7 @@ mod tests {
             assert_eq!(r.request_length, Some(req.len() as u32));
             assert_eq!(r.response_status, ResponseStatus::Ok);
             if n >= 256 {
-                assert_eq!(
-                    r.request_resource,
-                    "org.apache.dubbo.demo.DemoService/sayHello"
-                );
+                assert_eq!(r.request_resource, "org.apache.dubbo.demo.DemoService/sayHello");
             }
         }
         // Bodies beyond 8 KiB are not buffered; the stream continues after them.
@@ -651,10 +600,7 @@ mod tests {
     fn hessian_strings() {
         let mut v = Vec::new();
         hs(&mut v, "héllo");
-        assert_eq!(
-            hessian_string(&v),
-            Some((Some("héllo".as_bytes()), v.len()))
-        );
+        assert_eq!(hessian_string(&v), Some((Some("héllo".as_bytes()), v.len())));
         let long = "a".repeat(500);
         let mut v = Vec::new();
         hs(&mut v, &long);
@@ -674,10 +620,7 @@ mod tests {
     #[test]
     fn detection() {
         assert_eq!(detect(&request(1, 0xc2, "w"), Transport::Tcp), Some(Req));
-        assert_eq!(
-            detect(&request(1, 0xc2, "w")[..20], Transport::Tcp),
-            Some(Req)
-        );
+        assert_eq!(detect(&request(1, 0xc2, "w")[..20], Transport::Tcp), Some(Req));
         assert_eq!(detect(&ok_response(1), Transport::Tcp), Some(Resp));
         assert_eq!(detect(&error_response(1, 70), Transport::Tcp), Some(Resp));
         assert_eq!(detect(&msg(0xe2, 0, 3, b"N"), Transport::Tcp), Some(Req));
@@ -702,15 +645,9 @@ mod tests {
     #[test]
     fn fastjson_request() {
         let body = b"\"2.0.2\"\n\"org.apache.dubbo.demo.DemoService\"\n\"0.0.0\"\n\"sayHello\"\n\"Ljava/lang/String;\"\n\"world\"\n{}\n";
-        let r = both(&[
-            (Req, msg(0xc6, 0, 5, body)),
-            (Resp, msg(0x06, 20, 5, b"1\n\"hi\"\n")),
-        ]);
+        let r = both(&[(Req, msg(0xc6, 0, 5, body)), (Resp, msg(0x06, 20, 5, b"1\n\"hi\"\n"))]);
         assert_eq!(r.len(), 1);
-        assert_eq!(
-            r[0].request_resource,
-            "org.apache.dubbo.demo.DemoService/sayHello"
-        );
+        assert_eq!(r[0].request_resource, "org.apache.dubbo.demo.DemoService/sayHello");
         assert_eq!(r[0].response_status, ResponseStatus::Ok);
     }
 
@@ -724,12 +661,8 @@ mod tests {
             x
         };
         let mut rec = L7Record::default();
-        let samples = [
-            request(1, 0xc2, "w"),
-            ok_response(1),
-            exception_response(2),
-            error_response(3, 70),
-        ];
+        let samples =
+            [request(1, 0xc2, "w"), ok_response(1), exception_response(2), error_response(3, 70)];
         for round in 0..4000 {
             let mut p = DubboParser::new(Transport::Tcp);
             let mut buf = samples[round % samples.len()].clone();

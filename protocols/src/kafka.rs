@@ -432,8 +432,7 @@ impl<'a> R<'a> {
     }
 
     fn i32(&mut self) -> Option<i32> {
-        self.take(4)
-            .map(|s| i32::from_be_bytes([s[0], s[1], s[2], s[3]]))
+        self.take(4).map(|s| i32::from_be_bytes([s[0], s[1], s[2], s[3]]))
     }
 
     fn uvarint(&mut self) -> Option<u64> {
@@ -499,11 +498,7 @@ struct Pending {
     version: i16,
 }
 
-const FREE: Pending = Pending {
-    corr: 0,
-    key: -1,
-    version: 0,
-};
+const FREE: Pending = Pending { corr: 0, key: -1, version: 0 };
 
 #[derive(Debug)]
 pub struct KafkaParser {
@@ -513,10 +508,7 @@ pub struct KafkaParser {
 
 impl Default for KafkaParser {
     fn default() -> Self {
-        KafkaParser {
-            pending: [FREE; PENDING],
-            next: 0,
-        }
+        KafkaParser { pending: [FREE; PENDING], next: 0 }
     }
 }
 
@@ -561,11 +553,7 @@ impl KafkaParser {
     }
 
     fn remember(&mut self, corr: i32, key: i16, version: i16) {
-        let slot = match self
-            .pending
-            .iter()
-            .position(|p| p.key < 0 || p.corr == corr)
-        {
+        let slot = match self.pending.iter().position(|p| p.key < 0 || p.corr == corr) {
             Some(i) => i,
             None => {
                 let i = self.next;
@@ -577,9 +565,7 @@ impl KafkaParser {
     }
 
     fn lookup(&self, corr: i32) -> Option<usize> {
-        self.pending
-            .iter()
-            .position(|p| p.key >= 0 && p.corr == corr)
+        self.pending.iter().position(|p| p.key >= 0 && p.corr == corr)
     }
 
     /// Request header and the fields we keep; None when the bytes ran out.
@@ -693,11 +679,7 @@ impl KafkaParser {
     ) -> Progress {
         let mut r = R::new(frame);
         let (Some(key), Some(ver), Some(corr)) = (r.i16(), r.i16(), r.i32()) else {
-            return if at_end || complete {
-                Progress::Invalid
-            } else {
-                Progress::NeedMore
-            };
+            return if at_end || complete { Progress::Invalid } else { Progress::NeedMore };
         };
         let Some(name) = api_name(key) else {
             return Progress::Invalid;
@@ -721,10 +703,7 @@ impl KafkaParser {
             self.remember(corr, key, ver);
         }
         let consumed = 4 + frame.len();
-        Progress::Message {
-            consumed,
-            skip: (total - consumed) as u64,
-        }
+        Progress::Message { consumed, skip: (total - consumed) as u64 }
     }
 
     fn parse_response(
@@ -737,11 +716,7 @@ impl KafkaParser {
     ) -> Progress {
         let mut r = R::new(frame);
         let Some(corr) = r.i32() else {
-            return if at_end || complete {
-                Progress::Invalid
-            } else {
-                Progress::NeedMore
-            };
+            return if at_end || complete { Progress::Invalid } else { Progress::NeedMore };
         };
         rec.clear();
         rec.protocol = L7Protocol::Kafka;
@@ -785,10 +760,7 @@ impl KafkaParser {
             }
         }
         let consumed = 4 + frame.len();
-        Progress::Message {
-            consumed,
-            skip: (total - consumed) as u64,
-        }
+        Progress::Message { consumed, skip: (total - consumed) as u64 }
     }
 }
 
@@ -1212,18 +1184,10 @@ mod tests {
         for n in [64usize, 256, 1024] {
             let mut s = Session::new(KafkaParser::new(Transport::Tcp));
             let mut out = Vec::new();
-            s.feed(Req, &p[..n], (p.len() - n) as u64, 1, &mut |e| {
-                out.push(e.record.clone())
-            });
-            s.feed(Req, &fetch_req(6, 12), 0, 2, &mut |e| {
-                out.push(e.record.clone())
-            });
-            s.feed(Resp, &f[..n], (f.len() - n) as u64, 3, &mut |e| {
-                out.push(e.record.clone())
-            });
-            s.feed(Resp, &produce_resp(5, 0), 0, 4, &mut |e| {
-                out.push(e.record.clone())
-            });
+            s.feed(Req, &p[..n], (p.len() - n) as u64, 1, &mut |e| out.push(e.record.clone()));
+            s.feed(Req, &fetch_req(6, 12), 0, 2, &mut |e| out.push(e.record.clone()));
+            s.feed(Resp, &f[..n], (f.len() - n) as u64, 3, &mut |e| out.push(e.record.clone()));
+            s.feed(Resp, &produce_resp(5, 0), 0, 4, &mut |e| out.push(e.record.clone()));
             assert_eq!(out.len(), 2, "n={n} {out:#?}");
             assert_eq!(out[0].request_type, "Fetch");
             assert_eq!(out[0].response_status, ResponseStatus::Ok);
@@ -1235,13 +1199,9 @@ mod tests {
         let long_client = req(3, 12, 9, &[b'c'; 200], &[1, 0, 0, 0]);
         let mut s = Session::new(KafkaParser::new(Transport::Tcp));
         let mut out = Vec::new();
-        s.feed(
-            Req,
-            &long_client[..64],
-            (long_client.len() - 64) as u64,
-            1,
-            &mut |e| out.push(e.record.clone()),
-        );
+        s.feed(Req, &long_client[..64], (long_client.len() - 64) as u64, 1, &mut |e| {
+            out.push(e.record.clone())
+        });
         s.close(&mut |e| out.push(e.record.clone()));
         assert_eq!(out.len(), 1);
         assert!(out[0].truncated);
@@ -1263,17 +1223,9 @@ mod tests {
         assert_eq!(detect(&api_versions_resp(0), Transport::Tcp), None);
         assert_eq!(detect(&produce_resp(1, 0), Transport::Tcp), None);
         for corr in [0, 1, 2, 5, 9, 12, 100, 65_536 * 3 + 5] {
-            assert_eq!(
-                detect(&produce_resp(corr, 0), Transport::Tcp),
-                None,
-                "{corr}"
-            );
+            assert_eq!(detect(&produce_resp(corr, 0), Transport::Tcp), None, "{corr}");
             assert_eq!(detect(&metadata_resp(corr), Transport::Tcp), None, "{corr}");
-            assert_eq!(
-                detect(&fetch_resp(corr, 12, 0, 0, 10), Transport::Tcp),
-                None,
-                "{corr}"
-            );
+            assert_eq!(detect(&fetch_resp(corr, 12, 0, 0, 10), Transport::Tcp), None, "{corr}");
         }
         assert_eq!(detect(&api_versions_req(), Transport::Udp), None);
         for other in [
@@ -1308,12 +1260,8 @@ mod tests {
             x
         };
         let mut rec = L7Record::default();
-        let samples = [
-            api_versions_req(),
-            produce_req(1, -1, 50),
-            fetch_req(2, 13),
-            metadata_req(3),
-        ];
+        let samples =
+            [api_versions_req(), produce_req(1, -1, 50), fetch_req(2, 13), metadata_req(3)];
         for round in 0..4000 {
             let mut p = KafkaParser::new(Transport::Tcp);
             let mut buf = samples[round % samples.len()].clone();

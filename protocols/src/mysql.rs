@@ -149,10 +149,7 @@ fn is_ident_byte(b: u8) -> bool {
 
 fn looks_like_sql(text: &[u8]) -> bool {
     let head = &text[..text.len().min(64)];
-    if !head
-        .iter()
-        .all(|&b| b >= 0x80 || b.is_ascii_graphic() || b.is_ascii_whitespace())
-    {
+    if !head.iter().all(|&b| b >= 0x80 || b.is_ascii_graphic() || b.is_ascii_whitespace()) {
         return false;
     }
     let first = head.iter().find(|b| !b.is_ascii_whitespace());
@@ -220,11 +217,7 @@ fn sql_keyword_at(sql: &[u8]) -> (usize, usize) {
         }
     }
     let i = i.min(sql.len());
-    let n = sql[i..]
-        .iter()
-        .take(32)
-        .take_while(|b| b.is_ascii_alphabetic())
-        .count();
+    let n = sql[i..].iter().take(32).take_while(|b| b.is_ascii_alphabetic()).count();
     (i, n)
 }
 
@@ -318,10 +311,7 @@ enum RState {
 impl RState {
     /// States whose record is still to be emitted.
     fn open(self) -> bool {
-        !matches!(
-            self,
-            RState::Idle | RState::PrepDefs { .. } | RState::PrepEof { .. }
-        )
+        !matches!(self, RState::Idle | RState::PrepDefs { .. } | RState::PrepEof { .. })
     }
 }
 
@@ -413,10 +403,7 @@ impl MySqlParser {
     fn start_record(&self, rec: &mut L7Record) {
         rec.clear();
         rec.protocol = L7Protocol::MySql;
-        push_bounded(
-            &mut rec.version,
-            &self.server_version[..self.server_version_len as usize],
-        );
+        push_bounded(&mut rec.version, &self.server_version[..self.server_version_len as usize]);
     }
 
     fn push_cmd(&mut self, c: Cmd) {
@@ -451,20 +438,14 @@ impl MySqlParser {
     }
 
     fn stmt_sql(&self, id: u32) -> Option<&str> {
-        self.stmts
-            .iter()
-            .find(|s| s.id == id)
-            .map(|s| s.sql.as_str())
+        self.stmts.iter().find(|s| s.id == id).map(|s| s.sql.as_str())
     }
 
     fn store_stmt(&mut self, id: u32) {
         let idx = match self.stmts.iter().position(|s| s.id == id) {
             Some(i) => i,
             None if self.stmts.len() < STMT_TABLE => {
-                self.stmts.push(Stmt {
-                    id,
-                    sql: String::new(),
-                });
+                self.stmts.push(Stmt { id, sql: String::new() });
                 self.stmts.len() - 1
             }
             None => {
@@ -558,8 +539,7 @@ impl MySqlParser {
                 if cmd == COM_STMT_PREPARE {
                     kind = Cmd::Prepare;
                     self.prep_sql.clear();
-                    self.prep_sql
-                        .extend_from_slice(&sql[..sql.len().min(STMT_SQL_MAX)]);
+                    self.prep_sql.extend_from_slice(&sql[..sql.len().min(STMT_SQL_MAX)]);
                 } else {
                     kind = Cmd::Query;
                     if kw.eq_ignore_ascii_case(b"use") {
@@ -676,11 +656,7 @@ impl MySqlParser {
             return None;
         }
         let len = u32::from_le_bytes([buf[0], buf[1], buf[2], 0]) as usize;
-        Some(Pkt {
-            hdr: 4,
-            len,
-            seq: buf[3],
-        })
+        Some(Pkt { hdr: 4, len, seq: buf[3] })
     }
 
     /// Consume the packet at the head, advancing the response's sequence.
@@ -742,10 +718,7 @@ impl MySqlParser {
         let Some(p) = self.header(buf) else {
             if at_end && self.resp.state.open() {
                 self.finish(rec, true);
-                return Progress::Message {
-                    consumed: buf.len(),
-                    skip: 0,
-                };
+                return Progress::Message { consumed: buf.len(), skip: 0 };
             }
             return Progress::NeedMore;
         };
@@ -795,27 +768,18 @@ impl MySqlParser {
                         // Cannot be (a carried header starts a response).
                         self.carry = None;
                         self.resp = Resp::default();
-                        return Progress::Skipped {
-                            consumed: buf.len(),
-                            skip: 0,
-                        };
+                        return Progress::Skipped { consumed: buf.len(), skip: 0 };
                     }
                     if buf.len() == 4 {
                         if !at_end {
                             return Progress::NeedMore;
                         }
                         self.finish(rec, true);
-                        return Progress::Message {
-                            consumed: 4,
-                            skip: 0,
-                        };
+                        return Progress::Message { consumed: 4, skip: 0 };
                     }
                     self.carry = Some((p.len, p.seq));
                     self.finish(rec, true);
-                    return Progress::Message {
-                        consumed: 4,
-                        skip: 0,
-                    };
+                    return Progress::Message { consumed: 4, skip: 0 };
                 }
             }
             return match state {
@@ -857,10 +821,7 @@ impl MySqlParser {
                     } else if left <= 1 {
                         RState::PrepEof { next }
                     } else {
-                        RState::PrepDefs {
-                            left: left - 1,
-                            next,
-                        }
+                        RState::PrepDefs { left: left - 1, next }
                     };
                     self.skip_with(buf, p, complete, at_end, rec, after, false)
                 }
@@ -875,10 +836,7 @@ impl MySqlParser {
                         return Progress::NeedMore;
                     }
                     let after = if next > 0 {
-                        RState::PrepDefs {
-                            left: next,
-                            next: 0,
-                        }
+                        RState::PrepDefs { left: next, next: 0 }
                     } else {
                         RState::Idle
                     };
@@ -906,10 +864,7 @@ impl MySqlParser {
         if at_end && self.resp.state.open() {
             self.carry = None;
             self.finish(rec, true);
-            return Progress::Message {
-                consumed: buf.len(),
-                skip: 0,
-            };
+            return Progress::Message { consumed: buf.len(), skip: 0 };
         }
         Progress::NeedMore
     }
@@ -1087,10 +1042,7 @@ impl MySqlParser {
                     return Progress::NeedMore;
                 }
                 self.carry = None;
-                return Progress::Skipped {
-                    consumed: buf.len(),
-                    skip: 0,
-                };
+                return Progress::Skipped { consumed: buf.len(), skip: 0 };
             }
         }
         let Some(first) = first else {
@@ -1099,10 +1051,7 @@ impl MySqlParser {
             }
             if at_end {
                 self.carry = None;
-                return Progress::Skipped {
-                    consumed: buf.len(),
-                    skip: 0,
-                };
+                return Progress::Skipped { consumed: buf.len(), skip: 0 };
             }
             return Progress::NeedMore;
         };
@@ -1110,10 +1059,7 @@ impl MySqlParser {
         let begin = |s: &mut Self| {
             if !more {
                 s.pop_cmd();
-                s.resp = Resp {
-                    cmd,
-                    ..Resp::default()
-                };
+                s.resp = Resp { cmd, ..Resp::default() };
             }
         };
         match first {
@@ -1149,15 +1095,9 @@ impl MySqlParser {
                 let _ = write!(rec.response_result, "stmt_id={id}");
                 self.resp.expected_seq = expected;
                 self.resp.state = if params > 0 {
-                    RState::PrepDefs {
-                        left: params,
-                        next: cols,
-                    }
+                    RState::PrepDefs { left: params, next: cols }
                 } else if cols > 0 {
-                    RState::PrepDefs {
-                        left: cols,
-                        next: 0,
-                    }
+                    RState::PrepDefs { left: cols, next: 0 }
                 } else {
                     RState::Idle
                 };
@@ -1233,11 +1173,8 @@ impl MySqlParser {
                 let metadata = payload.get(used).copied().unwrap_or(1);
                 begin(self);
                 self.resp.result_set = true;
-                self.resp.state = if metadata == 0 {
-                    RState::AfterDefs
-                } else {
-                    RState::ColDefs(n as u32)
-                };
+                self.resp.state =
+                    if metadata == 0 { RState::AfterDefs } else { RState::ColDefs(n as u32) };
                 let (consumed, skip) = self.take(buf, p);
                 Progress::Skipped { consumed, skip }
             }
@@ -1337,9 +1274,7 @@ mod tests {
         for s in [&b"def"[..], b"shop", b"users", b"users", name, name] {
             lenenc_str(&mut p, s);
         }
-        p.extend_from_slice(&[
-            0x0c, 0x2d, 0x00, 0xff, 0, 0, 0, 0xfd, 0x00, 0x00, 0x00, 0, 0,
-        ]);
+        p.extend_from_slice(&[0x0c, 0x2d, 0x00, 0xff, 0, 0, 0, 0xfd, 0x00, 0x00, 0x00, 0, 0]);
         pkt(seq, &p)
     }
 
@@ -1451,9 +1386,7 @@ mod tests {
         assert_eq!(r[0].response_status, ResponseStatus::Ok);
         assert_eq!(r[1].response_code, Some(1064));
         assert_eq!(r[1].response_status, ResponseStatus::ClientError);
-        assert!(r[1]
-            .response_exception
-            .starts_with("You have an error in your SQL syntax"));
+        assert!(r[1].response_exception.starts_with("You have an error in your SQL syntax"));
         assert_eq!(r[1].endpoint, "SELEC");
         assert_eq!(r[2].request_type, "COM_INIT_DB");
         assert_eq!(r[2].request_resource, "inventory");
@@ -1461,10 +1394,7 @@ mod tests {
         assert_eq!(r[3].request_domain, "inventory");
         assert_eq!(r[3].response_code, Some(1146));
         assert_eq!(r[3].response_status, ResponseStatus::ClientError);
-        assert_eq!(
-            r[3].response_exception,
-            "Table 'inventory.missing' doesn't exist"
-        );
+        assert_eq!(r[3].response_exception, "Table 'inventory.missing' doesn't exist");
         assert_eq!(r[4].response_status, ResponseStatus::ServerError);
         assert_eq!(r[5].request_type, "COM_PING");
         assert_eq!(r[5].endpoint, "COM_PING");
@@ -1487,10 +1417,7 @@ mod tests {
         rs.extend(coldef(3, b"name"));
         rs.extend(eof(4, 0x0002));
         for i in 0..3u8 {
-            rs.extend(pkt(
-                5 + i,
-                &[0x00, 0x00, 1 + i, 0, 0, 0, 3, b'a', b'b', b'c'],
-            ));
+            rs.extend(pkt(5 + i, &[0x00, 0x00, 1 + i, 0, 0, 0, 3, b'a', b'b', b'c']));
         }
         rs.extend(eof(8, 0x0002));
         vec![
@@ -1524,10 +1451,7 @@ mod tests {
         assert_eq!(r[0].response_result, "stmt_id=1");
         assert_eq!(r[0].endpoint, "SELECT");
         assert_eq!(r[1].request_type, "COM_STMT_EXECUTE");
-        assert_eq!(
-            r[1].request_resource,
-            "SELECT id, name FROM users WHERE id > ?"
-        );
+        assert_eq!(r[1].request_resource, "SELECT id, name FROM users WHERE id > ?");
         assert_eq!(r[1].endpoint, "SELECT");
         assert_eq!(r[1].response_result, "rows=3");
         assert_eq!(r[2].request_type, "COM_STMT_CLOSE");
@@ -1589,12 +1513,8 @@ mod tests {
                 out.push(e.record.clone())
             });
             // The connection goes on.
-            s.feed(Req, &query(b"SELECT 1"), 0, 3, &mut |e| {
-                out.push(e.record.clone())
-            });
-            s.feed(Resp_, &ok(1, 0, 0, 2), 0, 4, &mut |e| {
-                out.push(e.record.clone())
-            });
+            s.feed(Req, &query(b"SELECT 1"), 0, 3, &mut |e| out.push(e.record.clone()));
+            s.feed(Resp_, &ok(1, 0, 0, 2), 0, 4, &mut |e| out.push(e.record.clone()));
             assert_eq!(out.len(), 2, "n={n} {out:#?}");
             assert!(out[0].truncated, "n={n}");
             assert_eq!(out[0].request_resource, "SELECT id, name FROM users");
@@ -1610,20 +1530,13 @@ mod tests {
         for n in [64usize, 256, 1024] {
             let mut s = Session::new(MySqlParser::new(Transport::Tcp));
             let mut out = Vec::new();
-            s.feed(Req, &q[..n], (q.len() - n) as u64, 1, &mut |e| {
-                out.push(e.record.clone())
-            });
-            s.feed(Resp_, &ok(1, 0, 0, 2), 0, 2, &mut |e| {
-                out.push(e.record.clone())
-            });
+            s.feed(Req, &q[..n], (q.len() - n) as u64, 1, &mut |e| out.push(e.record.clone()));
+            s.feed(Resp_, &ok(1, 0, 0, 2), 0, 2, &mut |e| out.push(e.record.clone()));
             assert_eq!(out.len(), 1);
             assert!(out[0].truncated);
             assert_eq!(out[0].endpoint, "SELECT");
             assert_eq!(out[0].request_length, Some(q.len() as u32));
-            assert_eq!(
-                out[0].request_resource.len(),
-                (n - 5).min(crate::record::MAX_FIELD_LEN)
-            );
+            assert_eq!(out[0].request_resource.len(), (n - 5).min(crate::record::MAX_FIELD_LEN));
         }
     }
 
@@ -1676,12 +1589,7 @@ mod tests {
         let msgs = vec![
             (Resp_, greeting()),
             (Req, pkt(1, &p)),
-            (
-                Req,
-                vec![
-                    0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03,
-                ],
-            ),
+            (Req, vec![0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03]),
         ];
         let mut s = Session::new(MySqlParser::new(Transport::Tcp));
         let mut n = 0;
@@ -1747,10 +1655,7 @@ mod tests {
     fn detection() {
         assert_eq!(detect(&greeting(), Transport::Tcp), Some(Resp_));
         assert_eq!(detect(&query(b"select 1"), Transport::Tcp), Some(Req));
-        assert_eq!(
-            detect(&query(b"SET NAMES utf8mb4"), Transport::Tcp),
-            Some(Req)
-        );
+        assert_eq!(detect(&query(b"SET NAMES utf8mb4"), Transport::Tcp), Some(Req));
         assert_eq!(detect(&pkt(0, &[0x0e]), Transport::Tcp), Some(Req));
         assert_eq!(detect(&pkt(0, b"\x02shop"), Transport::Tcp), Some(Req));
         assert_eq!(detect(&prepare_flow()[0].1, Transport::Tcp), Some(Req));
@@ -1939,9 +1844,6 @@ mod tests {
             assert!(matches!(r, Progress::Message { .. }));
         }
         let el = t.elapsed();
-        eprintln!(
-            "{:.2} M query+response/s",
-            n as f64 / el.as_secs_f64() / 1e6
-        );
+        eprintln!("{:.2} M query+response/s", n as f64 / el.as_secs_f64() / 1e6);
     }
 }

@@ -552,14 +552,8 @@ impl RedisParser {
             b'*' => self.parse_multibulk(buf, at_end, rec),
             b'\r' | b'\n' => {
                 // Blank lines between inline commands: nothing to report.
-                let n = buf
-                    .iter()
-                    .take_while(|&&b| b == b'\r' || b == b'\n')
-                    .count();
-                Progress::Skipped {
-                    consumed: n,
-                    skip: 0,
-                }
+                let n = buf.iter().take_while(|&&b| b == b'\r' || b == b'\n').count();
+                Progress::Skipped { consumed: n, skip: 0 }
             }
             _ => self.parse_inline(buf, at_end, rec),
         }
@@ -575,10 +569,7 @@ impl RedisParser {
             Ok(l) => l,
             Err(Need::Bad) => return Progress::Invalid,
             Err(Need::Short) if at_end => {
-                return Progress::Skipped {
-                    consumed: buf.len(),
-                    skip: 0,
-                }
+                return Progress::Skipped { consumed: buf.len(), skip: 0 }
             }
             Err(Need::Short) => return Progress::NeedMore,
         };
@@ -588,10 +579,7 @@ impl RedisParser {
         if n <= 0 {
             // `*0` and `*-1` are ignored by the server.
             return if n >= -1 {
-                Progress::Skipped {
-                    consumed: next,
-                    skip: 0,
-                }
+                Progress::Skipped { consumed: next, skip: 0 }
             } else {
                 Progress::Invalid
             };
@@ -642,11 +630,7 @@ impl RedisParser {
                 let consumed = end.min(buf.len() as u64);
                 let cut = at_end && end > buf.len() as u64;
                 rec.truncated = cut;
-                break Some((
-                    consumed as usize,
-                    end - consumed,
-                    if cut { 0 } else { n - i - 1 },
-                ));
+                break Some((consumed as usize, end - consumed, if cut { 0 } else { n - i - 1 }));
             }
             if end > buf.len() as u64 {
                 match self.short_request(buf, at_end, rec, pos, n - i, Some((data_start, len))) {
@@ -757,9 +741,7 @@ impl RedisParser {
         if !text.iter().all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f)) {
             return Progress::Invalid;
         }
-        let mut words = text
-            .split(|&b| b == b' ' || b == b'\t')
-            .filter(|w| !w.is_empty());
+        let mut words = text.split(|&b| b == b' ' || b == b'\t').filter(|w| !w.is_empty());
         let Some(cmd) = words.next() else {
             return Progress::Skipped { consumed, skip: 0 };
         };
@@ -818,11 +800,7 @@ impl RedisParser {
         let (consumed, skip, left, truncated) = match walk(buf, rec, !push, at_end) {
             Walk::Done { end } => (end, 0, 0, false),
             Walk::Bad => return Progress::Invalid,
-            Walk::Big {
-                data_start,
-                len,
-                left,
-            } => {
+            Walk::Big { data_start, len, left } => {
                 let avail = buf.len().saturating_sub(data_start) as u64;
                 if avail < len.min(ELEM_CAP as u64) && !at_end {
                     return Progress::NeedMore;
@@ -830,19 +808,9 @@ impl RedisParser {
                 let end = data_start as u64 + len + 2;
                 let consumed = end.min(buf.len() as u64);
                 let cut = at_end && end > buf.len() as u64;
-                (
-                    consumed as usize,
-                    end - consumed,
-                    if cut { 0 } else { left },
-                    cut,
-                )
+                (consumed as usize, end - consumed, if cut { 0 } else { left }, cut)
             }
-            Walk::Short {
-                boundary,
-                left,
-                full,
-                bulk,
-            } => {
+            Walk::Short { boundary, left, full, bulk } => {
                 if at_end {
                     let skip = bulk.map_or(0, |(data_start, len)| {
                         (data_start as u64 + len + 2).saturating_sub(buf.len() as u64)
@@ -945,17 +913,11 @@ impl RedisParser {
         }
         if pending == 0 || pos > 0 {
             self.tail[d] = pending;
-            return Progress::Skipped {
-                consumed: pos.max(1),
-                skip: 0,
-            };
+            return Progress::Skipped { consumed: pos.max(1), skip: 0 };
         }
         if at_end {
             self.tail[d] = 0;
-            return Progress::Skipped {
-                consumed: buf.len(),
-                skip: 0,
-            };
+            return Progress::Skipped { consumed: buf.len(), skip: 0 };
         }
         Progress::NeedMore
     }
@@ -964,11 +926,7 @@ impl RedisParser {
 /// Upper-cased command name, bounded.
 fn push_command(out: &mut String, name: &[u8]) {
     for &b in name.iter().take(64) {
-        out.push(if b.is_ascii_graphic() {
-            char::from(b.to_ascii_uppercase())
-        } else {
-            '?'
-        });
+        out.push(if b.is_ascii_graphic() { char::from(b.to_ascii_uppercase()) } else { '?' });
     }
 }
 
@@ -1096,11 +1054,7 @@ impl Levels {
         let mut left = 0u64;
         for (i, &c) in self.counts.iter().enumerate().take(self.depth) {
             let child_is_attr = i + 1 < self.depth && self.attrs & (1 << (i + 1)) != 0;
-            left = left.saturating_add(if child_is_attr {
-                c
-            } else {
-                c.saturating_sub(1)
-            });
+            left = left.saturating_add(if child_is_attr { c } else { c.saturating_sub(1) });
         }
         if self.depth > 0 && self.attrs & 1 != 0 {
             left = left.saturating_add(1);
@@ -1138,37 +1092,17 @@ impl Levels {
 
 /// Walk one reply from the start of `buf`, rendering it when `render`.
 fn walk(buf: &[u8], rec: &mut L7Record, render: bool, at_end: bool) -> Walk {
-    let mut r = Render {
-        rec,
-        on: render,
-        full: false,
-        sep: false,
-    };
-    let mut lv = Levels {
-        counts: [0; MAX_DEPTH],
-        attrs: 0,
-        maps: 0,
-        depth: 0,
-    };
+    let mut r = Render { rec, on: render, full: false, sep: false };
+    let mut lv = Levels { counts: [0; MAX_DEPTH], attrs: 0, maps: 0, depth: 0 };
     let mut pos = 0usize;
     loop {
         let Some(&t) = buf.get(pos) else {
-            return Walk::Short {
-                boundary: pos,
-                left: lv.left(),
-                full: r.full,
-                bulk: None,
-            };
+            return Walk::Short { boundary: pos, left: lv.left(), full: r.full, bulk: None };
         };
         let (lend, next) = match line(buf, pos + 1) {
             Ok(l) => l,
             Err(Need::Short) => {
-                return Walk::Short {
-                    boundary: pos,
-                    left: lv.left(),
-                    full: r.full,
-                    bulk: None,
-                };
+                return Walk::Short { boundary: pos, left: lv.left(), full: r.full, bulk: None };
             }
             Err(Need::Bad) => return Walk::Bad,
         };
@@ -1237,11 +1171,7 @@ fn walk(buf: &[u8], rec: &mut L7Record, render: bool, at_end: bool) -> Walk {
                     let data = buf.get(next..).unwrap_or_default();
                     if len > BIG_BULK {
                         r.bulk(t, data, len, top, lv.attrs);
-                        return Walk::Big {
-                            data_start: next,
-                            len,
-                            left: lv.left(),
-                        };
+                        return Walk::Big { data_start: next, len, left: lv.left() };
                     }
                     end = next + len as usize + 2;
                     match buf.get(end - 2..end) {
@@ -1322,10 +1252,7 @@ pub fn error_status(text: &[u8]) -> ResponseStatus {
         | b"NOTBUSY" => ResponseStatus::ClientError,
         b"ERR" => {
             let msg = &text[..text.len().min(256)];
-            if CLIENT_ERRORS
-                .iter()
-                .any(|p| contains_ignore_case(msg, p.as_bytes()))
-            {
+            if CLIENT_ERRORS.iter().any(|p| contains_ignore_case(msg, p.as_bytes())) {
                 ResponseStatus::ClientError
             } else {
                 ResponseStatus::ServerError
@@ -1361,8 +1288,7 @@ const CLIENT_ERRORS: &[&str] = &[
 ];
 
 fn contains_ignore_case(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len())
-        .any(|w| w.eq_ignore_ascii_case(needle))
+    hay.windows(needle.len()).any(|w| w.eq_ignore_ascii_case(needle))
 }
 
 #[cfg(test)]

@@ -4,9 +4,7 @@ use crate::session::Session;
 
 fn hex(s: &str) -> Vec<u8> {
     let s: Vec<u8> = s.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
-    s.chunks(2)
-        .map(|c| u8::from_str_radix(core::str::from_utf8(c).unwrap(), 16).unwrap())
-        .collect()
+    s.chunks(2).map(|c| u8::from_str_radix(core::str::from_utf8(c).unwrap(), 16).unwrap()).collect()
 }
 
 // Captured from dig 9.18 against dnsmasq (see tests/samples/dns-*).
@@ -74,22 +72,14 @@ fn collect<P: L7Parser>(
     missing: u64,
     out: &mut Vec<L7Record>,
 ) {
-    s.feed(dir, bytes, missing, 1, &mut |ev| {
-        out.push(ev.record.clone())
-    });
+    s.feed(dir, bytes, missing, 1, &mut |ev| out.push(ev.record.clone()));
 }
 
 #[test]
 fn udp_query_a() {
     let q = hex(Q_A);
     let (pr, rec) = parse_one(Transport::Udp, Direction::Request, &q);
-    assert_eq!(
-        pr,
-        Progress::Message {
-            consumed: q.len(),
-            skip: 0
-        }
-    );
+    assert_eq!(pr, Progress::Message { consumed: q.len(), skip: 0 });
     assert_eq!(rec.protocol, L7Protocol::Dns);
     assert_eq!(rec.request_type, "A");
     assert_eq!(rec.request_resource, "www.example.com");
@@ -105,13 +95,7 @@ fn udp_query_a() {
 fn udp_response_a() {
     let r = hex(R_A);
     let (pr, rec) = parse_one(Transport::Udp, Direction::Response, &r);
-    assert_eq!(
-        pr,
-        Progress::Message {
-            consumed: r.len(),
-            skip: 0
-        }
-    );
+    assert_eq!(pr, Progress::Message { consumed: r.len(), skip: 0 });
     assert_eq!(rec.request_type, "A");
     assert_eq!(rec.request_resource, "www.example.com");
     assert_eq!(rec.request_id, Some(0xe8c3));
@@ -126,26 +110,11 @@ fn udp_response_a() {
 #[test]
 fn answers_of_each_type() {
     let cases = [
-        (
-            R_AAAA,
-            "AAAA",
-            "www.example.com",
-            "2606:2800:220:1:248:1893:25c8:1946",
-        ),
+        (R_AAAA, "AAAA", "www.example.com", "2606:2800:220:1:248:1893:25c8:1946"),
         (R_MX, "MX", "example.com", "10 mail.example.com"),
         (R_TXT, "TXT", "example.com", "v=spf1 -all"),
-        (
-            R_SRV,
-            "SRV",
-            "_sip._tcp.example.com",
-            "10 20 5060 sip.example.com",
-        ),
-        (
-            R_CNAME,
-            "A",
-            "alias.example.com",
-            "www.example.com;93.184.216.34",
-        ),
+        (R_SRV, "SRV", "_sip._tcp.example.com", "10 20 5060 sip.example.com"),
+        (R_CNAME, "A", "alias.example.com", "www.example.com;93.184.216.34"),
     ];
     for (h, qtype, qname, result) in cases {
         let (pr, rec) = parse_one(Transport::Udp, Direction::Response, &hex(h));
@@ -194,22 +163,9 @@ fn nxdomain_with_soa_in_authority() {
     for v in [2024010101u32, 7200, 3600, 1209600, 300] {
         soa.extend_from_slice(&v.to_be_bytes());
     }
-    let m = build(
-        0x1234,
-        0x8183,
-        [0, 1, 0],
-        "missing.example.com",
-        28,
-        &rr(20, 6, 300, &soa),
-    );
+    let m = build(0x1234, 0x8183, [0, 1, 0], "missing.example.com", 28, &rr(20, 6, 300, &soa));
     let (pr, rec) = parse_one(Transport::Udp, Direction::Response, &m);
-    assert_eq!(
-        pr,
-        Progress::Message {
-            consumed: m.len(),
-            skip: 0
-        }
-    );
+    assert_eq!(pr, Progress::Message { consumed: m.len(), skip: 0 });
     assert_eq!(rec.request_type, "AAAA");
     assert_eq!(rec.response_exception, "NXDOMAIN");
     assert_eq!(rec.response_result, "");
@@ -285,13 +241,7 @@ fn compression_loops_and_garbage() {
     // Question name is a pointer to itself, forward, into the header, or
     // uses a reserved label type: not DNS.
     let mut bad = Vec::new();
-    for name in [
-        &[0xc0u8, 12][..],
-        &[0xc0, 14, 0],
-        &[0xc0, 2],
-        &[0x40, 1, 0],
-        &[0x80, 0],
-    ] {
+    for name in [&[0xc0u8, 12][..], &[0xc0, 14, 0], &[0xc0, 2], &[0x40, 1, 0], &[0x80, 0]] {
         let mut m = hex("abcd01000001000000000000");
         m.extend_from_slice(name);
         m.extend_from_slice(&[0, 1, 0, 1]);
@@ -316,14 +266,8 @@ fn compression_loops_and_garbage() {
     assert_eq!(rec.response_result, "");
     // CNAME rdata that loops back into itself.
     let rd_start = (12 + 13 + 4 + 12) as u8;
-    let m = build(
-        1,
-        0x8180,
-        [1, 0, 0],
-        "example.org",
-        5,
-        &rr(12, 5, 60, &[1, b'x', 0xc0, rd_start]),
-    );
+    let m =
+        build(1, 0x8180, [1, 0, 0], "example.org", 5, &rr(12, 5, 60, &[1, b'x', 0xc0, rd_start]));
     let (_, rec) = parse_one(Transport::Udp, Direction::Response, &m);
     assert_eq!(rec.response_result, "");
     // A label length running past the end of the message.
@@ -334,10 +278,7 @@ fn compression_loops_and_garbage() {
     assert!(rec.truncated);
     assert_eq!(rec.request_resource, "");
     // Too short for a header.
-    assert_eq!(
-        parse_one(Transport::Udp, Direction::Request, &[1, 2, 3]).0,
-        Progress::Invalid
-    );
+    assert_eq!(parse_one(Transport::Udp, Direction::Request, &[1, 2, 3]).0, Progress::Invalid);
 }
 
 #[test]
@@ -352,10 +293,7 @@ fn long_names_are_bounded() {
     // One more label: too long.
     let name = vec!["a"; 128].join(".");
     let m = build(1, 0x0100, [0, 0, 0], &name, 1, &[]);
-    assert_eq!(
-        parse_one(Transport::Udp, Direction::Request, &m).0,
-        Progress::Invalid
-    );
+    assert_eq!(parse_one(Transport::Udp, Direction::Request, &m).0, Progress::Invalid);
     // Many answers: the result stays bounded and whole answers only.
     let mut rest = Vec::new();
     for i in 0..200u8 {
@@ -377,13 +315,7 @@ fn udp_truncated_capture() {
         let n = n.min(r.len());
         let mut s = Session::new(DnsParser::new(Transport::Udp));
         let mut out = Vec::new();
-        collect(
-            &mut s,
-            Direction::Response,
-            &r[..n],
-            (r.len() - n) as u64,
-            &mut out,
-        );
+        collect(&mut s, Direction::Response, &r[..n], (r.len() - n) as u64, &mut out);
         assert_eq!(out.len(), 1, "{n}");
         let rec = &out[0];
         assert!(rec.truncated, "{n}");
@@ -417,13 +349,7 @@ fn tcp_truncated_capture() {
         let mut fq = (q.len() as u16).to_be_bytes().to_vec();
         fq.extend_from_slice(&q);
         collect(&mut s, Direction::Request, &fq, 0, &mut out);
-        collect(
-            &mut s,
-            Direction::Response,
-            &framed[..n],
-            (framed.len() - n) as u64,
-            &mut out,
-        );
+        collect(&mut s, Direction::Response, &framed[..n], (framed.len() - n) as u64, &mut out);
         assert_eq!(out.len(), 1);
         let rec = &out[0];
         assert_eq!(rec.msg_type, MessageType::Session);
@@ -443,21 +369,12 @@ fn tcp_truncated_capture() {
     // A header cut inside the length prefix or header parses to nothing.
     let mut p = DnsParser::new(Transport::Tcp);
     let mut rec = L7Record::default();
-    assert_eq!(
-        p.parse(Direction::Response, &framed[..1], true, &mut rec),
-        Progress::NeedMore
-    );
+    assert_eq!(p.parse(Direction::Response, &framed[..1], true, &mut rec), Progress::NeedMore);
     assert_eq!(
         p.parse(Direction::Response, &framed[..8], true, &mut rec),
-        Progress::Skipped {
-            consumed: 8,
-            skip: (framed.len() - 8) as u64
-        }
+        Progress::Skipped { consumed: 8, skip: (framed.len() - 8) as u64 }
     );
-    assert_eq!(
-        p.parse(Direction::Response, &[0, 3, 1, 2, 3], false, &mut rec),
-        Progress::Invalid
-    );
+    assert_eq!(p.parse(Direction::Response, &[0, 3, 1, 2, 3], false, &mut rec), Progress::Invalid);
 }
 
 fn run_tcp(chunks_req: &[&[u8]], chunks_resp: &[&[u8]]) -> Vec<L7Record> {
@@ -560,20 +477,10 @@ fn detect_samples_and_directions() {
     assert_eq!(detect(&hex(Q_A), Transport::Udp), Some(Direction::Request));
     assert_eq!(detect(&hex(R_A), Transport::Udp), Some(Direction::Response));
     for h in [R_AAAA, R_MX, R_TXT, R_NX, R_SRV, R_CNAME] {
-        assert_eq!(
-            detect(&hex(h), Transport::Udp),
-            Some(Direction::Response),
-            "{h}"
-        );
+        assert_eq!(detect(&hex(h), Transport::Udp), Some(Direction::Response), "{h}");
     }
-    assert_eq!(
-        detect(&hex(TCP_Q_A), Transport::Tcp),
-        Some(Direction::Request)
-    );
-    assert_eq!(
-        detect(&hex(TCP_R_A), Transport::Tcp),
-        Some(Direction::Response)
-    );
+    assert_eq!(detect(&hex(TCP_Q_A), Transport::Tcp), Some(Direction::Request));
+    assert_eq!(detect(&hex(TCP_R_A), Transport::Tcp), Some(Direction::Response));
     // Framing must match the transport.
     assert_eq!(detect(&hex(TCP_Q_A), Transport::Udp), None);
     assert_eq!(detect(&hex(Q_A), Transport::Tcp), None);
@@ -608,18 +515,8 @@ fn detect_rejects_other_protocols() {
         &[0xffu8; 64],
     ];
     for b in others {
-        assert_eq!(
-            detect(b, Transport::Udp),
-            None,
-            "{:?}",
-            String::from_utf8_lossy(b)
-        );
-        assert_eq!(
-            detect(b, Transport::Tcp),
-            None,
-            "{:?}",
-            String::from_utf8_lossy(b)
-        );
+        assert_eq!(detect(b, Transport::Udp), None, "{:?}", String::from_utf8_lossy(b));
+        assert_eq!(detect(b, Transport::Tcp), None, "{:?}", String::from_utf8_lossy(b));
     }
 }
 
@@ -627,31 +524,22 @@ fn detect_rejects_other_protocols() {
 struct Lcg(u64);
 impl Lcg {
     fn next(&mut self) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         self.0 >> 33
     }
 }
 
 #[test]
 fn never_panics_on_mutations_and_prefixes() {
-    let seeds: Vec<Vec<u8>> = [Q_A, R_A, R_AAAA, R_MX, R_TXT, R_NX, R_SRV, R_CNAME]
-        .iter()
-        .map(|h| hex(h))
-        .collect();
+    let seeds: Vec<Vec<u8>> =
+        [Q_A, R_A, R_AAAA, R_MX, R_TXT, R_NX, R_SRV, R_CNAME].iter().map(|h| hex(h)).collect();
     let mut rng = Lcg(42);
     let mut rec = L7Record::default();
     for seed in &seeds {
         for t in [Transport::Udp, Transport::Tcp] {
             let mut framed = (seed.len() as u16).to_be_bytes().to_vec();
             framed.extend_from_slice(seed);
-            let base = if t == Transport::Tcp {
-                framed
-            } else {
-                seed.clone()
-            };
+            let base = if t == Transport::Tcp { framed } else { seed.clone() };
             for n in 0..=base.len() {
                 for at_end in [false, true] {
                     for dir in [Direction::Request, Direction::Response] {
@@ -724,10 +612,7 @@ fn throughput() {
     }
     let el = t.elapsed();
     assert!(calls > 0);
-    println!(
-        "dns: {:.2} M messages/s (session, UDP)",
-        n as f64 / el.as_secs_f64() / 1e6
-    );
+    println!("dns: {:.2} M messages/s (session, UDP)", n as f64 / el.as_secs_f64() / 1e6);
     let mut p = DnsParser::new(Transport::Udp);
     let mut rec = L7Record::default();
     let t = std::time::Instant::now();
@@ -736,8 +621,5 @@ fn throughput() {
         p.parse(Direction::Response, &r, false, &mut rec);
     }
     let el = t.elapsed();
-    println!(
-        "dns: {:.2} M messages/s (parser only)",
-        n as f64 / el.as_secs_f64() / 1e6
-    );
+    println!("dns: {:.2} M messages/s (parser only)", n as f64 / el.as_secs_f64() / 1e6);
 }

@@ -136,27 +136,16 @@ enum Name<'a> {
 
 impl DynTable {
     fn new() -> Self {
-        DynTable {
-            bytes: Vec::new(),
-            entries: VecDeque::new(),
-            size: 0,
-            max: DEFAULT_TABLE_SIZE,
-        }
+        DynTable { bytes: Vec::new(), entries: VecDeque::new(), size: 0, max: DEFAULT_TABLE_SIZE }
     }
 
     fn slice(&self, start: usize, len: usize) -> &[u8] {
-        start
-            .checked_add(len)
-            .and_then(|end| self.bytes.get(start..end))
-            .unwrap_or_default()
+        start.checked_add(len).and_then(|end| self.bytes.get(start..end)).unwrap_or_default()
     }
 
     fn get(&self, i: usize) -> Option<(&[u8], &[u8])> {
         let e = self.entries.get(i)?;
-        Some((
-            self.slice(e.start, e.name_len),
-            self.slice(e.start + e.name_len, e.value_len),
-        ))
+        Some((self.slice(e.start, e.name_len), self.slice(e.start + e.name_len, e.value_len)))
     }
 
     fn evict_to(&mut self, max: usize) {
@@ -216,10 +205,7 @@ impl DynTable {
                 e.start -= base;
             }
             if let Name::Table { start, len } = name {
-                name = Name::Table {
-                    start: start - base,
-                    len,
-                };
+                name = Name::Table { start: start - base, len };
             }
         }
         let start = self.bytes.len();
@@ -234,11 +220,7 @@ impl DynTable {
         }
         let name_len = self.bytes.len() - start;
         self.bytes.extend_from_slice(value);
-        let e = Entry {
-            start,
-            name_len,
-            value_len: value.len(),
-        };
+        let e = Entry { start, name_len, value_len: value.len() };
         self.size += e.size();
         self.entries.push_front(e);
     }
@@ -265,11 +247,7 @@ impl Default for Decoder {
 
 impl Decoder {
     pub(super) fn new() -> Self {
-        Decoder {
-            table: DynTable::new(),
-            name_buf: Vec::new(),
-            value_buf: Vec::new(),
-        }
+        Decoder { table: DynTable::new(), name_buf: Vec::new(), value_buf: Vec::new() }
     }
 
     /// Apply a lower SETTINGS_HEADER_TABLE_SIZE (on its acknowledgement):
@@ -359,19 +337,12 @@ impl Decoder {
         index: bool,
         field: &mut F,
     ) -> Result<(), HpackError> {
-        let Decoder {
-            table,
-            name_buf,
-            value_buf,
-        } = self;
+        let Decoder { table, name_buf, value_buf } = self;
         let name = match idx {
             0 => Name::Bytes(read_string(block, p, name_buf)?),
             1..=61 => Name::Bytes(STATIC[idx - 1].0),
             _ => match table.entries.get(idx - 62) {
-                Some(e) => Name::Table {
-                    start: e.start,
-                    len: e.name_len,
-                },
+                Some(e) => Name::Table { start: e.start, len: e.name_len },
                 None => Name::Unknown,
             },
         };
@@ -405,9 +376,7 @@ pub(super) fn read_int(block: &[u8], p: &mut usize, n: u32) -> Result<usize, Hpa
             // More than 4 continuation bytes: beyond any sane length.
             return Err(HpackError::Invalid);
         }
-        v = v
-            .checked_add(u32::from(b & 0x7f) << shift)
-            .ok_or(HpackError::Invalid)?;
+        v = v.checked_add(u32::from(b & 0x7f) << shift).ok_or(HpackError::Invalid)?;
         shift += 7;
         if b & 0x80 == 0 {
             return Ok(v as usize);

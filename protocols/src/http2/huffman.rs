@@ -380,13 +380,8 @@ mod tests {
     #[test]
     fn rfc_examples() {
         let mut out = Vec::new();
-        decode(
-            &[
-                0xf1, 0xe3, 0xc2, 0xe5, 0xf2, 0x3a, 0x6b, 0xa0, 0xab, 0x90, 0xf4, 0xff,
-            ],
-            &mut out,
-        )
-        .unwrap();
+        decode(&[0xf1, 0xe3, 0xc2, 0xe5, 0xf2, 0x3a, 0x6b, 0xa0, 0xab, 0x90, 0xf4, 0xff], &mut out)
+            .unwrap();
         assert_eq!(out, b"www.example.com");
         out.clear();
         decode(&[0xa8, 0xeb, 0x10, 0x64, 0x9c, 0xbf], &mut out).unwrap();
@@ -398,9 +393,7 @@ mod tests {
 
     #[test]
     fn round_trip_every_byte() {
-        let src: Vec<u8> = (0..=255u8)
-            .chain(b"hello /path?x=1".iter().copied())
-            .collect();
+        let src: Vec<u8> = (0..=255u8).chain(b"hello /path?x=1".iter().copied()).collect();
         let mut enc = Vec::new();
         encode(&src, &mut enc);
         let mut dec = Vec::new();

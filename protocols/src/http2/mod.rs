@@ -331,10 +331,7 @@ pub struct Http2Parser {
 impl core::fmt::Debug for Http2Parser {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Http2Parser")
-            .field(
-                "open_streams",
-                &self.slots.iter().filter(|s| s.id != 0).count(),
-            )
+            .field("open_streams", &self.slots.iter().filter(|s| s.id != 0).count())
             .finish_non_exhaustive()
     }
 }
@@ -506,14 +503,8 @@ impl Http2Parser {
         if b.truncated {
             self.dec[di(dir)].reset_table();
         }
-        let done = Progress::Message {
-            consumed: b.consumed,
-            skip: b.skip,
-        };
-        let skipped = Progress::Skipped {
-            consumed: b.consumed,
-            skip: b.skip,
-        };
+        let done = Progress::Message { consumed: b.consumed, skip: b.skip };
+        let skipped = Progress::Skipped { consumed: b.consumed, skip: b.skip };
         if h.ty == PUSH_PROMISE {
             // Decoded only to keep the table in step.
             return skipped;
@@ -585,11 +576,7 @@ impl Http2Parser {
     /// with the response of stream `id` and forget the stream.
     fn finish_response(&mut self, id: u32, rec: &mut L7Record) {
         let s = self.slot_or_new(id);
-        rec.protocol = if s.grpc {
-            L7Protocol::Grpc
-        } else {
-            L7Protocol::Http2
-        };
+        rec.protocol = if s.grpc { L7Protocol::Grpc } else { L7Protocol::Http2 };
         rec.version.clear();
         rec.version.push('2');
         rec.request_id = Some(u64::from(id));
@@ -651,10 +638,7 @@ impl Http2Parser {
         rec.clear();
         self.finish_response(id, rec);
         let consumed = total.min(buf.len());
-        Progress::Message {
-            consumed,
-            skip: (total - consumed) as u64,
-        }
+        Progress::Message { consumed, skip: (total - consumed) as u64 }
     }
 
     fn rst_stream(
@@ -666,11 +650,7 @@ impl Http2Parser {
         rec: &mut L7Record,
     ) -> Progress {
         let Some(p) = buf.get(FRAME_HEADER..FRAME_HEADER + 4) else {
-            return if at_end {
-                skip_frame(h, buf)
-            } else {
-                Progress::NeedMore
-            };
+            return if at_end { skip_frame(h, buf) } else { Progress::NeedMore };
         };
         let code = u32::from_be_bytes([p[0], p[1], p[2], p[3]]);
         let id = h.stream;
@@ -688,20 +668,14 @@ impl Http2Parser {
         }
         rec.response_exception.clear();
         rec.response_exception.push_str(error_name(code));
-        Progress::Message {
-            consumed: h.total(),
-            skip: 0,
-        }
+        Progress::Message { consumed: h.total(), skip: 0 }
     }
 }
 
 fn skip_frame(h: &FrameHeader, buf: &[u8]) -> Progress {
     let total = h.total();
     let consumed = total.min(buf.len());
-    Progress::Skipped {
-        consumed,
-        skip: (total - consumed) as u64,
-    }
+    Progress::Skipped { consumed, skip: (total - consumed) as u64 }
 }
 
 fn on_field(name: &[u8], value: &[u8], rec: &mut L7Record, info: &mut BlockInfo) {
@@ -826,16 +800,10 @@ impl L7Parser for Http2Parser {
             let n = buf.len().min(PREFACE.len());
             if buf[..n] == PREFACE[..n] {
                 if n == PREFACE.len() {
-                    return Progress::Skipped {
-                        consumed: n,
-                        skip: 0,
-                    };
+                    return Progress::Skipped { consumed: n, skip: 0 };
                 }
                 if at_end {
-                    return Progress::Skipped {
-                        consumed: n,
-                        skip: (PREFACE.len() - n) as u64,
-                    };
+                    return Progress::Skipped { consumed: n, skip: (PREFACE.len() - n) as u64 };
                 }
                 return Progress::NeedMore;
             }

@@ -117,12 +117,7 @@ fn headers(stream: u32, end_stream: bool, block: &[u8]) -> Vec<u8> {
 }
 
 fn data(stream: u32, end_stream: bool, body: &[u8]) -> Vec<u8> {
-    frame(
-        DATA,
-        if end_stream { FLAG_END_STREAM } else { 0 },
-        stream,
-        body,
-    )
+    frame(DATA, if end_stream { FLAG_END_STREAM } else { 0 }, stream, body)
 }
 
 fn grpc_msg(body: &[u8]) -> Vec<u8> {
@@ -190,13 +185,7 @@ fn curl_exchange() -> Writes {
         (Resp, server_settings()),
         (Resp, settings_ack()),
         (Req, settings_ack()),
-        (
-            Resp,
-            cat(&[
-                &server_response_headers(),
-                &data(1, true, b"Hello, world\n"),
-            ]),
-        ),
+        (Resp, cat(&[&server_response_headers(), &data(1, true, b"Hello, world\n")])),
     ]
 }
 
@@ -220,21 +209,9 @@ fn grpc_request(stream: u32, first: bool, method: &str) -> Vec<u8> {
     } else {
         // Reuses the dynamic table: authority, content-type, te,
         // user-agent, traceparent.
-        Enc::new()
-            .idx(3)
-            .idx(6)
-            .lit(4, &path, true)
-            .idx(66)
-            .idx(65)
-            .idx(64)
-            .idx(63)
-            .idx(62)
-            .done()
+        Enc::new().idx(3).idx(6).lit(4, &path, true).idx(66).idx(65).idx(64).idx(63).idx(62).done()
     };
-    cat(&[
-        &headers(stream, false, &block),
-        &data(stream, true, &grpc_msg(b"\x0a\x05world")),
-    ])
+    cat(&[&headers(stream, false, &block), &data(stream, true, &grpc_msg(b"\x0a\x05world"))])
 }
 
 /// Server: headers, one message, trailers with `status` (all in one write).
@@ -253,11 +230,7 @@ fn grpc_response(stream: u32, first: bool, status: u32, message: &str) -> Vec<u8
         put_str(&mut trailers, b"grpc-message", false);
         put_str(&mut trailers, message.as_bytes(), true);
     }
-    let body = if status == 0 {
-        grpc_msg(b"\x0a\x0bHello world")
-    } else {
-        Vec::new()
-    };
+    let body = if status == 0 { grpc_msg(b"\x0a\x0bHello world") } else { Vec::new() };
     let mut w = headers(stream, false, &head);
     if !body.is_empty() {
         w.extend(data(stream, false, &body));
@@ -287,17 +260,11 @@ fn run(writes: &Writes, chunk: usize, cut: Option<usize>) -> Vec<L7Record> {
         let keep = cut.map_or(w.len(), |n| n.min(w.len()));
         let missing = (w.len() - keep) as u64;
         let kept = &w[..keep];
-        let pieces: Vec<&[u8]> = if chunk == 0 {
-            vec![kept]
-        } else {
-            kept.chunks(chunk).collect()
-        };
+        let pieces: Vec<&[u8]> = if chunk == 0 { vec![kept] } else { kept.chunks(chunk).collect() };
         let last = pieces.len().saturating_sub(1);
         for (j, p) in pieces.iter().enumerate() {
             let m = if j == last { missing } else { 0 };
-            s.feed(*dir, p, m, i as u64 * 10 + 1, &mut |ev| {
-                out.push(ev.record.clone())
-            });
+            s.feed(*dir, p, m, i as u64 * 10 + 1, &mut |ev| out.push(ev.record.clone()));
         }
     }
     s.close(&mut |ev| out.push(ev.record.clone()));
@@ -316,27 +283,20 @@ fn parse_one(dir: Direction, bytes: &[u8]) -> (Progress, L7Record) {
 
 fn hex(s: &str) -> Vec<u8> {
     let s: String = s.chars().filter(|c| c.is_ascii_hexdigit()).collect();
-    (0..s.len() / 2)
-        .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap())
-        .collect()
+    (0..s.len() / 2).map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap()).collect()
 }
 
 fn decode_all(d: &mut Decoder, block: &[u8]) -> Vec<(String, String)> {
     let mut v = Vec::new();
     d.decode(block, |n, val| {
-        v.push((
-            String::from_utf8_lossy(n).into_owned(),
-            String::from_utf8_lossy(val).into_owned(),
-        ))
+        v.push((String::from_utf8_lossy(n).into_owned(), String::from_utf8_lossy(val).into_owned()))
     })
     .unwrap();
     v
 }
 
 fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
-    list.iter()
-        .map(|(a, b)| (a.to_string(), b.to_string()))
-        .collect()
+    list.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
 }
 
 fn table(d: &Decoder) -> (Vec<(String, String)>, usize) {
@@ -353,18 +313,12 @@ fn hpack_integers_rfc_c1() {
     let mut p = 0;
     assert_eq!(hpack::read_int(&[0b1110_1010], &mut p, 5), Ok(10));
     let mut p = 0;
-    assert_eq!(
-        hpack::read_int(&[0b0001_1111, 0b1001_1010, 0b0000_1010], &mut p, 5),
-        Ok(1337)
-    );
+    assert_eq!(hpack::read_int(&[0b0001_1111, 0b1001_1010, 0b0000_1010], &mut p, 5), Ok(1337));
     assert_eq!(p, 3);
     let mut p = 0;
     assert_eq!(hpack::read_int(&[42], &mut p, 8), Ok(42));
     let mut p = 0;
-    assert_eq!(
-        hpack::read_int(&[0x1f, 0x80], &mut p, 5),
-        Err(HpackError::Incomplete)
-    );
+    assert_eq!(hpack::read_int(&[0x1f, 0x80], &mut p, 5), Err(HpackError::Incomplete));
     let mut p = 0;
     assert_eq!(
         hpack::read_int(&[0x1f, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01], &mut p, 5),
@@ -396,13 +350,7 @@ fn check_requests(blocks: [&str; 3]) {
     );
     assert_eq!(
         table(&d),
-        (
-            pairs(&[
-                ("cache-control", "no-cache"),
-                (":authority", "www.example.com")
-            ]),
-            110
-        )
+        (pairs(&[("cache-control", "no-cache"), (":authority", "www.example.com")]), 110)
     );
     assert_eq!(
         decode_all(&mut d, &hex(blocks[2])),
@@ -509,14 +457,7 @@ fn check_responses(blocks: [&str; 3]) {
     );
     assert_eq!(
         table(&d),
-        (
-            pairs(&[
-                ("set-cookie", cookie),
-                ("content-encoding", "gzip"),
-                ("date", date2)
-            ]),
-            215
-        )
+        (pairs(&[("set-cookie", cookie), ("content-encoding", "gzip"), ("date", date2)]), 215)
     );
 }
 
@@ -549,13 +490,7 @@ fn hpack_rfc_c6_responses_huffman() {
 #[test]
 fn hpack_size_update_and_oversized_entry() {
     let mut d = Decoder::new();
-    decode_all(
-        &mut d,
-        &Enc::new()
-            .inc_new("a", "1", false)
-            .inc_new("b", "2", false)
-            .done(),
-    );
+    decode_all(&mut d, &Enc::new().inc_new("a", "1", false).inc_new("b", "2", false).done());
     assert_eq!(table(&d).1, 68);
     // Shrink to 40: only the newest entry fits.
     decode_all(&mut d, &Enc::new().size_update(40).done());
@@ -570,23 +505,14 @@ fn hpack_size_update_and_oversized_entry() {
     assert_eq!(got, pairs(&[("big", &v)]));
     assert_eq!(table(&d), (vec![], 0));
     // Literal never indexed stays out of the table.
-    decode_all(
-        &mut d,
-        &Enc::new().never_new("password", "secret", false).done(),
-    );
+    decode_all(&mut d, &Enc::new().never_new("password", "secret", false).done());
     assert_eq!(table(&d).1, 0);
 }
 
 #[test]
 fn hpack_name_from_entry_evicted_by_its_own_insert() {
     let mut d = Decoder::new();
-    decode_all(
-        &mut d,
-        &Enc::new()
-            .size_update(80)
-            .inc_new("custom-name", "v1", false)
-            .done(),
-    );
+    decode_all(&mut d, &Enc::new().size_update(80).inc_new("custom-name", "v1", false).done());
     // Index 62 names the entry that must be evicted to make room.
     let long = "y".repeat(30);
     let got = decode_all(&mut d, &Enc::new().inc(62, &long, false).done());
@@ -670,13 +596,7 @@ fn hpack_table_matches_model() {
 #[test]
 fn hpack_unknown_dynamic_index_is_skipped() {
     let mut d = Decoder::new();
-    let block = Enc::new()
-        .idx(2)
-        .idx(70)
-        .lit(65, "x", false)
-        .inc(66, "y", false)
-        .idx(4)
-        .done();
+    let block = Enc::new().idx(2).idx(70).lit(65, "x", false).inc(66, "y", false).idx(4).done();
     let got = decode_all(&mut d, &block);
     assert_eq!(got, pairs(&[(":method", "GET"), (":path", "/")]));
     // The unknown-named literal was still indexed to keep numbering.
@@ -687,14 +607,8 @@ fn hpack_unknown_dynamic_index_is_skipped() {
 fn hpack_errors() {
     let mut d = Decoder::new();
     assert_eq!(d.decode(&[0x80], |_, _| {}), Err(HpackError::Invalid));
-    assert_eq!(
-        d.decode(&[0x40, 0x05, b'a'], |_, _| {}),
-        Err(HpackError::Incomplete)
-    );
-    assert_eq!(
-        d.decode(&[0x04, 0x81, 0x00], |_, _| {}),
-        Err(HpackError::Invalid)
-    );
+    assert_eq!(d.decode(&[0x40, 0x05, b'a'], |_, _| {}), Err(HpackError::Incomplete));
+    assert_eq!(d.decode(&[0x04, 0x81, 0x00], |_, _| {}), Err(HpackError::Invalid));
     // Garbage never panics.
     let mut seed = 7u32;
     for _ in 0..2000 {
@@ -766,10 +680,7 @@ fn grpc_unary_with_trailers() {
     assert_eq!(ok.response_code, Some(0));
     assert_eq!(ok.response_status, ResponseStatus::Ok);
     assert_eq!(ok.trace.trace_id, "0af7651916cd43dd8448eb211c80319c");
-    assert_eq!(
-        ok.response_length,
-        Some(grpc_response(1, true, 0, "").len() as u32)
-    );
+    assert_eq!(ok.response_length, Some(grpc_response(1, true, 0, "").len() as u32));
     let nf = &recs[1];
     assert_eq!(nf.protocol, L7Protocol::Grpc);
     assert_eq!(nf.request_domain, "helloworld.Greeter");
@@ -831,12 +742,7 @@ fn grpc_status_mapping() {
 }
 
 fn simple_get(stream: u32, path: &str) -> Vec<u8> {
-    let block = Enc::new()
-        .idx(2)
-        .idx(7)
-        .lit(4, path, true)
-        .lit(1, "example.com", true)
-        .done();
+    let block = Enc::new().idx(2).idx(7).lit(4, path, true).lit(1, "example.com", true).done();
     headers(stream, true, &block)
 }
 
@@ -849,14 +755,7 @@ fn simple_resp(stream: u32, status: &str, body: &[u8]) -> Vec<u8> {
 fn concurrent_streams_out_of_order() {
     let writes = vec![
         (Req, curl_preface()),
-        (
-            Req,
-            cat(&[
-                &simple_get(1, "/one"),
-                &simple_get(3, "/three"),
-                &simple_get(5, "/five"),
-            ]),
-        ),
+        (Req, cat(&[&simple_get(1, "/one"), &simple_get(3, "/three"), &simple_get(5, "/five")])),
         (Resp, server_settings()),
         (Resp, simple_resp(5, "500", b"boom")),
         (Resp, simple_resp(1, "200", b"ok")),
@@ -866,31 +765,14 @@ fn concurrent_streams_out_of_order() {
         let recs = run(&writes, chunk, None);
         let got: Vec<_> = recs
             .iter()
-            .map(|r| {
-                (
-                    r.request_id,
-                    r.request_resource.clone(),
-                    r.response_code,
-                    r.response_status,
-                )
-            })
+            .map(|r| (r.request_id, r.request_resource.clone(), r.response_code, r.response_status))
             .collect();
         assert_eq!(
             got,
             vec![
-                (
-                    Some(5),
-                    "/five".into(),
-                    Some(500),
-                    ResponseStatus::ServerError
-                ),
+                (Some(5), "/five".into(), Some(500), ResponseStatus::ServerError),
                 (Some(1), "/one".into(), Some(200), ResponseStatus::Ok),
-                (
-                    Some(3),
-                    "/three".into(),
-                    Some(404),
-                    ResponseStatus::ClientError
-                ),
+                (Some(3), "/three".into(), Some(404), ResponseStatus::ClientError),
             ],
             "chunk {chunk}"
         );
@@ -915,15 +797,9 @@ fn interleaved_data_frames() {
     ];
     let recs = run(&writes, 0, None);
     assert_eq!(recs.len(), 2);
-    assert_eq!(
-        (recs[0].request_id, recs[0].response_code),
-        (Some(3), Some(404))
-    );
+    assert_eq!((recs[0].request_id, recs[0].response_code), (Some(3), Some(404)));
     assert_eq!(recs[0].response_length, Some(10 + 59));
-    assert_eq!(
-        (recs[1].request_id, recs[1].response_code),
-        (Some(1), Some(200))
-    );
+    assert_eq!((recs[1].request_id, recs[1].response_code), (Some(1), Some(200)));
     assert_eq!(recs[1].response_length, Some(10 + 109 + 19));
 }
 
@@ -932,10 +808,7 @@ fn rst_stream_from_server() {
     let writes = vec![
         (Req, cat(&[&simple_get(1, "/a"), &simple_get(3, "/b")])),
         (Resp, rst(3, 7)),
-        (
-            Resp,
-            cat(&[&headers(1, false, &Enc::new().idx(8).done()), &rst(1, 2)]),
-        ),
+        (Resp, cat(&[&headers(1, false, &Enc::new().idx(8).done()), &rst(1, 2)])),
         // A client reset gives no record.
         (Req, simple_get(5, "/c")),
         (Req, rst(5, 8)),
@@ -971,21 +844,12 @@ fn continuation_padding_priority() {
     p.extend_from_slice(a);
     p.extend_from_slice(&[0, 0, 0]);
     let w = cat(&[
-        &frame(
-            HEADERS,
-            FLAG_PADDED | FLAG_PRIORITY | FLAG_END_STREAM,
-            1,
-            &p,
-        ),
+        &frame(HEADERS, FLAG_PADDED | FLAG_PRIORITY | FLAG_END_STREAM, 1, &p),
         &frame(CONTINUATION, 0, 1, b),
         &frame(CONTINUATION, FLAG_END_HEADERS, 1, c),
     ]);
     for chunk in [0, 1, 3] {
-        let recs = run(
-            &vec![(Req, w.clone()), (Resp, simple_resp(1, "200", b"x"))],
-            chunk,
-            None,
-        );
+        let recs = run(&vec![(Req, w.clone()), (Resp, simple_resp(1, "200", b"x"))], chunk, None);
         assert_eq!(recs.len(), 1);
         assert_eq!(recs[0].request_resource, "/split/over/frames");
         assert_eq!(recs[0].request_domain, "cont.example");
@@ -993,18 +857,11 @@ fn continuation_padding_priority() {
         assert_eq!(recs[0].response_code, Some(200));
     }
     // A CONTINUATION of another stream is a protocol error.
-    let bad = cat(&[
-        &frame(HEADERS, 0, 1, a),
-        &frame(CONTINUATION, FLAG_END_HEADERS, 3, b),
-    ]);
+    let bad = cat(&[&frame(HEADERS, 0, 1, a), &frame(CONTINUATION, FLAG_END_HEADERS, 3, b)]);
     assert_eq!(parse_one(Req, &bad).0, Progress::Invalid);
     // Padding longer than the frame.
     assert_eq!(
-        parse_one(
-            Req,
-            &frame(HEADERS, FLAG_PADDED | FLAG_END_HEADERS, 1, &[9, 0x82])
-        )
-        .0,
+        parse_one(Req, &frame(HEADERS, FLAG_PADDED | FLAG_END_HEADERS, 1, &[9, 0x82])).0,
         Progress::Invalid
     );
 }
@@ -1013,10 +870,7 @@ fn continuation_padding_priority() {
 fn informational_status_then_final() {
     let writes = vec![
         (Req, simple_get(1, "/upload")),
-        (
-            Resp,
-            headers(1, false, &Enc::new().lit(8, "100", false).done()),
-        ),
+        (Resp, headers(1, false, &Enc::new().lit(8, "100", false).done())),
         (Resp, simple_resp(1, "201", b"")),
     ];
     let recs = run(&writes, 0, None);
@@ -1031,11 +885,7 @@ fn large_data_frames_are_skipped() {
         (
             Req,
             cat(&[
-                &headers(
-                    1,
-                    false,
-                    &Enc::new().idx(3).idx(6).lit(4, "/up", false).done(),
-                ),
+                &headers(1, false, &Enc::new().idx(3).idx(6).lit(4, "/up", false).done()),
                 &data(1, true, &body),
             ]),
         ),
@@ -1054,10 +904,7 @@ fn large_data_frames_are_skipped() {
         let recs = run(&writes, chunk, None);
         assert_eq!(recs.len(), 2);
         assert_eq!(recs[0].request_resource, "/up");
-        assert_eq!(
-            recs[0].response_length,
-            Some(10 + 2 * (body.len() as u32 + 9))
-        );
+        assert_eq!(recs[0].response_length, Some(10 + 2 * (body.len() as u32 + 9)));
         assert_eq!(recs[1].response_code, Some(204));
     }
 }
@@ -1117,13 +964,7 @@ fn truncated_request_headers() {
     let cut = &w[..80];
     assert_eq!(p.parse(Req, cut, false, &mut rec), Progress::NeedMore);
     let pr = p.parse(Req, cut, true, &mut rec);
-    assert_eq!(
-        pr,
-        Progress::Message {
-            consumed: 80,
-            skip: (w.len() - 80) as u64
-        }
-    );
+    assert_eq!(pr, Progress::Message { consumed: 80, skip: (w.len() - 80) as u64 });
     assert!(rec.truncated);
     assert_eq!(rec.protocol, L7Protocol::Grpc);
     assert_eq!(rec.request_domain, "helloworld.Greeter");
@@ -1133,14 +974,7 @@ fn truncated_request_headers() {
 #[test]
 fn mid_connection_join() {
     // The client's dynamic table holds entries we never saw (62..).
-    let block = Enc::new()
-        .idx(3)
-        .idx(6)
-        .idx(64)
-        .idx(62)
-        .lit(4, "/svc.A/B", false)
-        .idx(63)
-        .done();
+    let block = Enc::new().idx(3).idx(6).idx(64).idx(62).lit(4, "/svc.A/B", false).idx(63).done();
     let writes = vec![
         (Req, headers(9, false, &block)),
         (Req, data(9, true, &grpc_msg(b"x"))),
@@ -1167,11 +1001,7 @@ fn settings_ack_shrinks_table() {
     p.parse(Resp, &settings(&[(1, 0)]), false, &mut rec);
     p.parse(
         Req,
-        &headers(
-            1,
-            true,
-            &Enc::new().idx(2).inc(1, "a.example", false).idx(4).done(),
-        ),
+        &headers(1, true, &Enc::new().idx(2).inc(1, "a.example", false).idx(4).done()),
         false,
         &mut rec,
     );
@@ -1190,19 +1020,10 @@ fn garbage_and_other_protocols() {
             p.parse(dir, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", false, &mut rec),
             Progress::Invalid
         );
-        assert_eq!(
-            p.parse(dir, b"HTTP/1.1 200 OK\r\n\r\n", false, &mut rec),
-            Progress::Invalid
-        );
+        assert_eq!(p.parse(dir, b"HTTP/1.1 200 OK\r\n\r\n", false, &mut rec), Progress::Invalid);
         // SETTINGS on a stream, PING of the wrong size.
-        assert_eq!(
-            p.parse(dir, &frame(SETTINGS, 0, 1, &[]), false, &mut rec),
-            Progress::Invalid
-        );
-        assert_eq!(
-            p.parse(dir, &frame(PING, 0, 0, &[0; 4]), false, &mut rec),
-            Progress::Invalid
-        );
+        assert_eq!(p.parse(dir, &frame(SETTINGS, 0, 1, &[]), false, &mut rec), Progress::Invalid);
+        assert_eq!(p.parse(dir, &frame(PING, 0, 0, &[0; 4]), false, &mut rec), Progress::Invalid);
         assert_eq!(
             p.parse(dir, &frame(HEADERS, 4, 0, &[0x82]), false, &mut rec),
             Progress::Invalid
@@ -1211,10 +1032,7 @@ fn garbage_and_other_protocols() {
     // A header block beyond 64 KiB is not followed.
     let huge = frame(HEADERS, FLAG_END_HEADERS, 1, &vec![0x82; 70_000]);
     assert_eq!(p.parse(Req, &huge, false, &mut rec), Progress::Invalid);
-    assert_eq!(
-        p.parse(Req, &huge[..100], false, &mut rec),
-        Progress::Invalid
-    );
+    assert_eq!(p.parse(Req, &huge[..100], false, &mut rec), Progress::Invalid);
     // Random bytes, in many shapes, through sessions: no panic.
     let mut seed = 0xdead_beefu32;
     let mut next = || {
@@ -1260,21 +1078,12 @@ fn detect_positive() {
     assert_eq!(detect(&curl_preface(), Transport::Udp), None);
     assert_eq!(detect(&server_settings(), Transport::Tcp), Some(Resp));
     assert_eq!(detect(&settings(&[(3, 100)]), Transport::Tcp), Some(Resp));
-    assert_eq!(
-        detect(&cat(&[&settings_ack(), &server_settings()]), Transport::Tcp),
-        Some(Resp)
-    );
+    assert_eq!(detect(&cat(&[&settings_ack(), &server_settings()]), Transport::Tcp), Some(Resp));
     // Joining midway: a request HEADERS frame.
     assert_eq!(detect(&simple_get(7, "/x"), Transport::Tcp), Some(Req));
-    assert_eq!(
-        detect(&grpc_request(3, false, "M"), Transport::Tcp),
-        Some(Req)
-    );
+    assert_eq!(detect(&grpc_request(3, false, "M"), Transport::Tcp), Some(Req));
     let go_style = Enc::new().lit(1, "example.com", true).idx(2).idx(4).done();
-    assert_eq!(
-        detect(&headers(1, true, &go_style), Transport::Tcp),
-        Some(Req)
-    );
+    assert_eq!(detect(&headers(1, true, &go_style), Transport::Tcp), Some(Req));
 }
 
 #[test]
@@ -1305,11 +1114,7 @@ fn detect_negative() {
         simple_get(2, "/"),
         headers(1, false, &Enc::new().idx(8).done()),
         // A server HEADERS frame is not detected as a request.
-        headers(
-            1,
-            false,
-            &Enc::new().idx(8).inc(31, "application/grpc", true).done(),
-        ),
+        headers(1, false, &Enc::new().idx(8).inc(31, "application/grpc", true).done()),
         vec![],
         vec![0; 9],
         vec![0; 64],
@@ -1339,10 +1144,9 @@ const SAMPLE_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/samples/htt
 
 #[test]
 fn sample_files_are_current() {
-    for (name, bytes, dir) in [
-        ("req-preface.bin", sample_req(), Req),
-        ("resp-settings.bin", sample_resp(), Resp),
-    ] {
+    for (name, bytes, dir) in
+        [("req-preface.bin", sample_req(), Req), ("resp-settings.bin", sample_resp(), Resp)]
+    {
         let path = format!("{SAMPLE_DIR}/{name}");
         let got = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
         assert_eq!(
@@ -1363,12 +1167,8 @@ fn write_http2_samples() {
 
 #[test]
 fn push_promise_keeps_table_in_step() {
-    let promise = Enc::new()
-        .idx(2)
-        .idx(7)
-        .inc(4, "/style.css", false)
-        .inc(1, "push.example", false)
-        .done();
+    let promise =
+        Enc::new().idx(2).idx(7).inc(4, "/style.css", false).inc(1, "push.example", false).done();
     let mut pp = 6u32.to_be_bytes().to_vec(); // promised stream 6
     pp.extend_from_slice(&promise);
     let writes = vec![
@@ -1396,13 +1196,7 @@ fn push_promise_keeps_table_in_step() {
     let mut rec = L7Record::default();
     let w = &writes[1].1;
     let pr = p.parse(Resp, w, false, &mut rec);
-    assert_eq!(
-        pr,
-        Progress::Skipped {
-            consumed: 9 + pp.len(),
-            skip: 0
-        }
-    );
+    assert_eq!(pr, Progress::Skipped { consumed: 9 + pp.len(), skip: 0 });
     let (t, _) = p.dec[1].dump();
     assert_eq!(t.len(), 2);
     assert_eq!(t[0], (b":authority".to_vec(), b"push.example".to_vec()));
@@ -1425,25 +1219,15 @@ fn lost_block_resets_table() {
     // Cut inside the second insertion: the client's table now holds two
     // entries but ours only the first, so indices would be shifted.
     let cut = &first[..first.len() - 10];
-    assert!(matches!(
-        p.parse(Req, cut, true, &mut rec),
-        Progress::Message { .. }
-    ));
+    assert!(matches!(p.parse(Req, cut, true, &mut rec), Progress::Message { .. }));
     assert!(rec.truncated);
     assert_eq!(rec.request_domain, "a.example");
     // Stream 3 refers to :authority by index 63: unknown, not wrong.
     let second = headers(3, true, &Enc::new().idx(2).idx(4).idx(63).done());
-    assert!(matches!(
-        p.parse(Req, &second, false, &mut rec),
-        Progress::Message { .. }
-    ));
+    assert!(matches!(p.parse(Req, &second, false, &mut rec), Progress::Message { .. }));
     assert_eq!(rec.request_domain, "");
     // New entries after the loss are found again.
-    let third = headers(
-        5,
-        true,
-        &Enc::new().idx(2).idx(4).inc(1, "b.example", false).done(),
-    );
+    let third = headers(5, true, &Enc::new().idx(2).idx(4).inc(1, "b.example", false).done());
     p.parse(Req, &third, false, &mut rec);
     let fourth = headers(7, true, &Enc::new().idx(2).idx(4).idx(62).done());
     p.parse(Req, &fourth, false, &mut rec);
@@ -1456,13 +1240,7 @@ fn stream_cut_early_reports_once() {
     let trailers = Enc::new().inc_new("grpc-status", "0", false).done();
     let writes = vec![
         (Req, grpc_request(1, true, "Watch")),
-        (
-            Resp,
-            cat(&[
-                &headers(1, false, &head),
-                &data(1, false, &grpc_msg(&[7; 2000])),
-            ]),
-        ),
+        (Resp, cat(&[&headers(1, false, &head), &data(1, false, &grpc_msg(&[7; 2000]))])),
         (Resp, data(1, false, &grpc_msg(&[8; 2000]))),
         (Resp, headers(1, true, &trailers)),
         (Req, grpc_request(3, false, "Watch")),
@@ -1509,11 +1287,7 @@ fn mutated_exchanges_never_panic() {
             let mut off = 0;
             while off < w.len() {
                 let len = (1 + next() as usize % 40).min(w.len() - off);
-                let missing = if next() % 5 == 0 {
-                    u64::from(next() % 50)
-                } else {
-                    0
-                };
+                let missing = if next() % 5 == 0 { u64::from(next() % 50) } else { 0 };
                 s.feed(*dir, &w[off..off + len], missing, 1, &mut |_| n += 1);
                 off += len;
             }

@@ -26,9 +26,7 @@ fn feed(
     missing: u64,
     out: &mut Vec<L7Record>,
 ) {
-    s.feed(dir, bytes, missing, 1, &mut |ev| {
-        out.push(ev.record.clone())
-    });
+    s.feed(dir, bytes, missing, 1, &mut |ev| out.push(ev.record.clone()));
 }
 
 /// Requests then replies through one session, each cut into `chunk`-byte
@@ -60,10 +58,7 @@ fn reply(bytes: &[u8]) -> L7Record {
     let (pr, rec) = one(Direction::Response, bytes);
     assert_eq!(
         pr,
-        Progress::Message {
-            consumed: bytes.len(),
-            skip: 0
-        },
+        Progress::Message { consumed: bytes.len(), skip: 0 },
         "{:?}",
         String::from_utf8_lossy(bytes)
     );
@@ -116,38 +111,17 @@ fn lower_case_commands_and_two_word_commands() {
 #[test]
 fn inline_commands() {
     let (pr, rec) = one(Direction::Request, b"PING\r\n");
-    assert_eq!(
-        pr,
-        Progress::Message {
-            consumed: 6,
-            skip: 0
-        }
-    );
+    assert_eq!(pr, Progress::Message { consumed: 6, skip: 0 });
     assert_eq!(rec.request_type, "PING");
     assert_eq!(rec.request_resource, "PING");
     assert_eq!(rec.request_length, Some(6));
     let (pr, rec) = one(Direction::Request, b"set  key   value\n");
-    assert_eq!(
-        pr,
-        Progress::Message {
-            consumed: 17,
-            skip: 0
-        }
-    );
+    assert_eq!(pr, Progress::Message { consumed: 17, skip: 0 });
     assert_eq!(rec.request_type, "SET");
     assert_eq!(rec.request_resource, "set key value");
-    assert_eq!(
-        one(Direction::Request, b"\r\n").0,
-        Progress::Skipped {
-            consumed: 2,
-            skip: 0
-        }
-    );
+    assert_eq!(one(Direction::Request, b"\r\n").0, Progress::Skipped { consumed: 2, skip: 0 });
     assert_eq!(one(Direction::Request, b"PIN").0, Progress::NeedMore);
-    assert_eq!(
-        one(Direction::Request, b"PI\x00NG\r\n").0,
-        Progress::Invalid
-    );
+    assert_eq!(one(Direction::Request, b"PI\x00NG\r\n").0, Progress::Invalid);
     let out = run(b"PING\r\nECHO hi\r\n", b"+PONG\r\n$2\r\nhi\r\n", 1);
     assert_eq!(out.len(), 2);
     assert_eq!(out[0].response_result, "PONG");
@@ -181,10 +155,7 @@ fn pipelined_sixteen_commands() {
             assert_eq!(rec.request_type, "INCR");
             assert_eq!(rec.response_result, format!("(integer) {i}"));
         }
-        assert_eq!(
-            rec.request_resource.split(' ').nth(1),
-            Some(format!("key:{i:06}").as_str())
-        );
+        assert_eq!(rec.request_resource.split(' ').nth(1), Some(format!("key:{i:06}").as_str()));
     }
     for chunk in [1, 2, 3, 5, 7, 13, 64, 100] {
         assert_eq!(run(&reqs, &resps, chunk), out, "chunk {chunk}");
@@ -195,69 +166,31 @@ fn pipelined_sixteen_commands() {
 fn error_replies() {
     let rec = reply(b"-ERR unknown command 'FOO', with args beginning with: \r\n");
     assert_eq!(rec.response_status, ResponseStatus::ClientError);
-    assert_eq!(
-        rec.response_exception,
-        "ERR unknown command 'FOO', with args beginning with: "
-    );
+    assert_eq!(rec.response_exception, "ERR unknown command 'FOO', with args beginning with: ");
     assert_eq!(rec.response_result, "");
     let cases: &[(&[u8], ResponseStatus)] = &[
-        (
-            b"ERR wrong number of arguments for 'get' command",
-            ResponseStatus::ClientError,
-        ),
+        (b"ERR wrong number of arguments for 'get' command", ResponseStatus::ClientError),
         (
             b"WRONGTYPE Operation against a key holding the wrong kind of value",
             ResponseStatus::ClientError,
         ),
         (b"ERR syntax error", ResponseStatus::ClientError),
-        (
-            b"ERR value is not an integer or out of range",
-            ResponseStatus::ClientError,
-        ),
-        (
-            b"NOAUTH Authentication required.",
-            ResponseStatus::ClientError,
-        ),
-        (
-            b"ERR Protocol error: expected '$', got '*'",
-            ResponseStatus::ClientError,
-        ),
-        (
-            b"LOADING Redis is loading the dataset in memory",
-            ResponseStatus::ServerError,
-        ),
-        (
-            b"BUSY Redis is busy running a script.",
-            ResponseStatus::ServerError,
-        ),
-        (
-            b"MASTERDOWN Link with MASTER is down",
-            ResponseStatus::ServerError,
-        ),
-        (
-            b"OOM command not allowed when used memory > 'maxmemory'.",
-            ResponseStatus::ServerError,
-        ),
-        (
-            b"READONLY You can't write against a read only replica.",
-            ResponseStatus::ServerError,
-        ),
-        (
-            b"ERR max number of clients reached",
-            ResponseStatus::ServerError,
-        ),
+        (b"ERR value is not an integer or out of range", ResponseStatus::ClientError),
+        (b"NOAUTH Authentication required.", ResponseStatus::ClientError),
+        (b"ERR Protocol error: expected '$', got '*'", ResponseStatus::ClientError),
+        (b"LOADING Redis is loading the dataset in memory", ResponseStatus::ServerError),
+        (b"BUSY Redis is busy running a script.", ResponseStatus::ServerError),
+        (b"MASTERDOWN Link with MASTER is down", ResponseStatus::ServerError),
+        (b"OOM command not allowed when used memory > 'maxmemory'.", ResponseStatus::ServerError),
+        (b"READONLY You can't write against a read only replica.", ResponseStatus::ServerError),
+        (b"ERR max number of clients reached", ResponseStatus::ServerError),
     ];
     for (text, status) in cases {
         let mut m = b"-".to_vec();
         m.extend_from_slice(text);
         m.extend_from_slice(b"\r\n");
         let rec = reply(&m);
-        assert_eq!(
-            rec.response_status,
-            *status,
-            "{}",
-            String::from_utf8_lossy(text)
-        );
+        assert_eq!(rec.response_status, *status, "{}", String::from_utf8_lossy(text));
         assert_eq!(rec.response_exception.as_bytes(), *text);
     }
     // RESP3 blob error.
@@ -280,10 +213,7 @@ fn nil_and_scalar_replies() {
         reply(b"(3492890328409238509324850943850943825024385\r\n").response_result,
         "(integer) 3492890328409238509324850943850943825024385"
     );
-    assert_eq!(
-        reply(b"=15\r\ntxt:Some string\r\n").response_result,
-        "Some string"
-    );
+    assert_eq!(reply(b"=15\r\ntxt:Some string\r\n").response_result, "Some string");
     assert_eq!(reply(b"*0\r\n").response_result, "[]");
     assert_eq!(reply(b"%0\r\n").response_result, "{}");
     let rec = reply(b"$-1\r\n");
@@ -300,47 +230,30 @@ fn nested_arrays() {
     assert_eq!(rec.response_result, "[0, [k, h, n, l]]");
     // EXEC with an error inside.
     let rec = reply(b"*2\r\n-ERR value is not an integer or out of range\r\n:1\r\n");
-    assert_eq!(
-        rec.response_result,
-        "[(error) ERR value is not an integer or out of range, 1]"
-    );
+    assert_eq!(rec.response_result, "[(error) ERR value is not an integer or out of range, 1]");
     assert_eq!(rec.response_status, ResponseStatus::Ok);
     // Deep but within bounds; and too deep.
     let mut deep = b"*1\r\n".repeat(64);
     deep.extend_from_slice(b":1\r\n");
     assert_eq!(
         one(Direction::Response, &deep).0,
-        Progress::Message {
-            consumed: deep.len(),
-            skip: 0
-        }
+        Progress::Message { consumed: deep.len(), skip: 0 }
     );
     let mut deeper = b"*1\r\n".repeat(65);
     deeper.extend_from_slice(b":1\r\n");
     assert_eq!(one(Direction::Response, &deeper).0, Progress::Invalid);
     // Nested nil and empty.
-    assert_eq!(
-        reply(b"*3\r\n*-1\r\n*0\r\n$-1\r\n").response_result,
-        "[(nil), [], (nil)]"
-    );
+    assert_eq!(reply(b"*3\r\n*-1\r\n*0\r\n$-1\r\n").response_result, "[(nil), [], (nil)]");
 }
 
 #[test]
 fn resp3_hello_map_and_version() {
     let hello = cmd(&[b"HELLO", b"3"]);
     let map = b"%7\r\n$6\r\nserver\r\n$5\r\nredis\r\n$7\r\nversion\r\n$6\r\n7.0.15\r\n$5\r\nproto\r\n:3\r\n$2\r\nid\r\n:10\r\n$4\r\nmode\r\n$10\r\nstandalone\r\n$4\r\nrole\r\n$6\r\nmaster\r\n$7\r\nmodules\r\n*0\r\n";
-    let reqs = [
-        cmd(&[b"GET", b"a"]),
-        hello.clone(),
-        cmd(&[b"HGETALL", b"h"]),
-    ]
-    .concat();
-    let resps = [
-        &b"$1\r\n1\r\n"[..],
-        map,
-        b"%2\r\n$2\r\nf1\r\n$2\r\nv1\r\n$2\r\nf2\r\n$2\r\nv2\r\n",
-    ]
-    .concat();
+    let reqs = [cmd(&[b"GET", b"a"]), hello.clone(), cmd(&[b"HGETALL", b"h"])].concat();
+    let resps =
+        [&b"$1\r\n1\r\n"[..], map, b"%2\r\n$2\r\nf1\r\n$2\r\nv1\r\n$2\r\nf2\r\n$2\r\nv2\r\n"]
+            .concat();
     let out = run(&reqs, &resps, 0);
     assert_eq!(out.len(), 3);
     assert_eq!(out[0].version, "RESP2");
@@ -362,20 +275,13 @@ fn resp3_hello_map_and_version() {
             .response_result,
         "[2039, 9543]"
     );
-    assert_eq!(
-        reply(b"*2\r\n|1\r\n+ttl\r\n:3\r\n:1\r\n:2\r\n").response_result,
-        "[1, 2]"
-    );
+    assert_eq!(reply(b"*2\r\n|1\r\n+ttl\r\n:3\r\n:1\r\n:2\r\n").response_result, "[1, 2]");
 }
 
 #[test]
 fn pubsub_resp3_pushes_are_not_replies() {
-    let reqs = [
-        cmd(&[b"HELLO", b"3"]),
-        cmd(&[b"SUBSCRIBE", b"c1", b"c2"]),
-        cmd(&[b"PING"]),
-    ]
-    .concat();
+    let reqs =
+        [cmd(&[b"HELLO", b"3"]), cmd(&[b"SUBSCRIBE", b"c1", b"c2"]), cmd(&[b"PING"])].concat();
     let resps = [
         &b"%1\r\n$5\r\nproto\r\n:3\r\n"[..],
         b">3\r\n$9\r\nsubscribe\r\n$2\r\nc1\r\n:1\r\n>3\r\n$9\r\nsubscribe\r\n$2\r\nc2\r\n:2\r\n",
@@ -397,12 +303,8 @@ fn pubsub_resp3_pushes_are_not_replies() {
 
 #[test]
 fn pubsub_resp2_messages_are_not_replies() {
-    let reqs = [
-        cmd(&[b"SUBSCRIBE", b"c1", b"c2"]),
-        cmd(&[b"PING"]),
-        cmd(&[b"UNSUBSCRIBE"]),
-    ]
-    .concat();
+    let reqs =
+        [cmd(&[b"SUBSCRIBE", b"c1", b"c2"]), cmd(&[b"PING"]), cmd(&[b"UNSUBSCRIBE"])].concat();
     let resps = [
         &b"*3\r\n$9\r\nsubscribe\r\n$2\r\nc1\r\n:1\r\n*3\r\n$9\r\nsubscribe\r\n$2\r\nc2\r\n:2\r\n"[..],
         b"*3\r\n$7\r\nmessage\r\n$2\r\nc1\r\n$5\r\nhello\r\n",
@@ -470,10 +372,7 @@ fn big_reply_is_not_buffered() {
     let head = &resp[..300];
     assert_eq!(
         p.parse(Direction::Response, head, false, &mut rec),
-        Progress::Message {
-            consumed: 300,
-            skip: (resp.len() - 300) as u64
-        }
+        Progress::Message { consumed: 300, skip: (resp.len() - 300) as u64 }
     );
 }
 
@@ -492,10 +391,7 @@ fn big_request_argument_is_not_buffered() {
     assert_eq!(out[0].request_type, "SET");
     assert!(out[0].request_resource.starts_with("SET k vvvv"));
     assert!(out[0].request_resource.ends_with("v..."));
-    assert_eq!(
-        out[0].request_length,
-        Some(cmd(&[b"SET", b"k", &value]).len() as u32)
-    );
+    assert_eq!(out[0].request_length, Some(cmd(&[b"SET", b"k", &value]).len() as u32));
     assert_eq!(out[1].response_result, "OK");
     assert_eq!(out[2].request_type, "PING");
     assert_eq!(out[2].response_result, "PONG");
@@ -510,14 +406,8 @@ fn big_nested_values_skip_the_rest_of_the_reply() {
     // is skipped as it comes, and the next reply pairs with the next request.
     let big = vec![b'y'; 2000];
     let reqs = [cmd(&[b"MGET", b"a", b"b", b"c"]), cmd(&[b"PING"])].concat();
-    let resps = [
-        b"*3\r\n".to_vec(),
-        bulk(&big),
-        bulk(b"small"),
-        bulk(&big),
-        b"+PONG\r\n".to_vec(),
-    ]
-    .concat();
+    let resps = [b"*3\r\n".to_vec(), bulk(&big), bulk(b"small"), bulk(&big), b"+PONG\r\n".to_vec()]
+        .concat();
     let out = run(&reqs, &resps, 0);
     assert_eq!(out.len(), 2);
     assert!(out[0].response_result.starts_with("[yyyy"));
@@ -541,9 +431,7 @@ fn long_arrays_of_small_values_stream_through() {
     let whole = run(&reqs, &resps, 0);
     assert_eq!(whole.len(), 2);
     assert_eq!(whole[0].response_length, Some(resp.len() as u32));
-    assert!(whole[0]
-        .response_result
-        .starts_with("[user:00000000, user:00000001"));
+    assert!(whole[0].response_result.starts_with("[user:00000000, user:00000001"));
     assert_eq!(whole[0].response_result.len(), MAX_FIELD_LEN);
     assert_eq!(whole[1].response_result, "PONG");
     for chunk in [1, 100, 1460] {
@@ -558,26 +446,15 @@ fn long_arrays_of_small_values_stream_through() {
 fn truncated_captures() {
     let value: Vec<u8> = (0..2000).map(|i| b'a' + (i % 26) as u8).collect();
     let reply_bytes = bulk(&value);
-    let arr = [
-        b"*4\r\n".to_vec(),
-        bulk(&value[..300]),
-        bulk(&value[..300]),
-        bulk(b"x"),
-        bulk(b"y"),
-    ]
-    .concat();
+    let arr =
+        [b"*4\r\n".to_vec(), bulk(&value[..300]), bulk(&value[..300]), bulk(b"x"), bulk(b"y")]
+            .concat();
     let req = cmd(&[b"SET", b"key", &value]);
     for n in [64usize, 256, 1024] {
         // Reply cut.
         let mut s = Session::new(RedisParser::new(Transport::Tcp));
         let mut out = Vec::new();
-        feed(
-            &mut s,
-            Direction::Request,
-            &cmd(&[b"GET", b"key"]),
-            0,
-            &mut out,
-        );
+        feed(&mut s, Direction::Request, &cmd(&[b"GET", b"key"]), 0, &mut out);
         feed(
             &mut s,
             Direction::Response,
@@ -598,13 +475,7 @@ fn truncated_captures() {
         // Request cut.
         let mut s = Session::new(RedisParser::new(Transport::Tcp));
         let mut out = Vec::new();
-        feed(
-            &mut s,
-            Direction::Request,
-            &req[..n],
-            (req.len() - n) as u64,
-            &mut out,
-        );
+        feed(&mut s, Direction::Request, &req[..n], (req.len() - n) as u64, &mut out);
         feed(&mut s, Direction::Response, b"+OK\r\n", 0, &mut out);
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].request_type, "SET");
@@ -616,20 +487,8 @@ fn truncated_captures() {
         if n < arr.len() {
             let mut s = Session::new(RedisParser::new(Transport::Tcp));
             let mut out = Vec::new();
-            feed(
-                &mut s,
-                Direction::Request,
-                &cmd(&[b"LRANGE", b"l", b"0", b"-1"]),
-                0,
-                &mut out,
-            );
-            feed(
-                &mut s,
-                Direction::Response,
-                &arr[..n],
-                (arr.len() - n) as u64,
-                &mut out,
-            );
+            feed(&mut s, Direction::Request, &cmd(&[b"LRANGE", b"l", b"0", b"-1"]), 0, &mut out);
+            feed(&mut s, Direction::Response, &arr[..n], (arr.len() - n) as u64, &mut out);
             assert_eq!(out.len(), 1);
             assert!(out[0].truncated);
             assert!(
@@ -643,16 +502,10 @@ fn truncated_captures() {
     let mut p = RedisParser::new(Transport::Tcp);
     let mut rec = L7Record::default();
     let small = bulk(&value[..500]);
-    assert_eq!(
-        p.parse(Direction::Response, &small[..64], false, &mut rec),
-        Progress::NeedMore
-    );
+    assert_eq!(p.parse(Direction::Response, &small[..64], false, &mut rec), Progress::NeedMore);
     assert_eq!(
         p.parse(Direction::Response, &small[..64], true, &mut rec),
-        Progress::Message {
-            consumed: 64,
-            skip: (small.len() - 64) as u64
-        }
+        Progress::Message { consumed: 64, skip: (small.len() - 64) as u64 }
     );
     assert!(rec.truncated);
     assert!(rec.response_result.ends_with("..."));
@@ -690,13 +543,7 @@ fn garbage_is_invalid() {
             String::from_utf8_lossy(b)
         );
     }
-    assert_eq!(
-        one(Direction::Request, b"*0\r\n").0,
-        Progress::Skipped {
-            consumed: 4,
-            skip: 0
-        }
-    );
+    assert_eq!(one(Direction::Request, b"*0\r\n").0, Progress::Skipped { consumed: 4, skip: 0 });
 }
 
 #[test]
@@ -741,36 +588,16 @@ fn detect_requests_and_replies() {
         (b"", None),
     ];
     for (b, want) in cases {
-        assert_eq!(
-            detect(b, Transport::Tcp),
-            *want,
-            "{:?}",
-            String::from_utf8_lossy(b)
-        );
+        assert_eq!(detect(b, Transport::Tcp), *want, "{:?}", String::from_utf8_lossy(b));
         assert_eq!(detect(b, Transport::Udp), None);
     }
 }
 
 #[test]
 fn command_table_is_sorted_and_upper_case() {
-    assert!(
-        COMMANDS
-            .windows(2)
-            .all(|w| w[0].as_bytes() < w[1].as_bytes()),
-        "unsorted"
-    );
-    assert!(COMMANDS
-        .iter()
-        .all(|c| c.bytes().all(|b| !b.is_ascii_lowercase())));
-    for c in [
-        "GET",
-        "set",
-        "Ping",
-        "xreadgroup",
-        "JSON.GET",
-        "ZUNIONSTORE",
-        "ACL",
-    ] {
+    assert!(COMMANDS.windows(2).all(|w| w[0].as_bytes() < w[1].as_bytes()), "unsorted");
+    assert!(COMMANDS.iter().all(|c| c.bytes().all(|b| !b.is_ascii_lowercase())));
+    for c in ["GET", "set", "Ping", "xreadgroup", "JSON.GET", "ZUNIONSTORE", "ACL"] {
         assert!(is_command(c.as_bytes()), "{c}");
     }
     for c in ["", "GETX", "HTTP/1.1", "POST", "PRI"] {
@@ -782,10 +609,7 @@ fn command_table_is_sorted_and_upper_case() {
 struct Lcg(u64);
 impl Lcg {
     fn next(&mut self) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         self.0 >> 33
     }
 }
@@ -851,10 +675,7 @@ fn throughput() {
     }
     let el = t.elapsed();
     assert_eq!(calls, n);
-    println!(
-        "redis: {:.2} M commands/s (session, SET/+OK)",
-        n as f64 / el.as_secs_f64() / 1e6
-    );
+    println!("redis: {:.2} M commands/s (session, SET/+OK)", n as f64 / el.as_secs_f64() / 1e6);
     // Pipelined: 16 commands per segment.
     let reqs: Vec<u8> = (0..16).flat_map(|_| set.clone()).collect();
     let resps: Vec<u8> = b"+OK\r\n".repeat(16);
