@@ -1,0 +1,182 @@
+//! The agent's own Prometheus metrics: counters updated lock-free by the
+//! pipeline, rendered in the text exposition format at `/metrics`.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A named monotonic counter or gauge.
+pub struct Metric {
+    pub name: &'static str,
+    pub help: &'static str,
+    pub kind: Kind,
+    value: AtomicU64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+}
+
+impl Metric {
+    pub const fn counter(name: &'static str, help: &'static str) -> Metric {
+        Metric { name, help, kind: Kind::Counter, value: AtomicU64::new(0) }
+    }
+
+    pub const fn gauge(name: &'static str, help: &'static str) -> Metric {
+        Metric { name, help, kind: Kind::Gauge, value: AtomicU64::new(0) }
+    }
+
+    pub fn add(&self, n: u64) {
+        self.value.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn set(&self, n: u64) {
+        self.value.store(n, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> u64 {
+        self.value.load(Ordering::Relaxed)
+    }
+}
+
+/// Every metric the agent exports.
+pub struct Telemetry {
+    pub packets: Metric,
+    pub packet_bytes: Metric,
+    pub kernel_drops: Metric,
+    pub batches_dropped: Metric,
+    pub decode_errors: Metric,
+    pub flows_active: Metric,
+    pub flows_created: Metric,
+    pub flows_evicted: Metric,
+    pub reassembly_drops: Metric,
+    pub l7_parse_errors: Metric,
+    pub l7_records: Metric,
+    pub l4_records: Metric,
+    pub metric_rows: Metric,
+    pub output_errors: Metric,
+    pub ebpf_events: Metric,
+    pub ebpf_lost: Metric,
+}
+
+pub static TELEMETRY: Telemetry = Telemetry {
+    packets: Metric::counter("fathom_agent_packets_total", "Packets read from capture rings."),
+    packet_bytes: Metric::counter("fathom_agent_packet_bytes_total", "Bytes of packets read."),
+    kernel_drops: Metric::counter(
+        "fathom_agent_kernel_drops_total",
+        "Packets the kernel dropped because a capture ring was full.",
+    ),
+    batches_dropped: Metric::counter(
+        "fathom_agent_batches_dropped_total",
+        "Packet batches dropped because a flow shard was behind.",
+    ),
+    decode_errors: Metric::counter(
+        "fathom_agent_decode_errors_total",
+        "Frames whose headers could not be decoded.",
+    ),
+    flows_active: Metric::gauge("fathom_agent_flows_active", "Flows tracked now."),
+    flows_created: Metric::counter("fathom_agent_flows_created_total", "Flows created."),
+    flows_evicted: Metric::counter(
+        "fathom_agent_flows_evicted_total",
+        "Flows evicted to stay within the flow table capacity.",
+    ),
+    reassembly_drops: Metric::counter(
+        "fathom_agent_reassembly_drops_total",
+        "TCP gaps and overflows in stream reassembly.",
+    ),
+    l7_parse_errors: Metric::counter(
+        "fathom_agent_l7_parse_errors_total",
+        "Messages an L7 parser rejected.",
+    ),
+    l7_records: Metric::counter("fathom_agent_l7_records_total", "L7 log records emitted."),
+    l4_records: Metric::counter("fathom_agent_l4_records_total", "L4 flow records emitted."),
+    metric_rows: Metric::counter(
+        "fathom_agent_metric_rows_total",
+        "RED and network metric rows emitted.",
+    ),
+    output_errors: Metric::counter(
+        "fathom_agent_output_errors_total",
+        "Records the output failed to write.",
+    ),
+    ebpf_events: Metric::counter("fathom_agent_ebpf_events_total", "Events read from eBPF."),
+    ebpf_lost: Metric::counter(
+        "fathom_agent_ebpf_lost_total",
+        "eBPF events lost because the ring buffer was full.",
+    ),
+};
+
+impl Telemetry {
+    fn all(&self) -> [&Metric; 16] {
+        [
+            &self.packets,
+            &self.packet_bytes,
+            &self.kernel_drops,
+            &self.batches_dropped,
+            &self.decode_errors,
+            &self.flows_active,
+            &self.flows_created,
+            &self.flows_evicted,
+            &self.reassembly_drops,
+            &self.l7_parse_errors,
+            &self.l7_records,
+            &self.l4_records,
+            &self.metric_rows,
+            &self.output_errors,
+            &self.ebpf_events,
+            &self.ebpf_lost,
+        ]
+    }
+
+    /// Prometheus text exposition of every metric plus the process RSS.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        for m in self.all() {
+            let kind = match m.kind {
+                Kind::Counter => "counter",
+                Kind::Gauge => "gauge",
+            };
+            let _ = writeln!(out, "# HELP {} {}\n# TYPE {} {}\n{} {}", m.name, m.help, m.name, kind, m.name, m.get());
+        }
+        if let Some(rss) = rss_bytes() {
+            let _ = writeln!(
+                out,
+                "# HELP fathom_agent_resident_memory_bytes Resident set size.\n\
+                 # TYPE fathom_agent_resident_memory_bytes gauge\n\
+                 fathom_agent_resident_memory_bytes {rss}"
+            );
+        }
+        out
+    }
+}
+
+/// Resident set size of this process, from /proc/self/statm.
+pub fn rss_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    Some(pages * u64::try_from(page).ok()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn render_is_prometheus_text() {
+        TELEMETRY.l7_records.add(3);
+        let text = TELEMETRY.render();
+        assert!(text.contains("# TYPE fathom_agent_l7_records_total counter"));
+        let line = text.lines().find(|l| l.starts_with("fathom_agent_l7_records_total ")).unwrap();
+        let v: u64 = line.split(' ').nth(1).unwrap().parse().unwrap();
+        assert!(v >= 3);
+        assert!(rss_bytes().unwrap() > 0);
+        // Every sample line is `name value`.
+        for l in text.lines().filter(|l| !l.starts_with('#')) {
+            let mut it = l.split(' ');
+            assert!(it.next().unwrap().starts_with("fathom_agent_"));
+            it.next().unwrap().parse::<u64>().unwrap();
+        }
+    }
+}
