@@ -97,6 +97,7 @@ fn dns() {
 
     let d = decode_pcap(&pcap, &[PORT]);
     crate::dump_ours("dns", &d);
+    crate::flows::check_tcp_bytes(&pcap, &d);
 
     // Reference: tshark's DNS dissector.
     let rows = tshark_fields(

@@ -433,3 +433,31 @@ pub fn cut(s: &str, n: usize) -> String {
     format!("{}...", &s[..c])
 }
 
+
+/// Check our TCP reassembly against tshark: in-order payload bytes per flow
+/// and direction must equal tshark's non-retransmitted segment bytes.
+pub fn check_tcp_bytes(pcap: &std::path::Path, d: &Decoded) {
+    let rows = crate::harness::tshark_fields(
+        pcap,
+        &[],
+        "tcp.len > 0 && !tcp.analysis.retransmission && !tcp.analysis.spurious_retransmission",
+        &["tcp.srcport", "tcp.dstport", "tcp.len"],
+    );
+    let mut theirs: HashMap<(u16, u16), u64> = HashMap::new();
+    for r in rows {
+        let sp = crate::harness::num(&r[0]) as u16;
+        let dp = crate::harness::num(&r[1]) as u16;
+        *theirs.entry((sp, dp)).or_default() += crate::harness::num(&r[2]);
+    }
+    for f in d.flows.iter().filter(|f| f.transport == Transport::Tcp) {
+        let req = theirs.get(&(f.client_port, f.server_port)).copied().unwrap_or(0);
+        let resp = theirs.get(&(f.server_port, f.client_port)).copied().unwrap_or(0);
+        assert_eq!(
+            (f.bytes[0], f.bytes[1]),
+            (req, resp),
+            "TCP reassembly of :{} <-> :{} disagrees with tshark's segment bytes (ours req/resp, tshark req/resp)",
+            f.client_port,
+            f.server_port
+        );
+    }
+}

@@ -14,6 +14,7 @@ mod harness;
 
 mod dns;
 mod http1;
+mod redis;
 
 use fathom_protocols::{L7Protocol, ResponseStatus};
 
