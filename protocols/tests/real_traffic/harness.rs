@@ -91,6 +91,14 @@ pub struct Proc {
 impl Proc {
     /// Spawn with stdout/stderr into `<dir>/<name>.log`.
     pub fn spawn(name: &str, cmd: &mut Command, dir: &TempDir) -> Proc {
+        Self::spawn_on(name, cmd, dir, &[])
+    }
+
+    /// Spawn a server that will listen on `ports` (checked free first).
+    pub fn spawn_on(name: &str, cmd: &mut Command, dir: &TempDir, ports: &[u16]) -> Proc {
+        for p in ports {
+            ensure_free(*p);
+        }
         let log = dir.join(&format!("{name}.log"));
         let f = std::fs::File::create(&log).unwrap();
         let child = cmd
@@ -309,4 +317,14 @@ pub fn num(s: &str) -> u64 {
     let s = s.trim();
     let r = if let Some(h) = s.strip_prefix("0x") { u64::from_str_radix(h, 16) } else { s.parse() };
     r.unwrap_or_else(|_| panic!("tshark gave a non-number {s:?}"))
+}
+
+/// Panic when something already listens on 127.0.0.1:`port` (a stale server
+/// would answer instead of ours).
+pub fn ensure_free(port: u16) {
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    assert!(
+        TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err(),
+        "port {port} is already in use on 127.0.0.1: stop whatever listens there"
+    );
 }
