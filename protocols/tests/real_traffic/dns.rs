@@ -53,7 +53,7 @@ const QUERIES: &[(&str, &str)] = &[
 fn dns() {
     require(&["dumpcap", "tshark", "dnsmasq", "dig"]);
     let dir = TempDir::new("dns");
-    let mut srv = Proc::spawn(
+    let mut srv = Proc::spawn_on(
         "dnsmasq",
         Command::new("dnsmasq").args([
             "--no-daemon",
@@ -73,7 +73,7 @@ fn dns() {
             "--log-facility=-",
             "--user=root",
         ]).arg(format!("--pid-file={}", dir.join("dnsmasq.pid").display())),
-        &dir,
+        &dir, &[PORT],
     );
     wait_port(PORT, &mut srv);
     let cap = Capture::start(&dir, &format!("port {PORT}"));

@@ -85,10 +85,10 @@ fn http2() {
     std::fs::write(www.join("index.html"), "<html>fathom h2</html>\n").unwrap();
     std::fs::write(www.join("big.bin"), vec![b'z'; 100_000]).unwrap();
     std::fs::write(www.join("a.txt"), "a\n").unwrap();
-    let mut srv = Proc::spawn(
+    let mut srv = Proc::spawn_on(
         "nghttpd",
         Command::new("nghttpd").args(["--no-tls", "-d"]).arg(&www).arg(H2_PORT.to_string()),
-        &dir,
+        &dir, &[H2_PORT],
     );
     wait_port(H2_PORT, &mut srv);
     let cap = Capture::start(&dir, &format!("tcp port {H2_PORT}"));
@@ -146,7 +146,7 @@ fn grpc() {
     require_py(&["grpc"]);
     let dir = TempDir::new("grpc");
     let p = GRPC_PORT.to_string();
-    let mut srv = Proc::spawn("grpc-server", Command::new("python3").arg(peer("grpc_peer.py")).args(["server", &p]), &dir);
+    let mut srv = Proc::spawn_on("grpc-server", Command::new("python3").arg(peer("grpc_peer.py")).args(["server", &p]), &dir, &[GRPC_PORT]);
     wait_port(GRPC_PORT, &mut srv);
     let cap = Capture::start(&dir, &format!("tcp port {GRPC_PORT}"));
     let out = run("grpc client", Command::new("python3").arg(peer("grpc_peer.py")).args(["client", &p]));

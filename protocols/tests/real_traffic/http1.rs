@@ -70,16 +70,16 @@ fn http1() {
     std::fs::write(www.join("gz/big.txt"), "fathom chunked gzip body\n".repeat(2000)).unwrap();
     std::fs::write(dir.join("nginx.conf"), nginx_conf(&dir)).unwrap();
 
-    let mut py = Proc::spawn(
+    let mut py = Proc::spawn_on(
         "http.server",
         Command::new("python3")
             .args(["-m", "http.server", &PY_PORT.to_string(), "--bind", "127.0.0.1", "--directory"])
             .arg(&www),
-        &dir,
+        &dir, &[PY_PORT],
     );
-    let mut ngx = Proc::spawn(
+    let mut ngx = Proc::spawn_on(
         "nginx",
-        Command::new("nginx").arg("-c").arg(dir.join("nginx.conf")).arg("-p").arg(&dir.path),
+        Command::new("nginx").arg("-c").arg(dir.join("nginx.conf")).arg("-p").arg(&dir, &[NGINX_PORT].path),
         &dir,
     );
     wait_port(PY_PORT, &mut py);

@@ -77,7 +77,7 @@ fn mysql() {
             .args(["--no-defaults", "--auth-root-authentication-method=normal", "--user=root", "--skip-test-db"])
             .arg(format!("--datadir={}", data.display())),
     );
-    let mut srv = Proc::spawn(
+    let mut srv = Proc::spawn_on(
         "mariadbd",
         Command::new("mariadbd")
             .args(["--no-defaults", "--user=root", "--skip-grant-tables", "--skip-log-bin", "--bind-address=127.0.0.1"])
@@ -86,7 +86,7 @@ fn mysql() {
             .arg(format!("--datadir={}", data.display()))
             .arg(format!("--socket={}", dir.join("mysqld.sock").display()))
             .arg(format!("--pid-file={}", dir.join("mysqld.pid").display())),
-        &dir,
+        &dir, &[PORT],
     );
     wait_port(PORT, &mut srv);
     std::fs::write(dir.join("script.sql"), SCRIPT).unwrap();

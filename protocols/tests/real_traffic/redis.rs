@@ -29,12 +29,12 @@ fn unhex(s: &str) -> String {
 fn redis() {
     require(&["dumpcap", "tshark", "redis-server", "redis-cli", "redis-benchmark"]);
     let dir = TempDir::new("redis");
-    let mut srv = Proc::spawn(
+    let mut srv = Proc::spawn_on(
         "redis-server",
         Command::new("redis-server")
             .args(["--port", &PORT.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no"])
             .arg("--dir")
-            .arg(&dir.path),
+            .arg(&dir, &[PORT].path),
         &dir,
     );
     wait_port(PORT, &mut srv);
