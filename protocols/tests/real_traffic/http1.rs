@@ -79,8 +79,8 @@ fn http1() {
     );
     let mut ngx = Proc::spawn_on(
         "nginx",
-        Command::new("nginx").arg("-c").arg(dir.join("nginx.conf")).arg("-p").arg(&dir, &[NGINX_PORT].path),
-        &dir,
+        Command::new("nginx").arg("-c").arg(dir.join("nginx.conf")).arg("-p").arg(&dir.path),
+        &dir, &[NGINX_PORT],
     );
     wait_port(PY_PORT, &mut py);
     wait_port(NGINX_PORT, &mut ngx);

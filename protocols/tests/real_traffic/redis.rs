@@ -34,8 +34,8 @@ fn redis() {
         Command::new("redis-server")
             .args(["--port", &PORT.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no"])
             .arg("--dir")
-            .arg(&dir, &[PORT].path),
-        &dir,
+            .arg(&dir.path),
+        &dir, &[PORT],
     );
     wait_port(PORT, &mut srv);
     let cap = Capture::start(&dir, &format!("tcp port {PORT}"));
