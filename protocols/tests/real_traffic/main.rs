@@ -15,6 +15,7 @@ mod harness;
 mod dns;
 mod h2;
 mod http1;
+mod kafka;
 mod mysql;
 mod redis;
 
