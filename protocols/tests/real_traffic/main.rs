@@ -13,6 +13,7 @@ mod flows;
 mod harness;
 
 mod dns;
+mod dubbo;
 mod h2;
 mod http1;
 mod kafka;
