@@ -12,6 +12,8 @@
 
 pub mod dns;
 pub mod dubbo;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http1;
 pub mod http2;
 pub mod kafka;

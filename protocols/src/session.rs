@@ -190,6 +190,10 @@ impl<P: L7Parser> Session<P> {
             match progress {
                 Progress::Message { consumed, skip } => {
                     let consumed = consumed.clamp(1, head.len());
+                    if at_end && consumed as u64 + skip > head.len() as u64 {
+                        // The message runs into bytes the capture never had.
+                        self.scratch.truncated = true;
+                    }
                     self.stats.messages += 1;
                     if self.scratch.truncated {
                         self.stats.truncated += 1;

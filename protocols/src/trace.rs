@@ -282,7 +282,9 @@ pub fn observe_sql_comments(ctx: &mut TraceContext, sql: &[u8]) {
     let mut rest = sql;
     while let Some(start) = find(rest, b"/*") {
         let body_start = start + 2;
-        let Some(len) = find(&rest[body_start..], b"*/") else { break };
+        let Some(len) = find(&rest[body_start..], b"*/") else {
+            break;
+        };
         let body = &rest[body_start..body_start + len];
         for item in body.split(|&b| b == b',') {
             let sep = item.iter().position(|&b| b == b'=' || b == b':');

@@ -1,0 +1,9 @@
+//! Arbitrary bytes as a MySql flow: detection, segmentation, truncation,
+//! pairing. Any panic is a bug.
+#![no_main]
+use fathom_protocols::{fuzzing, L7Protocol};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    fuzzing::drive(L7Protocol::MySql, data);
+});
