@@ -56,7 +56,10 @@ impl Agreement {
     }
 
     pub fn perfect(&self) -> bool {
-        self.msgs > 0 && self.msgs_ok == self.msgs && self.fields_ok == self.fields && self.extra == 0
+        self.msgs > 0
+            && self.msgs_ok == self.msgs
+            && self.fields_ok == self.fields
+            && self.extra == 0
     }
 }
 
@@ -83,7 +86,10 @@ pub fn compare(label: &str, reference: &[Msg], ours: &[Msg]) -> Agreement {
         a.fields += r.fields.len();
         let Some(o) = by_key.get(&(r.conn, r.key)) else {
             if shown < 12 {
-                eprintln!("  [{label}] MISSING ours for :{} #{}: reference {:?}", r.conn, r.key, r.fields);
+                eprintln!(
+                    "  [{label}] MISSING ours for :{} #{}: reference {:?}",
+                    r.conn, r.key, r.fields
+                );
                 shown += 1;
             }
             continue;

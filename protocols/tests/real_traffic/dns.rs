@@ -55,31 +55,40 @@ fn dns() {
     let dir = TempDir::new("dns");
     let mut srv = Proc::spawn_on(
         "dnsmasq",
-        Command::new("dnsmasq").args([
-            "--no-daemon",
-            "--conf-file=/dev/null",
-            &format!("--port={PORT}"),
-            "--listen-address=127.0.0.1",
-            "--bind-interfaces",
-            "--no-resolv",
-            "--no-hosts",
-            "--local=/test/",
-            "--address=/a.fathom.test/10.1.2.3",
-            "--host-record=h.fathom.test,10.1.2.4,fd00::4",
-            "--cname=c.fathom.test,h.fathom.test",
-            "--mx-host=fathom.test,mail.fathom.test,10",
-            "--txt-record=t.fathom.test,hello fathom",
-            "--log-queries",
-            "--log-facility=-",
-            "--user=root",
-        ]).arg(format!("--pid-file={}", dir.join("dnsmasq.pid").display())),
-        &dir, &[PORT],
+        Command::new("dnsmasq")
+            .args([
+                "--no-daemon",
+                "--conf-file=/dev/null",
+                &format!("--port={PORT}"),
+                "--listen-address=127.0.0.1",
+                "--bind-interfaces",
+                "--no-resolv",
+                "--no-hosts",
+                "--local=/test/",
+                "--address=/a.fathom.test/10.1.2.3",
+                "--host-record=h.fathom.test,10.1.2.4,fd00::4",
+                "--cname=c.fathom.test,h.fathom.test",
+                "--mx-host=fathom.test,mail.fathom.test,10",
+                "--txt-record=t.fathom.test,hello fathom",
+                "--log-queries",
+                "--log-facility=-",
+                "--user=root",
+            ])
+            .arg(format!("--pid-file={}", dir.join("dnsmasq.pid").display())),
+        &dir,
+        &[PORT],
     );
     wait_port(PORT, &mut srv);
     let cap = Capture::start(&dir, &format!("port {PORT}"));
     let mut sent = 0;
     // UDP: one dig per batch, queries on the command line.
-    let mut args: Vec<String> = vec!["@127.0.0.1".into(), "-p".into(), PORT.to_string(), "+tries=1".into(), "+time=3".into()];
+    let mut args: Vec<String> = vec![
+        "@127.0.0.1".into(),
+        "-p".into(),
+        PORT.to_string(),
+        "+tries=1".into(),
+        "+time=3".into(),
+    ];
     for (n, t) in QUERIES {
         args.push(n.to_string());
         args.push(t.to_string());
@@ -104,7 +113,17 @@ fn dns() {
         &pcap,
         &[format!("tcp.port=={PORT},dns"), format!("udp.port=={PORT},dns")],
         "dns",
-        &["udp.srcport", "udp.dstport", "tcp.srcport", "tcp.dstport", "dns.id", "dns.flags.response", "dns.qry.name", "dns.qry.type", "dns.flags.rcode"],
+        &[
+            "udp.srcport",
+            "udp.dstport",
+            "tcp.srcport",
+            "tcp.dstport",
+            "dns.id",
+            "dns.flags.response",
+            "dns.qry.name",
+            "dns.qry.type",
+            "dns.flags.rcode",
+        ],
     );
     let mut reference: BTreeMap<(bool, u16, u64), Msg> = BTreeMap::new();
     for r in &rows {
@@ -140,7 +159,12 @@ fn dns() {
     }
     let reference: Vec<Msg> = reference.into_values().collect();
     crate::dump_ref("dns", &reference);
-    assert_eq!(reference.len(), sent, "tshark saw {} DNS queries, dig sent {sent}", reference.len());
+    assert_eq!(
+        reference.len(),
+        sent,
+        "tshark saw {} DNS queries, dig sent {sent}",
+        reference.len()
+    );
 
     let ours: Vec<Msg> = crate::ours_of(&d, &[L7Protocol::Dns])
         .iter()

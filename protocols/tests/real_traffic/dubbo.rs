@@ -21,20 +21,36 @@ fn dubbo() {
     require_py(&["dubbo_ssl"]);
     let dir = TempDir::new("dubbo");
     let p = PORT.to_string();
-    let mut srv = Proc::spawn_on("dubbo-responder", Command::new("python3").arg(peer("dubbo_peer.py")).args(["server", &p]), &dir, &[PORT]);
+    let mut srv = Proc::spawn_on(
+        "dubbo-responder",
+        Command::new("python3").arg(peer("dubbo_peer.py")).args(["server", &p]),
+        &dir,
+        &[PORT],
+    );
     wait_port(PORT, &mut srv);
     let cap = Capture::start(&dir, &format!("tcp port {PORT}"));
-    let out = run("dubbo client", Command::new("python3").arg(peer("dubbo_peer.py")).args(["client", &p]));
+    let out = run(
+        "dubbo client",
+        Command::new("python3").arg(peer("dubbo_peer.py")).args(["client", &p]),
+    );
     let pcap = cap.stop();
     srv.check_alive();
-    let calls: Vec<Value> = String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let calls: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(calls.len(), 5, "dubbo client made {} calls", calls.len());
 
     let d = decode_pcap(&pcap, &[PORT]);
     crate::dump_ours("dubbo", &d);
     crate::flows::check_tcp_bytes(&pcap, &d);
     // The client keeps one pooled connection per host: all calls ride on it.
-    let conns: Vec<u16> = d.flows.iter().filter(|f| f.transport == Transport::Tcp && f.bytes[0] > 0).map(|f| f.client_port).collect();
+    let conns: Vec<u16> = d
+        .flows
+        .iter()
+        .filter(|f| f.transport == Transport::Tcp && f.bytes[0] > 0)
+        .map(|f| f.client_port)
+        .collect();
     assert_eq!(conns.len(), 1, "expected one Dubbo connection, saw {conns:?}");
     let mut reference: Vec<Msg> = calls
         .iter()

@@ -245,7 +245,8 @@ impl HalfStream {
     fn drain(&mut self, out: &mut Vec<u8>) {
         loop {
             let Some(next) = self.next_seq else { return };
-            let Some((&seq, _)) = self.ooo.iter().find(|(&s, _)| (s.wrapping_sub(next) as i32) <= 0)
+            let Some((&seq, _)) =
+                self.ooo.iter().find(|(&s, _)| (s.wrapping_sub(next) as i32) <= 0)
             else {
                 return;
             };
@@ -279,9 +280,11 @@ fn didx(d: Direction) -> usize {
 
 /// Read `path` and run every flow through our parsers. `server_ports` tells
 /// which side is the server when a flow's SYN was not captured (and for UDP).
+#[allow(clippy::map_entry)]
 pub fn decode_pcap(path: &std::path::Path, server_ports: &[u16]) -> Decoded {
     let file = File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
-    let mut reader = PcapReader::new(file).unwrap_or_else(|e| panic!("read pcap {}: {e}", path.display()));
+    let mut reader =
+        PcapReader::new(file).unwrap_or_else(|e| panic!("read pcap {}: {e}", path.display()));
     let dl = reader.header().datalink;
     let mut flows: HashMap<(Endpoint, Endpoint, bool), Flow> = HashMap::new();
     let mut order: Vec<(Endpoint, Endpoint, bool)> = Vec::new();
@@ -432,7 +435,6 @@ pub fn cut(s: &str, n: usize) -> String {
     }
     format!("{}...", &s[..c])
 }
-
 
 /// Check our TCP reassembly against tshark: in-order payload bytes per flow
 /// and direction must equal tshark's non-retransmitted segment bytes.

@@ -44,7 +44,12 @@ struct Stream {
 
 /// (client port, stream id) -> what tshark decoded of the stream's HEADERS.
 fn tshark_streams(pcap: &std::path::Path, port: u16) -> BTreeMap<(u16, u64), Stream> {
-    let frames = tshark_json(pcap, &[format!("tcp.port=={port},http2")], "http2.type == 1", &["tcp", "http2"]);
+    let frames = tshark_json(
+        pcap,
+        &[format!("tcp.port=={port},http2")],
+        "http2.type == 1",
+        &["tcp", "http2"],
+    );
     let mut out: BTreeMap<(u16, u64), Stream> = BTreeMap::new();
     for f in &frames {
         let layers = &f["_source"]["layers"];
@@ -88,7 +93,8 @@ fn http2() {
     let mut srv = Proc::spawn_on(
         "nghttpd",
         Command::new("nghttpd").args(["--no-tls", "-d"]).arg(&www).arg(H2_PORT.to_string()),
-        &dir, &[H2_PORT],
+        &dir,
+        &[H2_PORT],
     );
     wait_port(H2_PORT, &mut srv);
     let cap = Capture::start(&dir, &format!("tcp port {H2_PORT}"));
@@ -103,7 +109,15 @@ fn http2() {
     // A POST on its own connection.
     run(
         "curl h2 post",
-        Command::new("curl").args(["-s", "--http2-prior-knowledge", "-o", "/dev/null", "-d", "k=v", &format!("{base}/index.html")]),
+        Command::new("curl").args([
+            "-s",
+            "--http2-prior-knowledge",
+            "-o",
+            "/dev/null",
+            "-d",
+            "k=v",
+            &format!("{base}/index.html"),
+        ]),
     );
     let pcap = cap.stop();
     srv.check_alive();
@@ -124,7 +138,12 @@ fn http2() {
         })
         .collect();
     crate::dump_ref("http2", &reference);
-    assert_eq!(reference.len(), expected, "tshark saw {} HTTP/2 streams, curl made {expected}", reference.len());
+    assert_eq!(
+        reference.len(),
+        expected,
+        "tshark saw {} HTTP/2 streams, curl made {expected}",
+        reference.len()
+    );
     let ours: Vec<Msg> = crate::ours_of(&d, &[L7Protocol::Http2, L7Protocol::Grpc])
         .iter()
         .map(|o| {
@@ -146,10 +165,16 @@ fn grpc() {
     require_py(&["grpc"]);
     let dir = TempDir::new("grpc");
     let p = GRPC_PORT.to_string();
-    let mut srv = Proc::spawn_on("grpc-server", Command::new("python3").arg(peer("grpc_peer.py")).args(["server", &p]), &dir, &[GRPC_PORT]);
+    let mut srv = Proc::spawn_on(
+        "grpc-server",
+        Command::new("python3").arg(peer("grpc_peer.py")).args(["server", &p]),
+        &dir,
+        &[GRPC_PORT],
+    );
     wait_port(GRPC_PORT, &mut srv);
     let cap = Capture::start(&dir, &format!("tcp port {GRPC_PORT}"));
-    let out = run("grpc client", Command::new("python3").arg(peer("grpc_peer.py")).args(["client", &p]));
+    let out =
+        run("grpc client", Command::new("python3").arg(peer("grpc_peer.py")).args(["client", &p]));
     let pcap = cap.stop();
     srv.check_alive();
     let client_calls: Vec<Value> = String::from_utf8_lossy(&out.stdout)
@@ -173,7 +198,8 @@ fn grpc() {
         .collect();
     crate::dump_ref("grpc", &reference);
     // tshark and the client library agree on what was called.
-    let ref_paths: Vec<(&str, bool)> = reference.iter().map(|m| (m.get("path").unwrap(), m.get("ok") == Some("true"))).collect();
+    let ref_paths: Vec<(&str, bool)> =
+        reference.iter().map(|m| (m.get("path").unwrap(), m.get("ok") == Some("true"))).collect();
     let cli_paths: Vec<(&str, bool)> = client_calls
         .iter()
         .map(|c| (c["path"].as_str().unwrap(), c["code"].as_i64() == Some(0)))

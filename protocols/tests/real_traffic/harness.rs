@@ -60,8 +60,8 @@ impl TempDir {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .subsec_nanos();
-        let path = std::env::temp_dir()
-            .join(format!("fathom-rt-{name}-{}-{nanos}", std::process::id()));
+        let path =
+            std::env::temp_dir().join(format!("fathom-rt-{name}-{}-{nanos}", std::process::id()));
         std::fs::create_dir_all(&path).unwrap();
         TempDir { path }
     }
@@ -89,12 +89,8 @@ pub struct Proc {
 }
 
 impl Proc {
-    /// Spawn with stdout/stderr into `<dir>/<name>.log`.
-    pub fn spawn(name: &str, cmd: &mut Command, dir: &TempDir) -> Proc {
-        Self::spawn_on(name, cmd, dir, &[])
-    }
-
-    /// Spawn a server that will listen on `ports` (checked free first).
+    /// Spawn a server that will listen on `ports` (checked free first),
+    /// stdout/stderr into `<dir>/<name>.log`.
     pub fn spawn_on(name: &str, cmd: &mut Command, dir: &TempDir, ports: &[u16]) -> Proc {
         for p in ports {
             ensure_free(*p);
@@ -151,10 +147,7 @@ pub fn wait_port(port: u16, proc_: &mut Proc) {
 
 /// Run a client to completion; panic with its output when it fails.
 pub fn run(what: &str, cmd: &mut Command) -> Output {
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("run {what}: {e}"));
+    let out = cmd.stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("run {what}: {e}"));
     if !out.status.success() {
         panic!(
             "{what} failed ({}):\nstdout:\n{}\nstderr:\n{}",
@@ -263,9 +256,22 @@ pub const AGG: char = '\u{1f}';
 
 /// `tshark -T fields`: one row per frame matching `filter`, one cell per field;
 /// a cell holds every occurrence, joined by [`AGG`].
-pub fn tshark_fields(pcap: &Path, decode_as: &[String], filter: &str, fields: &[&str]) -> Vec<Vec<String>> {
+pub fn tshark_fields(
+    pcap: &Path,
+    decode_as: &[String],
+    filter: &str,
+    fields: &[&str],
+) -> Vec<Vec<String>> {
     let mut cmd = Command::new("tshark");
-    cmd.arg("-r").arg(pcap).args(["-n", "-T", "fields", "-E", "separator=/t", "-E", "occurrence=a"]);
+    cmd.arg("-r").arg(pcap).args([
+        "-n",
+        "-T",
+        "fields",
+        "-E",
+        "separator=/t",
+        "-E",
+        "occurrence=a",
+    ]);
     cmd.arg("-E").arg(format!("aggregator={AGG}"));
     cmd.args(["-E", "quote=n"]);
     for d in decode_as {
@@ -292,7 +298,12 @@ pub fn occ(cell: &str) -> Vec<&str> {
 }
 
 /// `tshark -T json --no-duplicate-keys`: the frames matching `filter`.
-pub fn tshark_json(pcap: &Path, decode_as: &[String], filter: &str, protos: &[&str]) -> Vec<serde_json::Value> {
+pub fn tshark_json(
+    pcap: &Path,
+    decode_as: &[String],
+    filter: &str,
+    protos: &[&str],
+) -> Vec<serde_json::Value> {
     let mut cmd = Command::new("tshark");
     cmd.arg("-r").arg(pcap).args(["-n", "-T", "json", "--no-duplicate-keys"]);
     for d in decode_as {

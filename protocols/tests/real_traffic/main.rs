@@ -33,7 +33,12 @@ pub fn status_str(s: ResponseStatus) -> &'static str {
 
 /// Print both sides for diagnosis.
 pub fn dump_ours(label: &str, d: &flows::Decoded) {
-    eprintln!("[{label}] pcap: {} packets, {} flows, {} records of ours", d.packets, d.flows.len(), d.records.len());
+    eprintln!(
+        "[{label}] pcap: {} packets, {} flows, {} records of ours",
+        d.packets,
+        d.flows.len(),
+        d.records.len()
+    );
     d.print_flows();
     for r in d.records.iter().take(40) {
         eprintln!("  ours {}", flows::describe(r));

@@ -74,19 +74,31 @@ fn mysql() {
     run(
         "mariadb-install-db",
         Command::new("mariadb-install-db")
-            .args(["--no-defaults", "--auth-root-authentication-method=normal", "--user=root", "--skip-test-db"])
+            .args([
+                "--no-defaults",
+                "--auth-root-authentication-method=normal",
+                "--user=root",
+                "--skip-test-db",
+            ])
             .arg(format!("--datadir={}", data.display())),
     );
     let mut srv = Proc::spawn_on(
         "mariadbd",
         Command::new("mariadbd")
-            .args(["--no-defaults", "--user=root", "--skip-grant-tables", "--skip-log-bin", "--bind-address=127.0.0.1"])
+            .args([
+                "--no-defaults",
+                "--user=root",
+                "--skip-grant-tables",
+                "--skip-log-bin",
+                "--bind-address=127.0.0.1",
+            ])
             .args(["--innodb-buffer-pool-size=16M", "--skip-name-resolve"])
             .arg(format!("--port={PORT}"))
             .arg(format!("--datadir={}", data.display()))
             .arg(format!("--socket={}", dir.join("mysqld.sock").display()))
             .arg(format!("--pid-file={}", dir.join("mysqld.pid").display())),
-        &dir, &[PORT],
+        &dir,
+        &[PORT],
     );
     wait_port(PORT, &mut srv);
     std::fs::write(dir.join("script.sql"), SCRIPT).unwrap();
@@ -101,12 +113,19 @@ fn mysql() {
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("1064") && stderr.contains("1146"), "mariadb client errors not as planned:\n{stderr}");
-    let ps = run("mysql_ps.py", Command::new("python3").arg(peer("mysql_ps.py")).arg(PORT.to_string()));
+    assert!(
+        stderr.contains("1064") && stderr.contains("1146"),
+        "mariadb client errors not as planned:\n{stderr}"
+    );
+    let ps =
+        run("mysql_ps.py", Command::new("python3").arg(peer("mysql_ps.py")).arg(PORT.to_string()));
     let pcap = cap.stop();
     srv.check_alive();
     let ps_stdout = String::from_utf8_lossy(&ps.stdout);
-    assert!(ps_stdout.contains("1146"), "prepared-statement client did not see the planned error:\n{ps_stdout}");
+    assert!(
+        ps_stdout.contains("1146"),
+        "prepared-statement client did not see the planned error:\n{ps_stdout}"
+    );
 
     let d = decode_pcap(&pcap, &[PORT]);
     crate::dump_ours("mysql", &d);
@@ -154,7 +173,10 @@ fn mysql() {
     let queries = reference.iter().filter(|m| m.get("type") == Some("COM_QUERY")).count();
     let prepares = reference.iter().filter(|m| m.get("type") == Some("COM_STMT_PREPARE")).count();
     let executes = reference.iter().filter(|m| m.get("type") == Some("COM_STMT_EXECUTE")).count();
-    assert!(queries >= 9 && prepares == 4 && executes == 3, "tshark saw {queries} queries, {prepares} prepares, {executes} executes");
+    assert!(
+        queries >= 9 && prepares == 4 && executes == 3,
+        "tshark saw {queries} queries, {prepares} prepares, {executes} executes"
+    );
 
     let mut ours: Vec<Msg> = crate::ours_of(&d, &[L7Protocol::MySql])
         .iter()

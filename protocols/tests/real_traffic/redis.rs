@@ -20,7 +20,9 @@ fn unhex(s: &str) -> String {
     let h: Vec<u8> = s.bytes().filter(|c| *c != b':').collect();
     let b: Vec<u8> = h
         .chunks(2)
-        .map(|x| std::str::from_utf8(x).ok().and_then(|x| u8::from_str_radix(x, 16).ok()).unwrap_or(b'?'))
+        .map(|x| {
+            std::str::from_utf8(x).ok().and_then(|x| u8::from_str_radix(x, 16).ok()).unwrap_or(b'?')
+        })
         .collect();
     String::from_utf8_lossy(&b).into_owned()
 }
@@ -32,10 +34,22 @@ fn redis() {
     let mut srv = Proc::spawn_on(
         "redis-server",
         Command::new("redis-server")
-            .args(["--port", &PORT.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .args([
+                "--port",
+                &PORT.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "no",
+            ])
             .arg("--dir")
             .arg(&dir.path),
-        &dir, &[PORT],
+        &dir,
+        &[PORT],
     );
     wait_port(PORT, &mut srv);
     let cap = Capture::start(&dir, &format!("tcp port {PORT}"));
@@ -68,7 +82,8 @@ fn redis() {
     sent += 3;
     run(
         "redis-benchmark",
-        Command::new("redis-benchmark").args(["-p", &p, "-P", "16", "-n", "2000", "-c", "2", "-t", "set,get", "-q"]),
+        Command::new("redis-benchmark")
+            .args(["-p", &p, "-P", "16", "-n", "2000", "-c", "2", "-t", "set,get", "-q"]),
     );
     sent += 4000;
     let pcap = cap.stop();
@@ -98,7 +113,12 @@ fn redis() {
         }
     }
     number_by_conn(&mut reference);
-    let resps = tshark_fields(&pcap, &decode_as, &format!("resp && tcp.srcport=={PORT}"), &["tcp.dstport", "resp.error"]);
+    let resps = tshark_fields(
+        &pcap,
+        &decode_as,
+        &format!("resp && tcp.srcport=={PORT}"),
+        &["tcp.dstport", "resp.error"],
+    );
     let mut frames: BTreeMap<u16, Vec<bool>> = BTreeMap::new();
     for r in &resps {
         frames.entry(num(&r[0]) as u16).or_default().push(!r[1].is_empty());
@@ -121,7 +141,11 @@ fn redis() {
         }
     }
     crate::dump_ref("redis", &reference);
-    assert!(reference.len() >= sent, "tshark saw {} Redis commands, clients sent at least {sent}", reference.len());
+    assert!(
+        reference.len() >= sent,
+        "tshark saw {} Redis commands, clients sent at least {sent}",
+        reference.len()
+    );
 
     let mut ours: Vec<Msg> = crate::ours_of(&d, &[L7Protocol::Redis])
         .iter()
