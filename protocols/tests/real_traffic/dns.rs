@@ -60,7 +60,7 @@ fn dns() {
                 "--no-daemon",
                 "--conf-file=/dev/null",
                 &format!("--port={PORT}"),
-                "--listen-address=127.0.0.1",
+                "--listen-address=127.0.0.1,::1",
                 "--bind-interfaces",
                 "--no-resolv",
                 "--no-hosts",
@@ -101,6 +101,15 @@ fn dns() {
     targs.insert(4, "+keepopen".into());
     run("dig tcp", Command::new("dig").args(&targs));
     sent += QUERIES.len();
+    // IPv6 loopback: UDP and TCP.
+    let v6 = |extra: &[&str]| {
+        let mut c = Command::new("dig");
+        c.args(["@::1", "-p", &PORT.to_string(), "+tries=1", "+time=3"]).args(extra);
+        run("dig ::1", &mut c);
+    };
+    v6(&["v6.fathom.test", "A", "h.fathom.test", "AAAA"]);
+    v6(&["+tcp", "t.fathom.test", "TXT"]);
+    sent += 3;
     let pcap = cap.stop();
     srv.check_alive();
 

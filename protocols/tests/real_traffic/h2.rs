@@ -1,6 +1,6 @@
-//! HTTP/2 and gRPC: nghttpd with curl --http2-prior-knowledge (several
-//! streams on one connection, a 404, a POST), and a grpcio server/client (unary OK, NOT_FOUND, server
-//! streaming). Reference: tshark's HTTP/2 dissector, walked in its JSON
+//! HTTP/2 and gRPC: nghttpd with nghttp (concurrent streams on one
+//! connection, 404s, a POST with a body) and curl --http2-prior-knowledge;
+//! a grpcio server and client (unary OK, NOT_FOUND, server streaming). Reference: tshark's HTTP/2 dissector, walked in its JSON
 //! output (several HTTP/2 frames share a TCP segment, so fields cannot be
 //! zipped), keyed by stream id.
 
@@ -83,7 +83,7 @@ fn tshark_streams(pcap: &std::path::Path, port: u16) -> BTreeMap<(u16, u64), Str
 
 #[test]
 fn http2() {
-    require(&["dumpcap", "tshark", "nghttpd", "curl"]);
+    require(&["dumpcap", "tshark", "nghttpd", "nghttp", "curl"]);
     let dir = TempDir::new("http2");
     let www = dir.join("www");
     std::fs::create_dir_all(&www).unwrap();
@@ -99,29 +99,40 @@ fn http2() {
     wait_port(H2_PORT, &mut srv);
     let cap = Capture::start(&dir, &format!("tcp port {H2_PORT}"));
     let base = format!("http://127.0.0.1:{H2_PORT}");
-    let paths = ["/index.html", "/big.bin", "/a.txt?x=1", "/missing.html", "/index.html"];
-    let mut c = Command::new("curl");
-    c.args(["-s", "--http2-prior-knowledge"]);
+    // nghttp: concurrent streams on one connection (with its priority tree).
+    let paths = ["/index.html", "/big.bin", "/a.txt?x=1", "/missing.html", "/index.html?again=1"];
+    let mut c = Command::new("nghttp");
+    c.args(["-n"]);
     for p in paths {
-        c.args(["-o", "/dev/null", &format!("{base}{p}")]);
+        c.arg(format!("{base}{p}"));
     }
-    run("curl h2", &mut c);
-    // A POST on its own connection.
+    run("nghttp", &mut c);
+    // A POST with a body, multiplexed with a GET.
+    std::fs::write(dir.join("post.txt"), "k=v&fathom=1\n".repeat(100)).unwrap();
     run(
-        "curl h2 post",
-        Command::new("curl").args([
-            "-s",
-            "--http2-prior-knowledge",
-            "-o",
-            "/dev/null",
-            "-d",
-            "k=v",
-            &format!("{base}/index.html"),
-        ]),
+        "nghttp post",
+        Command::new("nghttp")
+            .args(["-n", "-d"])
+            .arg(dir.join("post.txt"))
+            .arg(format!("{base}/index.html")),
     );
+    // curl with prior knowledge, one request per connection (curl 7.88
+    // fails reusing a prior-knowledge connection to nghttpd).
+    for p in ["/a.txt", "/nothing/here"] {
+        run(
+            "curl h2",
+            Command::new("curl").args([
+                "-s",
+                "--http2-prior-knowledge",
+                "-o",
+                "/dev/null",
+                &format!("{base}{p}"),
+            ]),
+        );
+    }
     let pcap = cap.stop();
     srv.check_alive();
-    let expected = paths.len() + 1;
+    let expected = paths.len() + 1 + 2;
 
     let d = decode_pcap(&pcap, &[H2_PORT]);
     crate::dump_ours("http2", &d);

@@ -145,12 +145,48 @@ pub fn wait_port(port: u16, proc_: &mut Proc) {
     }
 }
 
-/// Run a client to completion; panic with its output when it fails.
+/// Run a client to completion (at most 90 s); panic with its output when it
+/// fails or hangs.
 pub fn run(what: &str, cmd: &mut Command) -> Output {
-    let out = cmd.stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("run {what}: {e}"));
-    if !out.status.success() {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("run {what}: {e}"));
+    let mut so = child.stdout.take().unwrap();
+    let mut se = child.stderr.take().unwrap();
+    let t_out = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = so.read_to_end(&mut v);
+        v
+    });
+    let t_err = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = se.read_to_end(&mut v);
+        v
+    });
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break Some(st);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let out = Output {
+        status: status.unwrap_or_else(|| child.wait().unwrap()),
+        stdout: t_out.join().unwrap(),
+        stderr: t_err.join().unwrap(),
+    };
+    if status.is_none() || !out.status.success() {
         panic!(
-            "{what} failed ({}):\nstdout:\n{}\nstderr:\n{}",
+            "{what} {} ({}):\nstdout:\n{}\nstderr:\n{}",
+            if status.is_none() { "hung for 90 s and was killed" } else { "failed" },
             out.status,
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
@@ -275,7 +311,11 @@ pub fn tshark_fields(
     cmd.arg("-E").arg(format!("aggregator={AGG}"));
     cmd.args(["-E", "quote=n"]);
     for d in decode_as {
-        cmd.args(["-d", d]);
+        // "-o name:value" entries are preferences, the rest decode-as rules.
+        match d.strip_prefix("-o ") {
+            Some(o) => cmd.args(["-o", o]),
+            None => cmd.args(["-d", d]),
+        };
     }
     cmd.args(["-Y", filter]);
     for f in fields {
