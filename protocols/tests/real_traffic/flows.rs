@@ -463,3 +463,37 @@ pub fn check_tcp_bytes(pcap: &std::path::Path, d: &Decoded) {
         );
     }
 }
+
+#[cfg(test)]
+mod reassembly_tests {
+    use super::HalfStream;
+
+    fn feed(h: &mut HalfStream, seq: u32, data: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        h.segment(seq, false, data, &mut out);
+        out
+    }
+
+    #[test]
+    fn in_order_retransmit_overlap_and_out_of_order() {
+        let mut h = HalfStream::default();
+        let mut out = Vec::new();
+        h.segment(999, true, b"", &mut out); // SYN: data starts at 1000
+        assert!(out.is_empty());
+        assert_eq!(feed(&mut h, 1000, b"hello "), b"hello ");
+        assert_eq!(feed(&mut h, 1000, b"hello "), b""); // retransmission
+        assert_eq!(feed(&mut h, 1003, b"lo wor"), b"wor"); // overlap
+        assert_eq!(feed(&mut h, 1013, b"!!"), b""); // gap: buffered
+        assert_eq!(feed(&mut h, 1009, b"ld, "), b"ld, !!"); // fills it
+        assert_eq!(feed(&mut h, 1015, b"end"), b"end");
+    }
+
+    #[test]
+    fn sequence_wraps_and_no_syn() {
+        let mut h = HalfStream::default();
+        let start = u32::MAX - 2;
+        assert_eq!(feed(&mut h, start, b"abc"), b"abc"); // first data seen sets the start
+        assert_eq!(feed(&mut h, 1, b"e"), b""); // after the wrap, out of order
+        assert_eq!(feed(&mut h, 0, b"d"), b"de");
+    }
+}
