@@ -134,27 +134,50 @@ fn mysql() {
         &pcap,
         &[format!("tcp.port=={PORT},mysql")],
         "mysql",
-        &["tcp.srcport", "tcp.dstport", "mysql.command", "mysql.query", "mysql.error_code"],
+        &[
+            "tcp.srcport",
+            "tcp.dstport",
+            "mysql.command",
+            "mysql.query",
+            "mysql.error_code",
+            "mysql.stmt_id",
+        ],
     );
     let mut reference: Vec<Msg> = Vec::new();
     let mut last: std::collections::HashMap<u16, usize> = Default::default();
+    // Statement id -> SQL, learnt from PREPARE and its OK response: an
+    // EXECUTE's SQL text is that of its statement.
+    let mut stmts: std::collections::HashMap<(u16, u64), String> = Default::default();
     for r in &rows {
         let to_server = num(&r[1]) as u16 == PORT;
         if to_server {
             let conn = num(&r[0]) as u16;
             // One command per client frame here (no pipelining in MySQL clients).
             for (i, c) in occ(&r[2]).iter().enumerate() {
-                let mut m = Msg::new(conn, 0).f("type", com_name(num(c)));
+                let com = com_name(num(c));
+                let mut m = Msg::new(conn, 0).f("type", &com);
                 if let Some(q) = occ(&r[3]).get(i) {
                     m = m.f("sql", q);
+                }
+                if com == "COM_STMT_EXECUTE" {
+                    let id = occ(&r[5]).first().map(|x| num(x)).expect("EXECUTE without stmt id");
+                    m = m
+                        .f("sql", stmts.get(&(conn, id)).expect("EXECUTE of an unknown statement"));
                 }
                 last.insert(conn, reference.len());
                 reference.push(m);
             }
         } else {
             let conn = num(&r[1]) as u16;
-            if let (Some(&i), Some(code)) = (last.get(&conn), occ(&r[4]).first()) {
+            let Some(&i) = last.get(&conn) else { continue };
+            if let Some(code) = occ(&r[4]).first() {
                 reference[i].fields.push(("code", code.to_string()));
+            }
+            if reference[i].get("type") == Some("COM_STMT_PREPARE") {
+                if let Some(id) = occ(&r[5]).first() {
+                    let sql = reference[i].get("sql").unwrap_or("").to_string();
+                    stmts.insert((conn, num(id)), sql);
+                }
             }
         }
     }
