@@ -412,9 +412,10 @@ pub fn describe(r: &OurRecord) -> String {
         MessageType::Session => "session",
     };
     format!(
-        ":{} {} {mt} type={:?} domain={:?} resource={:?} id={:?} code={:?} status={} exc={:?}",
+        ":{} {} {mt} v={:?} type={:?} domain={:?} resource={:?} id={:?} code={:?} status={} exc={:?}",
         r.client_port,
         x.protocol,
+        x.version,
         x.request_type,
         x.request_domain,
         cut(&x.request_resource, 80),

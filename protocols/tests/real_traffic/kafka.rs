@@ -2,7 +2,7 @@
 //! kafka-python (CreateTopics, Produce, Metadata, ListOffsets, Fetch).
 //! tshark 4.0 misreads newer Kafka API versions past the request header,
 //! so there are two references: what the client library itself put on the
-//! wire (api key, correlation id, topic of Produce/Fetch, whether an answer
+//! wire (api key and version, correlation id, topic of Produce/Fetch, whether an answer
 //! came back), and tshark for the header fields it always decodes (api key
 //! and correlation id).
 
@@ -114,8 +114,9 @@ fn kafka() {
     for l in &lines {
         let Some(cid) = l.get("cid") else { continue };
         let port = l["port"].as_u64().expect("client did not learn its local port") as u16;
-        let mut m =
-            Msg::new(port, cid.as_u64().unwrap()).f("api", api_name(l["key"].as_u64().unwrap()));
+        let mut m = Msg::new(port, cid.as_u64().unwrap())
+            .f("api", api_name(l["key"].as_u64().unwrap()))
+            .f("version", l["ver"].as_u64().unwrap());
         if let Some(t) = l.get("topic").and_then(|t| t.as_str()) {
             m = m.f("topic", t);
         }
@@ -156,6 +157,7 @@ fn kafka() {
             let r = &o.rec;
             Msg::new(o.client_port, r.request_id.unwrap_or(u64::MAX))
                 .f("api", &r.request_type)
+                .f("version", &r.version)
                 .f("topic", topic_of(&r.request_resource))
                 .f("answered", r.response_status != ResponseStatus::Timeout)
         })
