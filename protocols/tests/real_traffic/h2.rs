@@ -1,6 +1,7 @@
 //! HTTP/2 and gRPC: nghttpd with nghttp (concurrent streams on one
 //! connection, 404s, a POST with a body) and curl --http2-prior-knowledge;
-//! a grpcio server and client (unary OK, NOT_FOUND, server streaming). Reference: tshark's HTTP/2 dissector, walked in its JSON
+//! a grpcio server and client (unary OK, NOT_FOUND, server streaming;
+//! for gRPC the response code compared is the grpc-status). Reference: tshark's HTTP/2 dissector, walked in its JSON
 //! output (several HTTP/2 frames share a TCP segment, so fields cannot be
 //! zipped), keyed by stream id.
 
@@ -204,6 +205,7 @@ fn grpc() {
                 .f("protocol", "gRPC")
                 .f("method", &st.method)
                 .f("path", &st.path)
+                .f("grpc_status", &st.grpc_status)
                 .f("ok", st.grpc_status == "0")
         })
         .collect();
@@ -224,6 +226,7 @@ fn grpc() {
                 .f("protocol", r.protocol.as_str())
                 .f("method", &r.request_type)
                 .f("path", &r.request_resource)
+                .f("grpc_status", r.response_code.map(|c| c.to_string()).unwrap_or_default())
                 .f("ok", r.response_status == fathom_protocols::ResponseStatus::Ok)
         })
         .collect();
