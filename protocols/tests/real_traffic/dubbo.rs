@@ -17,7 +17,7 @@ const PORT: u16 = 24880;
 
 #[test]
 fn dubbo() {
-    require(&["dumpcap", "python3"]);
+    require(&["dumpcap", "tshark", "python3"]);
     require_py(&["dubbo_ssl"]);
     let dir = TempDir::new("dubbo");
     let p = PORT.to_string();
