@@ -58,13 +58,13 @@ pub fn drive(protocol: L7Protocol, data: &[u8]) -> usize {
 
 /// Feed `msgs` (direction, bytes) through a fresh session whole, then with
 /// every message cut at the given split points, and return both record
-/// lists (Debug-rendered) so callers can compare them.
+/// lists so callers can compare them.
 pub fn records_whole_and_split(
     protocol: L7Protocol,
     transport: Transport,
     msgs: &[(Direction, &[u8])],
     splits: &[usize],
-) -> (Vec<String>, Vec<String>) {
+) -> (Vec<L7Record>, Vec<L7Record>) {
     let run = |split: bool| {
         let mut out = Vec::new();
         let parser = AnyParser::new(protocol, transport).expect("parser");
@@ -72,7 +72,7 @@ pub fn records_whole_and_split(
         let mut ts = 0;
         for (i, (dir, bytes)) in msgs.iter().enumerate() {
             ts += 1;
-            let mut sink = |ev: crate::L7Event<'_>| out.push(format!("{:?}", ev.record));
+            let mut sink = |ev: crate::L7Event<'_>| out.push(ev.record.clone());
             if split && transport == Transport::Tcp && !bytes.is_empty() {
                 let at = splits.get(i).copied().unwrap_or(1) % bytes.len();
                 let (a, b) = bytes.split_at(at);
@@ -82,7 +82,7 @@ pub fn records_whole_and_split(
                 s.feed(*dir, bytes, 0, ts, &mut sink);
             }
         }
-        s.close(&mut |ev| out.push(format!("{:?}", ev.record)));
+        s.close(&mut |ev| out.push(ev.record.clone()));
         out
     };
     (run(false), run(true))
