@@ -3,12 +3,14 @@
 //! Reference: tshark's RESP dissector for the commands (array lengths split
 //! the flat list of bulk strings of a frame into commands); for replies,
 //! per-frame error markers where one frame holds one reply, else "all ok"
-//! for connections without any error reply.
+//! for connections without any error reply. Only "error or not" is
+//! compared: whether an -ERR is the client's or the server's fault is the
+//! parser's documented rule, not something tshark can tell.
 
 use std::collections::BTreeMap;
 use std::process::Command;
 
-use fathom_protocols::L7Protocol;
+use fathom_protocols::{L7Protocol, ResponseStatus};
 
 use crate::compare::{assert_all, compare, number_by_conn, Msg};
 use crate::flows::decode_pcap;
@@ -67,19 +69,20 @@ fn redis() {
         &["LRANGE", "fathom:l", "0", "-1"],
         &["HSET", "fathom:h", "f1", "v1", "f2", "v2"],
         &["DEL", "fathom:nothing"],
-        &["NOSUCHCOMMAND", "x"], // error: unknown command
     ] {
         cli(cmd);
         sent += 1;
     }
-    // RESP3 on one connection: HELLO 3 then a map reply.
+    // One connection: an unknown command (not as a connection's first
+    // message: detection is rightly strict about unknown commands), then
+    // HELLO 3 switching to RESP3 and a map reply.
     run(
         "redis-cli RESP3",
         Command::new("sh").arg("-c").arg(format!(
-            "printf 'HELLO 3\\nHGETALL fathom:h\\nGET fathom:k\\n' | redis-cli -p {PORT}"
+            "printf 'GET fathom:k\\nNOSUCHCOMMAND x\\nHELLO 3\\nHGETALL fathom:h\\nGET fathom:k\\n' | redis-cli -p {PORT}"
         )),
     );
-    sent += 3;
+    sent += 5;
     run(
         "redis-benchmark",
         Command::new("redis-benchmark")
@@ -93,51 +96,64 @@ fn redis() {
     crate::dump_ours("redis", &d);
     crate::flows::check_tcp_bytes(&pcap, &d);
     let decode_as = vec![format!("tcp.port=={PORT},resp")];
-    let reqs = tshark_fields(
+    let rows = tshark_fields(
         &pcap,
         &decode_as,
-        &format!("resp && tcp.dstport=={PORT}"),
-        &["tcp.srcport", "resp.array.length", "resp.bulk_string.value"],
+        "resp",
+        &[
+            "tcp.srcport",
+            "tcp.dstport",
+            "resp.array.length",
+            "resp.bulk_string.value",
+            "resp.error",
+        ],
     );
-    let mut reference = Vec::new();
-    for r in &reqs {
-        let conn = num(&r[0]) as u16;
-        let lens = occ(&r[1]);
-        let vals = occ(&r[2]);
-        let mut i = 0;
-        for l in lens {
-            let l = num(l) as usize;
-            let cmd = vals.get(i).map(|v| unhex(v).to_ascii_uppercase()).unwrap_or_default();
-            i += l;
-            reference.push(Msg::new(conn, 0).f("command", cmd));
+    // Walk frames in order. A client frame holding one command opens it; the
+    // server frames up to the next client frame are its reply (error if any
+    // carries resp.error). Pipelined connections (several commands in a
+    // frame) only get "no error" when no reply of theirs is an error.
+    let mut reference: Vec<Msg> = Vec::new();
+    let mut open: BTreeMap<u16, Option<usize>> = BTreeMap::new();
+    let mut errors: BTreeMap<u16, bool> = BTreeMap::new();
+    let mut pipelined: BTreeMap<u16, bool> = BTreeMap::new();
+    for r in &rows {
+        if num(&r[1]) as u16 == PORT {
+            let conn = num(&r[0]) as u16;
+            let lens = occ(&r[2]);
+            let vals = occ(&r[3]);
+            let mut i = 0;
+            let first = reference.len();
+            for l in &lens {
+                let cmd = vals.get(i).map(|v| unhex(v).to_ascii_uppercase()).unwrap_or_default();
+                i += num(l) as usize;
+                reference.push(Msg::new(conn, 0).f("command", cmd));
+            }
+            if lens.len() == 1 {
+                open.insert(conn, Some(first));
+            } else {
+                open.insert(conn, None);
+                *pipelined.entry(conn).or_default() |= lens.len() > 1;
+            }
+        } else {
+            let conn = num(&r[1]) as u16;
+            let err = !r[4].is_empty();
+            *errors.entry(conn).or_default() |= err;
+            if let Some(Some(i)) = open.get(&conn) {
+                let m = &mut reference[*i];
+                match m.fields.iter_mut().find(|(n, _)| *n == "error") {
+                    Some(f) => f.1 = (f.1 == "true" || err).to_string(),
+                    None => m.fields.push(("error", err.to_string())),
+                }
+            }
         }
     }
     number_by_conn(&mut reference);
-    let resps = tshark_fields(
-        &pcap,
-        &decode_as,
-        &format!("resp && tcp.srcport=={PORT}"),
-        &["tcp.dstport", "resp.error"],
-    );
-    let mut frames: BTreeMap<u16, Vec<bool>> = BTreeMap::new();
-    for r in &resps {
-        frames.entry(num(&r[0]) as u16).or_default().push(!r[1].is_empty());
-    }
-    let mut per_conn: BTreeMap<u16, usize> = BTreeMap::new();
-    for m in &reference {
-        *per_conn.entry(m.conn).or_default() += 1;
-    }
     for m in reference.iter_mut() {
-        let Some(f) = frames.get(&m.conn) else { continue };
-        let status = if f.len() == per_conn[&m.conn] {
-            Some(f[m.key as usize])
-        } else if f.iter().all(|e| !e) {
-            Some(false)
-        } else {
-            None
-        };
-        if let Some(err) = status {
-            m.fields.push(("status", if err { "server_error" } else { "ok" }.to_string()));
+        if pipelined.get(&m.conn) == Some(&true)
+            && m.get("error").is_none()
+            && errors.get(&m.conn) == Some(&false)
+        {
+            m.fields.push(("error", "false".to_string()));
         }
     }
     crate::dump_ref("redis", &reference);
@@ -150,9 +166,13 @@ fn redis() {
     let mut ours: Vec<Msg> = crate::ours_of(&d, &[L7Protocol::Redis])
         .iter()
         .map(|o| {
-            Msg::new(o.client_port, 0)
-                .f("command", o.rec.request_type.to_ascii_uppercase())
-                .f("status", o.rec.response_status.as_str())
+            Msg::new(o.client_port, 0).f("command", o.rec.request_type.to_ascii_uppercase()).f(
+                "error",
+                matches!(
+                    o.rec.response_status,
+                    ResponseStatus::ClientError | ResponseStatus::ServerError
+                ),
+            )
         })
         .collect();
     number_by_conn(&mut ours);
