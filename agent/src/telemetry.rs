@@ -35,6 +35,11 @@ impl Metric {
         self.value.store(n, Ordering::Relaxed);
     }
 
+    /// Move a gauge by a signed amount (gauges fed by deltas from several shards).
+    pub fn add_signed(&self, delta: i64) {
+        self.value.fetch_add(delta as u64, Ordering::Relaxed);
+    }
+
     pub fn get(&self) -> u64 {
         self.value.load(Ordering::Relaxed)
     }
@@ -58,6 +63,7 @@ pub struct Telemetry {
     pub output_errors: Metric,
     pub ebpf_events: Metric,
     pub ebpf_lost: Metric,
+    pub rss: Metric,
 }
 
 pub static TELEMETRY: Telemetry = Telemetry {
@@ -104,10 +110,11 @@ pub static TELEMETRY: Telemetry = Telemetry {
         "fathom_agent_ebpf_lost_total",
         "eBPF events lost because the ring buffer was full.",
     ),
+    rss: Metric::gauge("fathom_agent_resident_memory_bytes", "Resident set size."),
 };
 
 impl Telemetry {
-    fn all(&self) -> [&Metric; 16] {
+    fn all(&self) -> [&Metric; 17] {
         [
             &self.packets,
             &self.packet_bytes,
@@ -125,10 +132,18 @@ impl Telemetry {
             &self.output_errors,
             &self.ebpf_events,
             &self.ebpf_lost,
+            &self.rss,
         ]
     }
 
-    /// Prometheus text exposition of every metric plus the process RSS.
+    /// Refresh the RSS gauge from /proc.
+    pub fn set_rss(&self) {
+        if let Some(rss) = rss_bytes() {
+            self.rss.set(rss);
+        }
+    }
+
+    /// Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(4096);
         for m in self.all() {
@@ -137,14 +152,6 @@ impl Telemetry {
                 Kind::Gauge => "gauge",
             };
             let _ = writeln!(out, "# HELP {} {}\n# TYPE {} {}\n{} {}", m.name, m.help, m.name, kind, m.name, m.get());
-        }
-        if let Some(rss) = rss_bytes() {
-            let _ = writeln!(
-                out,
-                "# HELP fathom_agent_resident_memory_bytes Resident set size.\n\
-                 # TYPE fathom_agent_resident_memory_bytes gauge\n\
-                 fathom_agent_resident_memory_bytes {rss}"
-            );
         }
         out
     }

@@ -1,0 +1,81 @@
+//! fathom-agent: sees every request of every process on this host, with no
+//! change to the applications, and reports L7 calls, L4 flows and metrics.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use fathom_agent::config::{AgentConfig, KEYS_HELP};
+
+#[derive(Parser)]
+#[command(name = "fathom-agent", version, about, after_long_help = KEYS_HELP)]
+struct Cli {
+    /// Configuration file (TOML).
+    #[arg(long, short, global = true, env = "FATHOM_AGENT_CONFIG")]
+    config: Option<PathBuf>,
+    /// Interfaces to capture (repeatable); overrides capture.interfaces.
+    #[arg(long = "interface", short = 'i', global = true)]
+    interfaces: Vec<String>,
+    /// Output format; overrides output.format.
+    #[arg(long, global = true, value_parser = ["json"])]
+    output: Option<String>,
+    /// Output path ('-' = stdout); overrides output.path.
+    #[arg(long, global = true)]
+    output_path: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Capture live traffic until SIGINT / SIGTERM.
+    Run,
+    /// Run a pcap or pcapng file through the pipeline and exit.
+    Replay { file: PathBuf },
+    /// Print the effective configuration (defaults + file + environment).
+    Config,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("FATHOM_AGENT_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let mut cfg = match AgentConfig::load(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("fathom-agent: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if !cli.interfaces.is_empty() {
+        cfg.capture.interfaces = cli.interfaces.clone();
+    }
+    if let Some(o) = cli.output {
+        cfg.output.format = o;
+    }
+    if let Some(p) = cli.output_path {
+        cfg.output.path = p;
+    }
+    let result = match cli.command {
+        Command::Run => fathom_agent::run::run_live(cfg),
+        Command::Replay { file } => fathom_agent::run::replay(&file, cfg).map(|n| {
+            tracing::info!(packets = n, "replay done");
+        }),
+        Command::Config => {
+            print!("{}", toml::to_string_pretty(&cfg).unwrap_or_default());
+            Ok(())
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("fathom-agent: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

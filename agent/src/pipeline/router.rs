@@ -1,0 +1,108 @@
+//! Runs on a capture thread: decides each packet's shard from its flow key
+//! (both directions of a flow land on the same shard) and ships batches.
+
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::Arc;
+
+use actix::prelude::SendError;
+use actix::Addr;
+
+use super::batch::PacketBatch;
+use super::shard::FlowShard;
+use crate::flow::FlowKey;
+use crate::packet::{self, LinkType, L4};
+use crate::records::L4Protocol;
+use crate::telemetry::TELEMETRY;
+
+const BATCH_PACKETS: usize = 512;
+const BATCH_BYTES: usize = 512 * 1024;
+
+pub struct Router {
+    shards: Vec<Addr<FlowShard>>,
+    pending: Vec<PacketBatch>,
+    interface: Arc<str>,
+    link: LinkType,
+    hasher: std::collections::hash_map::RandomState,
+    /// Wait for room in a shard's mailbox instead of dropping (replays).
+    reliable: bool,
+}
+
+impl Router {
+    pub fn new(shards: Vec<Addr<FlowShard>>, interface: &str, link: LinkType) -> Router {
+        let interface: Arc<str> = Arc::from(interface);
+        let pending = shards
+            .iter()
+            .map(|_| PacketBatch::new(interface.clone(), link, BATCH_BYTES, BATCH_PACKETS))
+            .collect();
+        Router { shards, pending, interface, link, hasher: Default::default(), reliable: false }
+    }
+
+    /// Never drop a batch: block the calling (capture) thread until the
+    /// shard has room. For replays, where the reader can simply wait.
+    pub fn reliable(mut self) -> Router {
+        self.reliable = true;
+        self
+    }
+
+    /// Route one frame. Frames that do not decode go to shard 0, which
+    /// counts them.
+    pub fn route(&mut self, frame: &[u8], wire_len: u32, ts_us: u64) {
+        TELEMETRY.packets.add(1);
+        TELEMETRY.packet_bytes.add(u64::from(wire_len));
+        let idx = match packet::decode(self.link, frame, wire_len, ts_us) {
+            Ok(p) => {
+                let proto = match p.l4 {
+                    L4::Tcp(_) => Some(L4Protocol::Tcp),
+                    L4::Udp => Some(L4Protocol::Udp),
+                    _ => None,
+                };
+                match proto {
+                    Some(proto) => {
+                        let (key, _) =
+                            FlowKey::of(p.src_ip, p.src_port, p.dst_ip, p.dst_port, proto);
+                        let mut h = self.hasher.build_hasher();
+                        key.hash(&mut h);
+                        (h.finish() % self.shards.len() as u64) as usize
+                    }
+                    None => 0,
+                }
+            }
+            Err(_) => 0,
+        };
+        let b = &mut self.pending[idx];
+        b.push(frame, wire_len, ts_us);
+        if b.slots.len() >= BATCH_PACKETS || b.data.len() >= BATCH_BYTES - 65536 {
+            self.ship(idx);
+        }
+    }
+
+    /// Send every non-empty batch (end of a ring block: bounds latency).
+    pub fn ship_all(&mut self) {
+        for i in 0..self.pending.len() {
+            if !self.pending[i].is_empty() {
+                self.ship(i);
+            }
+        }
+    }
+
+    fn ship(&mut self, idx: usize) {
+        let fresh = PacketBatch::new(self.interface.clone(), self.link, BATCH_BYTES, BATCH_PACKETS);
+        let batch = std::mem::replace(&mut self.pending[idx], fresh);
+        // A full mailbox means the shard is behind: live capture drops
+        // rather than grow without bound, and counts it.
+        let mut batch = batch;
+        loop {
+            match self.shards[idx].try_send(batch) {
+                Ok(()) => return,
+                Err(SendError::Full(b)) if self.reliable => {
+                    batch = b;
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                Err(_) => {
+                    TELEMETRY.batches_dropped.add(1);
+                    return;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,197 @@
+//! Starting and stopping the agent: live capture (`run`) or a pcap file
+//! (`replay`), both through the same shards and emitter.
+
+use std::path::Path;
+use std::thread;
+use std::time::Duration;
+
+use actix::prelude::*;
+
+use crate::capture::{interfaces, AfPacketConfig, AfPacketSource, PcapSource};
+use crate::config::AgentConfig;
+use crate::flow::FlowConfig;
+use crate::output::OutputWriter;
+use crate::pipeline::{Clock, Emitter, FlowShard, Flush, Router, Shutdown, StopFlag, POLL_INTERVAL};
+use crate::process::ProcessTable;
+use crate::records::CaptureSource;
+use crate::telemetry::TELEMETRY;
+
+/// The flow engine settings a config asks for, per shard.
+pub fn flow_config(cfg: &AgentConfig, shards: usize, source: CaptureSource) -> FlowConfig {
+    let f = &cfg.flow;
+    let mut fc = FlowConfig {
+        capacity: (f.max_flows / shards.max(1)).max(1),
+        tcp_established_timeout: Duration::from_secs(f.tcp_idle_timeout_s),
+        udp_timeout: Duration::from_secs(f.udp_idle_timeout_s),
+        l7_request_timeout: Duration::from_millis(f.l7_timeout_ms),
+        report_interval: Duration::from_secs(f.flow_report_interval_s),
+        source,
+        ..FlowConfig::default()
+    };
+    fc.session_limits.max_buffer = f.max_buffer_per_direction;
+    fc
+}
+
+fn shard_count(cfg: &AgentConfig) -> usize {
+    if cfg.flow.shards > 0 {
+        cfg.flow.shards
+    } else {
+        thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    }
+}
+
+fn open_output(cfg: &AgentConfig) -> Result<OutputWriter, String> {
+    if cfg.output.format != "json" {
+        return Err(format!("output format {:?} is not supported (use \"json\")", cfg.output.format));
+    }
+    if cfg.output.path == "-" {
+        Ok(OutputWriter::stdout())
+    } else {
+        OutputWriter::create(&cfg.output.path)
+            .map_err(|e| format!("cannot open output {}: {e}", cfg.output.path))
+    }
+}
+
+/// Start shards, each on its own arbiter (thread), and the emitter.
+fn start_actors(
+    cfg: &AgentConfig,
+    clock: Clock,
+    source: CaptureSource,
+) -> Result<(Addr<Emitter>, Vec<Addr<FlowShard>>), String> {
+    let out = open_output(cfg)?;
+    let processes = (clock == Clock::Wall).then(ProcessTable::new);
+    let emitter_arbiter = Arbiter::new();
+    let emitter = Emitter::start_in_arbiter(&emitter_arbiter.handle(), move |_| {
+        Emitter::new(out, clock, processes)
+    });
+    let n = shard_count(cfg);
+    let template = flow_config(cfg, n, source);
+    let shards = (0..n)
+        .map(|_| {
+            let arbiter = Arbiter::new();
+            let t = template.clone();
+            let e = emitter.clone();
+            FlowShard::start_in_arbiter(&arbiter.handle(), move |_| FlowShard::new(t, e, clock))
+        })
+        .collect();
+    Ok((emitter, shards))
+}
+
+async fn drain(emitter: &Addr<Emitter>, shards: &[Addr<FlowShard>]) {
+    for s in shards {
+        let _ = s.send(Flush).await;
+    }
+    let _ = emitter.send(Shutdown).await;
+}
+
+/// Capture live traffic until SIGINT or SIGTERM, then flush everything.
+pub fn run_live(cfg: AgentConfig) -> Result<(), String> {
+    let names = if cfg.capture.interfaces.is_empty() {
+        interfaces::list_up().map_err(|e| e.to_string())?
+    } else {
+        cfg.capture.interfaces.clone()
+    };
+    if names.is_empty() {
+        return Err("no network interface is up to capture from".into());
+    }
+    // Open every ring before starting anything, so a bad interface or a
+    // missing capability fails at once with its own message.
+    let mut sources = Vec::new();
+    for name in &names {
+        let ac = AfPacketConfig {
+            snaplen: cfg.capture.snaplen,
+            block_size: cfg.capture.ring_block_size,
+            block_count: cfg.capture.ring_block_count,
+            retire_timeout_ms: cfg.capture.retire_timeout_ms,
+            exclude_ports: cfg.capture.exclude_ports.clone(),
+            ..AfPacketConfig::for_interface(name)
+        };
+        sources.push(AfPacketSource::open(&ac).map_err(|e| format!("{name}: {e}"))?);
+    }
+    let sys = System::new();
+    sys.block_on(async move {
+        let (emitter, shards) = start_actors(&cfg, Clock::Wall, CaptureSource::Packet)?;
+        let stop = StopFlag::default();
+        let mut threads = Vec::new();
+        for mut src in sources {
+            let name = src.interface().name.clone();
+            let link = src.link_type();
+            let mut router = Router::new(shards.clone(), &name, link);
+            let stop = stop.clone();
+            threads.push(
+                thread::Builder::new()
+                    .name(format!("capture-{name}"))
+                    .spawn(move || {
+                        let mut last_drops = 0;
+                        while !stop.stopped() {
+                            let r = src.next_batch(POLL_INTERVAL, |pkt| {
+                                router.route(pkt.data, pkt.wire_len, pkt.ts_ns / 1000);
+                            });
+                            if let Err(e) = r {
+                                tracing::error!(interface = %name, "capture failed: {e}");
+                                break;
+                            }
+                            router.ship_all();
+                            if let Ok(s) = src.stats() {
+                                TELEMETRY.kernel_drops.add(s.drops.saturating_sub(last_drops));
+                                last_drops = s.drops;
+                            }
+                        }
+                    })
+                    .map_err(|e| format!("cannot start capture thread: {e}"))?,
+            );
+        }
+        crate::http::serve(&cfg.http.listen).await?;
+        tracing::info!(interfaces = ?names, shards = shards.len(), "capturing");
+        wait_for_signal().await;
+        tracing::info!("stopping: flushing flows and metrics");
+        stop.stop();
+        for t in threads {
+            let _ = t.join();
+        }
+        drain(&emitter, &shards).await;
+        System::current().stop();
+        Ok::<(), String>(())
+    })?;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+/// Run a pcap file through the pipeline, as if captured live, then flush.
+/// Nothing is dropped: the reader waits for shards that are behind.
+pub fn replay(path: &Path, cfg: AgentConfig) -> Result<u64, String> {
+    let mut src = PcapSource::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let link = src
+        .link_type()
+        .ok_or_else(|| format!("{}: no packets or an unknown link type", path.display()))?;
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let sys = System::new();
+    sys.block_on(async move {
+        let (emitter, shards) = start_actors(&cfg, Clock::Packets, CaptureSource::Pcap)?;
+        let mut router = Router::new(shards.clone(), &name, link).reliable();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let reader = thread::spawn(move || {
+            let r = src.for_each(|pkt| router.route(pkt.data, pkt.wire_len, pkt.ts_ns / 1000));
+            router.ship_all();
+            let _ = tx.send(());
+            r
+        });
+        let _ = rx.await;
+        let read = reader.join().map_err(|_| "pcap reader panicked".to_string())?;
+        let packets = read.map_err(|e| format!("{}: {e}", path.display()))?;
+        drain(&emitter, &shards).await;
+        System::current().stop();
+        Ok::<u64, String>(packets)
+    })
+}
