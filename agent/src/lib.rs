@@ -7,6 +7,11 @@
 //! | [`capture`] | packet sources: AF_PACKET TPACKET_V3 rings, pcap files |
 //! | [`flow`] | the flow table and per-flow state: TCP tracking, reassembly, L7 sessions, L4 counters |
 //! | [`metrics`] | 1 s / 1 min RED and network metrics with mergeable histograms |
+//! | [`output`] | newline-delimited JSON of tagged records, to stdout or a file |
+//! | [`process`] | the process table from /proc: names, command lines, start times, containers |
 //! | [`records`] | what the agent emits |
 
+pub mod metrics;
+pub mod output;
+pub mod process;
 pub mod records;
