@@ -11,7 +11,10 @@
 //! A window `[t, t + w)` is complete once `now >= t + w + lateness`.
 //! Memory is bounded by the number of open windows and the number of keys
 //! (per window and in total); keys beyond the bound count into one
-//! overflow key per window.
+//! overflow key per window. A RED key costs about 2.3 KiB (its histogram
+//! is 2 KiB) plus its strings, a network key about 250 bytes: the default
+//! `max_live_keys` of 200 000 bounds RED memory near 500 MiB; hosts with
+//! less to spare should lower it.
 
 use std::collections::VecDeque;
 use std::hash::Hash;
@@ -46,7 +49,7 @@ impl Default for WindowConfig {
     fn default() -> Self {
         WindowConfig {
             max_keys_per_window: 100_000,
-            max_live_keys: 150_000,
+            max_live_keys: 200_000,
             second_lateness_us: 2 * US,
             minute_lateness_us: 10 * US,
             max_second_windows: 16,
@@ -86,6 +89,8 @@ pub(crate) trait WindowValue: Default {
 struct Window<K, V> {
     start_s: u64,
     table: HashMap<K, V>,
+    /// Kept apart from the table so it never takes one of the bounded slots.
+    overflow: Option<V>,
 }
 
 struct Level<K, V> {
@@ -115,7 +120,7 @@ impl<K, V> Level<K, V> {
             return None;
         }
         let at = pos.map_or(0, |p| p + 1);
-        self.windows.insert(at, Window { start_s, table: HashMap::new() });
+        self.windows.insert(at, Window { start_s, table: HashMap::new(), overflow: None });
         Some(&mut self.windows[at])
     }
 
@@ -187,7 +192,7 @@ impl<K: WindowKey, V: WindowValue> Windows<K, V> {
             || self.stats.live_keys >= self.max_live_keys as u64;
         if full && !win.table.contains_key(key) {
             self.stats.overflowed += 1;
-            return Some(overflow_slot(&mut win.table, &mut self.stats));
+            return Some(overflow_slot(&mut win.overflow, &mut self.stats));
         }
         Some(match win.table.raw_entry_mut().from_key(key) {
             RawEntryMut::Occupied(o) => o.into_mut(),
@@ -203,20 +208,29 @@ impl<K: WindowKey, V: WindowValue> Windows<K, V> {
     pub fn flush(&mut self, now_us: u64, emit: &mut impl FnMut(u64, Granularity, &K, &V)) {
         self.second.advance(now_us);
         while let Some(w) = self.second.pop_done() {
-            self.stats.live_keys -= w.table.len() as u64;
+            self.stats.live_keys -= w.table.len() as u64 + u64::from(w.overflow.is_some());
             let minute_start = w.start_s / 60 * 60;
             for (k, v) in w.table {
                 emit(w.start_s, Granularity::Second, &k, &v);
                 self.stats.rows_emitted += 1;
-                self.fold_into_minute(minute_start, k, v);
+                self.fold_into_minute(minute_start, Some(k), v);
+            }
+            if let Some(v) = w.overflow {
+                emit(w.start_s, Granularity::Second, &K::overflow(), &v);
+                self.stats.rows_emitted += 1;
+                self.fold_into_minute(minute_start, None, v);
             }
         }
         // Only now: the seconds just folded may belong to a minute completing too.
         self.minute.advance(now_us);
         while let Some(w) = self.minute.pop_done() {
-            self.stats.live_keys -= w.table.len() as u64;
+            self.stats.live_keys -= w.table.len() as u64 + u64::from(w.overflow.is_some());
             for (k, v) in &w.table {
                 emit(w.start_s, Granularity::Minute, k, v);
+                self.stats.rows_emitted += 1;
+            }
+            if let Some(v) = &w.overflow {
+                emit(w.start_s, Granularity::Minute, &K::overflow(), v);
                 self.stats.rows_emitted += 1;
             }
         }
@@ -227,7 +241,8 @@ impl<K: WindowKey, V: WindowValue> Windows<K, V> {
         self.flush(u64::MAX, emit);
     }
 
-    fn fold_into_minute(&mut self, start_s: u64, k: K, v: V) {
+    /// Fold a 1 s row into its minute; `k` is None for the overflow row.
+    fn fold_into_minute(&mut self, start_s: u64, k: Option<K>, v: V) {
         if start_s < self.minute.done_until_s {
             // Only with a minute lateness shorter than the seconds'; guarded in new().
             self.stats.late_dropped += 1;
@@ -235,6 +250,10 @@ impl<K: WindowKey, V: WindowValue> Windows<K, V> {
         }
         let Some(win) = self.minute.window(start_s) else {
             self.stats.window_dropped += 1;
+            return;
+        };
+        let Some(k) = k else {
+            overflow_slot(&mut win.overflow, &mut self.stats).merge_from(&v);
             return;
         };
         if let Some(acc) = win.table.get_mut(&k) {
@@ -245,7 +264,7 @@ impl<K: WindowKey, V: WindowValue> Windows<K, V> {
             || self.stats.live_keys >= self.max_live_keys as u64
         {
             self.stats.overflowed += 1;
-            overflow_slot(&mut win.table, &mut self.stats).merge_from(&v);
+            overflow_slot(&mut win.overflow, &mut self.stats).merge_from(&v);
             return;
         }
         self.stats.live_keys += 1;
@@ -253,11 +272,11 @@ impl<K: WindowKey, V: WindowValue> Windows<K, V> {
     }
 }
 
-fn overflow_slot<'a, K: WindowKey, V: WindowValue>(
-    table: &'a mut HashMap<K, V>,
+fn overflow_slot<'a, V: WindowValue>(
+    slot: &'a mut Option<V>,
     stats: &mut WindowStats,
 ) -> &'a mut V {
-    table.entry(K::overflow()).or_insert_with(|| {
+    slot.get_or_insert_with(|| {
         stats.live_keys += 1;
         V::default()
     })
