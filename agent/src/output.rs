@@ -28,6 +28,9 @@ pub const MAX_BUFFER: usize = 8 * 1024 * 1024;
 const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Any record the agent outputs.
+// Unboxed: the variants are records on their way to serialization, where
+// an allocation each would cost more than moving a few hundred bytes.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum OutputRecord {

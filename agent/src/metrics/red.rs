@@ -143,16 +143,11 @@ impl WindowKey for RedKey {
     }
 }
 
+#[derive(Default)]
 pub(crate) struct RedAcc {
     values: RedValues,
     // Boxed: 2 KiB would make map growth and the fold into minutes copy a lot.
     hist: Box<Histogram>,
-}
-
-impl Default for RedAcc {
-    fn default() -> Self {
-        RedAcc { values: RedValues::default(), hist: Box::default() }
-    }
 }
 
 impl WindowValue for RedAcc {
