@@ -76,11 +76,13 @@ fn child_appears_and_disappears() {
     t.scan().unwrap();
     let mut child = Command::new("sleep").arg("30").spawn().unwrap();
     let pid = child.id();
-    // exec may not have happened yet right after fork: wait for the comm to change.
+    // Right after fork the child may not have exec'd yet, and mid-exec the
+    // kernel sets the new comm before the new argv is readable: wait for
+    // both (the exec tracepoint that drives on_exec fires after them).
     let mut info = None;
     for _ in 0..200 {
         info = t.on_exec(pid).cloned();
-        if info.as_ref().is_some_and(|i| i.name == "sleep") {
+        if info.as_ref().is_some_and(|i| i.name == "sleep" && !i.cmdline.is_empty()) {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(10));
