@@ -229,7 +229,7 @@ mod tests {
         let mut w = OutputWriter::from_writer(sink.clone());
         w.write(&OutputRecord::L4Flow(flow())).unwrap();
         let mut red = crate::metrics::RedAggregator::new();
-        red.observe(&L7Log {
+        let log = L7Log {
             flow: flow().flow,
             source: CaptureSource::Packet,
             interface: None,
@@ -248,16 +248,24 @@ mod tests {
             syscall_trace_id_response: None,
             req_tcp_seq: None,
             resp_tcp_seq: None,
-        });
+        };
+        red.observe(&log);
         for r in red.flush_all() {
             w.write(&OutputRecord::RedMetric(r)).unwrap();
         }
+        w.write(&OutputRecord::L7Log(log)).unwrap();
+        let mut net = crate::metrics::NetworkAggregator::new();
+        net.observe(&flow());
+        let n = net.flush_all().remove(0);
+        w.write(&OutputRecord::NetworkMetric(n)).unwrap();
+        let me = crate::process::ProcessTable::new().read(std::process::id()).unwrap();
+        w.write(&OutputRecord::Process(me)).unwrap();
         assert!(sink.0.lock().unwrap().is_empty(), "buffered until a flush");
         w.flush().unwrap();
         let text = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
         let lines: Vec<serde_json::Value> =
             text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-        assert_eq!(lines.len(), 3);
+        assert_eq!(lines.len(), 6);
         assert_eq!(lines[0]["type"], "l4_flow");
         assert_eq!(lines[0]["flow"]["server_port"], 80);
         assert_eq!(lines[0]["tx"]["bytes"], 100);
@@ -268,7 +276,14 @@ mod tests {
         assert_eq!(lines[1]["server_ip"], "10.0.0.2");
         assert_eq!(lines[2]["granularity"], "1m");
         assert_eq!(lines[2]["time_s"], 0);
-        assert_eq!(w.stats().records, 3);
+        assert_eq!(lines[3]["type"], "l7_log");
+        assert_eq!(lines[3]["endpoint"], "/a");
+        assert_eq!(lines[3]["latency_us"], 100);
+        assert_eq!(lines[4]["type"], "network_metric");
+        assert_eq!(lines[4]["bytes_tx"], 100);
+        assert_eq!(lines[5]["type"], "process");
+        assert_eq!(lines[5]["pid"], std::process::id());
+        assert_eq!(w.stats().records, 6);
         assert_eq!(w.stats().bytes_written as usize, text.len());
     }
 
