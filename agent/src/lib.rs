@@ -7,8 +7,17 @@
 //! | [`capture`] | packet sources: AF_PACKET TPACKET_V3 rings, pcap files |
 //! | [`flow`] | the flow table and per-flow state: TCP tracking, reassembly, L7 sessions, L4 counters |
 //! | [`metrics`] | 1 s / 1 min RED and network metrics with mergeable histograms |
+//! | [`output`] | newline-delimited JSON of tagged records, to stdout or a file |
+//! | [`process`] | the process table from /proc: names, command lines, start times, containers |
 //! | [`records`] | what the agent emits |
+//! | [`pipeline`] | the actors: flow shards, the emitter, routing packets to shards |
+//! | [`run`] | live capture and pcap replay, start to clean shutdown |
+//! | [`config`] | TOML configuration with environment overrides |
+//! | [`telemetry`] | the agent's own Prometheus metrics |
 
 pub mod config;
+pub mod metrics;
+pub mod output;
+pub mod process;
 pub mod records;
 pub mod telemetry;
