@@ -14,6 +14,10 @@ fn http_exchange_with_handshake_and_fin() {
     c.send(&mut h, true, GET, 1_001_000);
     c.send(&mut h, false, OK, 1_002_000);
     c.close(&mut h, 1_003_000);
+    // The closed connection lingers so late packets still count.
+    h.tick(1_003_200 + 1_999_999);
+    assert!(h.sink.l4.is_empty());
+    h.tick(1_003_200 + 2_000_000);
 
     assert_eq!(h.sink.l7.len(), 1, "{:#?}", h.sink.l7);
     let l = &h.sink.l7[0];

@@ -26,6 +26,9 @@ pub(crate) enum TcpState {
     Established,
     /// A FIN seen.
     Closing,
+    /// Ended by FINs acknowledged both ways or a RST; kept for a short
+    /// linger so the connection's last packets are still counted.
+    Closed(CloseType),
 }
 
 /// One sender's half of a flow.
@@ -287,7 +290,9 @@ impl Flow {
             }
             sd.fin = true;
             sd.fin_end = end;
-            self.state = TcpState::Closing;
+            if !self.is_closed() {
+                self.state = TcpState::Closing;
+            }
             self.flush_side(s, key, ts, cx, reasm);
         }
         if ack {
@@ -296,15 +301,38 @@ impl Flow {
                 other.fin_acked = true;
             }
         }
-        if rst {
-            return Some(if from_a == self.client_is_a {
+        if let TcpState::Closed(_) = self.state {
+            return None;
+        }
+        let [a, b] = &self.sides;
+        let end = if rst {
+            Some(if from_a == self.client_is_a {
                 CloseType::ClientReset
             } else {
                 CloseType::ServerReset
-            });
+            })
+        } else {
+            (a.fin && b.fin && a.fin_acked && b.fin_acked).then_some(CloseType::Fin)
+        };
+        let end = end?;
+        if cx.cfg.tcp_closed_linger.is_zero() {
+            return Some(end);
         }
-        let [a, b] = &self.sides;
-        (a.fin && b.fin && a.fin_acked && b.fin_acked).then_some(CloseType::Fin)
+        self.state = TcpState::Closed(end);
+        None
+    }
+
+    /// Whether a SYN for this 5-tuple starts a new connection.
+    pub fn is_closed(&self) -> bool {
+        matches!(self.state, TcpState::Closed(_))
+    }
+
+    /// How the flow ends if the engine stops now.
+    pub fn close_type_now(&self) -> CloseType {
+        match self.state {
+            TcpState::Closed(c) => c,
+            _ => CloseType::Shutdown,
+        }
     }
 
     /// Handle a UDP datagram; a DNS exchange ends the flow once answered.
@@ -393,6 +421,7 @@ impl Flow {
                     let both = self.sides[0].fin && self.sides[1].fin;
                     (cfg.tcp_closing_timeout, if both { CloseType::Fin } else { CloseType::Idle })
                 }
+                TcpState::Closed(c) => (cfg.tcp_closed_linger, c),
             },
         };
         if idle >= us(timeout) {

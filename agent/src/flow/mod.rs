@@ -12,6 +12,9 @@
 //!   or by L7 detection.
 //! - Byte counters add up frame lengths on the wire ([`PacketView::wire_len`]),
 //!   link header included, as `tshark -z conv,tcp` counts them.
+//! - A TCP connection closed by FINs or a RST lingers `tcp_closed_linger`
+//!   before its record goes out, so its last packets are counted; a new SYN
+//!   on the same 5-tuple ends it at once.
 //! - A TCP flow is created by a SYN or a segment with payload; a bare ACK,
 //!   FIN or RST of an unknown flow (a connection's tail seen after its
 //!   record went out) is counted in [`FlowStats::untracked_packets`].
@@ -32,6 +35,7 @@ use std::time::Duration;
 use fathom_protocols::SessionLimits;
 use lru::LruCache;
 
+use crate::packet::tcp_flags::{ACK, SYN};
 use crate::packet::{self, DecodeError, LinkType, PacketView, L4};
 use crate::records::{CaptureSource, CloseType, L4Flow, L4Protocol, L7Log};
 use conn::{Cx, Flow};
@@ -69,6 +73,9 @@ pub struct FlowConfig {
     pub tcp_closing_timeout: Duration,
     /// SYN or SYN-ACK without the rest of the handshake.
     pub tcp_handshake_timeout: Duration,
+    /// A connection ended by FINs or a RST stays this long (counting its
+    /// last ACKs and stray RSTs) before its record goes out; zero: at once.
+    pub tcp_closed_linger: Duration,
     pub udp_timeout: Duration,
     /// A request with no response after this is reported as timed out.
     pub l7_request_timeout: Duration,
@@ -98,6 +105,7 @@ impl Default for FlowConfig {
             tcp_established_timeout: Duration::from_secs(300),
             tcp_closing_timeout: Duration::from_secs(5),
             tcp_handshake_timeout: Duration::from_secs(5),
+            tcp_closed_linger: Duration::from_secs(2),
             udp_timeout: Duration::from_secs(30),
             l7_request_timeout: Duration::from_secs(10),
             report_interval: Duration::from_secs(60),
@@ -245,11 +253,20 @@ impl FlowEngine {
         };
         let (key, from_a) = FlowKey::of(p.src_ip, p.src_port, p.dst_ip, p.dst_port, protocol);
         let mut cx = Cx { cfg, stats, sink };
+        let new_syn = tcp.is_some_and(|h| h.flags & (SYN | ACK) == SYN);
+        if new_syn && table.peek(&key).is_some_and(|f| f.is_closed()) {
+            // The 5-tuple is reused by a new connection.
+            if let Some(f) = table.pop(&key) {
+                cx.stats.flows_closed += 1;
+                let close = f.close_type_now();
+                f.finish(&key, close, &mut cx, reasm);
+            }
+        }
         let end = match table.get_mut(&key) {
             Some(f) => on_packet(f, &key, from_a, p, tcp, &mut cx, reasm),
             None => {
                 if let Some(h) = tcp {
-                    if !h.has(packet::tcp_flags::SYN) && p.payload_len == 0 {
+                    if !h.has(SYN) && p.payload_len == 0 {
                         cx.stats.untracked_packets += 1;
                         return;
                     }
@@ -294,13 +311,15 @@ impl FlowEngine {
         }
     }
 
-    /// Shutdown: end every flow with [`CloseType::Shutdown`].
+    /// Shutdown: end every flow, with [`CloseType::Shutdown`] unless it had
+    /// already closed and was lingering.
     pub fn flush(&mut self, sink: &mut impl RecordSink) {
         let FlowEngine { cfg, table, stats, reasm, .. } = self;
         let mut cx = Cx { cfg, stats, sink };
         while let Some((key, f)) = table.pop_lru() {
             cx.stats.flows_closed += 1;
-            f.finish(&key, CloseType::Shutdown, &mut cx, reasm);
+            let close = f.close_type_now();
+            f.finish(&key, close, &mut cx, reasm);
         }
     }
 
