@@ -88,7 +88,31 @@ fn keep_alive_and_pipelined_requests_pair_in_order() {
     assert!(rseq2 < rseq1);
     assert_eq!(h.sink.l7[1].req_tcp_seq, Some(seq2));
     assert_eq!(h.sink.l7[1].resp_tcp_seq, Some(rseq2));
+    // The second pipelined request and response start where the first ended.
+    assert_eq!(h.sink.l7[2].req_tcp_seq, Some(seq2 + get("/b").len() as u32));
+    assert_eq!(h.sink.l7[2].resp_tcp_seq, Some(rseq2.wrapping_add(OK.len() as u32)));
     assert!(h.sink.l7.iter().all(|l| l.call.response_code == Some(200)));
+}
+
+#[test]
+fn a_body_spanning_segments_does_not_shift_the_next_sequence_numbers() {
+    let mut h = Harness::new(FlowConfig::default());
+    let mut c = Conn::new("10.0.0.1:40002", "10.0.0.2:80", 1, 1);
+    c.handshake(&mut h, 10, 20, 30);
+    c.send(&mut h, true, &get("/big"), 100);
+    let mut big = b"HTTP/1.1 200 OK\r\nContent-Length: 3000\r\n\r\n".to_vec();
+    big.resize(big.len() + 3000, b'z');
+    for (i, part) in big.chunks(1000).enumerate() {
+        c.send(&mut h, false, part, 200 + i as u64 * 20);
+    }
+    let req2 = c.cseq;
+    c.send(&mut h, true, &get("/small"), 300);
+    let resp2 = c.sseq;
+    c.send(&mut h, false, OK, 400);
+    let l = &h.sink.l7[1];
+    assert_eq!(l.call.request_resource, "/small");
+    assert_eq!((l.req_tcp_seq, l.resp_tcp_seq), (Some(req2), Some(resp2)));
+    assert_eq!(h.sink.l7[0].call.response_length, Some(big.len() as u32));
 }
 
 #[test]
