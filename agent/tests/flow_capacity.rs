@@ -15,9 +15,11 @@ use flow_support::*;
 
 struct Counting;
 static LIVE: AtomicIsize = AtomicIsize::new(0);
+static ALLOCS: AtomicIsize = AtomicIsize::new(0);
 
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
         LIVE.fetch_add(l.size() as isize, Ordering::Relaxed);
         unsafe { System.alloc(l) }
     }
@@ -26,6 +28,7 @@ unsafe impl GlobalAlloc for Counting {
         unsafe { System.dealloc(p, l) }
     }
     unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
         LIVE.fetch_add(n as isize - l.size() as isize, Ordering::Relaxed);
         unsafe { System.realloc(p, l, n) }
     }
@@ -41,13 +44,15 @@ static MEASURE: std::sync::Mutex<()> = std::sync::Mutex::new(());
 #[derive(Default)]
 struct Tally {
     l7: u64,
+    last_l7: Option<L7Log>,
     l4: u64,
     evicted: u64,
 }
 
 impl RecordSink for Tally {
-    fn l7(&mut self, _: L7Log) {
+    fn l7(&mut self, log: L7Log) {
         self.l7 += 1;
+        self.last_l7 = Some(log);
     }
     fn l4(&mut self, f: L4Flow) {
         self.l4 += 1;
@@ -132,4 +137,69 @@ fn memory_of_100k_concurrent_l4_flows() {
     eprintln!("100K concurrent flows: {} MiB heap, {per_flow} B/flow", used / (1 << 20));
     // Far below the 256 MiB the agent may use for 100K flows.
     assert!(per_flow < 1024, "{per_flow} B per flow");
+}
+
+fn allocs() -> isize {
+    ALLOCS.load(Ordering::Relaxed)
+}
+
+#[test]
+fn steady_state_packets_do_not_allocate() {
+    let _turn = MEASURE.lock().unwrap_or_else(|e| e.into_inner());
+    let mut h = Harness::new(FlowConfig::default());
+    let mut sink = Tally::default();
+    let mut frames = Vec::new();
+
+    // An L4-only flow: detection gives up, then data flows both ways.
+    let mut c = Conn::new("10.0.0.1:40000", "10.0.0.2:443", 1, 1);
+    c.handshake(&mut h, 0, 1, 2);
+    for i in 0..1000u64 {
+        frames.push((c.next(i % 2 == 0, PSH | ACK, &[0x17, 3, 3, 0, 4, 1, 2, 3, 4]), 10 + i));
+    }
+    let warm = 20;
+    for (f, ts) in &frames[..warm] {
+        let _ = h.engine.process_frame(LinkType::Ethernet, f, f.len() as u32, *ts, &mut sink);
+    }
+    let before = allocs();
+    for (f, ts) in &frames[warm..] {
+        let _ = h.engine.process_frame(LinkType::Ethernet, f, f.len() as u32, *ts, &mut sink);
+    }
+    assert_eq!(allocs() - before, 0, "allocations for {} L4-only packets", frames.len() - warm);
+
+    // An HTTP keep-alive flow: requests arriving in two segments, ACKs and
+    // responses; only the records allocate.
+    let mut c = Conn::new("10.0.0.1:40001", "10.0.0.2:80", 1, 1);
+    c.handshake(&mut h, 0, 1, 2);
+    let req = get("/item");
+    let (r1, r2) = req.split_at(9);
+    let mut frames = Vec::new();
+    for i in 0..500u64 {
+        frames.push((c.next(true, PSH | ACK, r1), 100 + i * 10));
+        frames.push((c.next(true, PSH | ACK, r2), 101 + i * 10));
+        frames.push((c.next(false, ACK, b""), 102 + i * 10));
+        frames.push((c.next(false, PSH | ACK, OK), 103 + i * 10));
+        frames.push((c.next(true, ACK, b""), 104 + i * 10));
+    }
+    let run = |h: &mut Harness, sink: &mut Tally, fs: &[(Vec<u8>, u64)]| {
+        for (f, ts) in fs {
+            let _ = h.engine.process_frame(LinkType::Ethernet, f, f.len() as u32, *ts, sink);
+        }
+    };
+    run(&mut h, &mut sink, &frames[..50]);
+    let l7_before = sink.l7;
+    let before = allocs();
+    run(&mut h, &mut sink, &frames[50..]);
+    let calls = (sink.l7 - l7_before) as isize;
+    assert_eq!(calls, 490);
+    let per_call = (allocs() - before) as f64 / calls as f64;
+    // Building an L7Log allocates its strings (as cloning one does);
+    // nothing per packet may add to that.
+    let log = sink.last_l7.take().unwrap();
+    let before = allocs();
+    let copy = log.clone();
+    let per_record = (allocs() - before) as f64;
+    drop(copy);
+    assert_eq!(log.call.request_resource, "/item");
+    eprintln!("HTTP keep-alive: {per_call:.1} allocations per call, {per_record} for its record");
+    assert_eq!(per_call, per_record);
 }

@@ -118,7 +118,10 @@ impl L7State {
         self.session.feed(dir, data, missing, ts_us, &mut |ev| {
             let rec = ev.record;
             let ended = rec.msg_type == MessageType::Session
-                && matches!(rec.response_status, ResponseStatus::Timeout | ResponseStatus::ParseFailed);
+                && matches!(
+                    rec.response_status,
+                    ResponseStatus::Timeout | ResponseStatus::ParseFailed
+                );
             let (req, resp) = if ended {
                 // Timeouts and failures always take the oldest request.
                 removed += 1;

@@ -34,3 +34,20 @@ fn flow_state_stays_small() {
     assert!(n <= 320, "Flow is {n} bytes");
     assert!(FlowEngine::bytes_per_flow() <= 448);
 }
+
+#[test]
+fn fragments_and_other_protocols_are_counted_not_tracked() {
+    use crate::packet::build::FrameBuilder;
+    let mut e = FlowEngine::new(FlowConfig::default());
+    let mut sink = VecSink::default();
+    let b = FrameBuilder::udp("10.0.0.1:5000".parse().unwrap(), "10.0.0.2:53".parse().unwrap());
+    let mut f = b.build(b"abcdefgh");
+    f[14 + 6..14 + 8].copy_from_slice(&[0x00, 0x10]); // fragment offset 16
+    e.process_frame(LinkType::Ethernet, &f, f.len() as u32, 0, &mut sink).unwrap();
+    f[14 + 6..14 + 8].copy_from_slice(&[0, 0]);
+    f[14 + 9] = 1; // ICMP
+    e.process_frame(LinkType::Ethernet, &f, f.len() as u32, 0, &mut sink).unwrap();
+    let s = e.stats();
+    assert_eq!((s.packets, s.fragments, s.other_packets, s.flows_created), (2, 1, 1, 0));
+    assert!(e.is_empty());
+}

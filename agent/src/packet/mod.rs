@@ -264,6 +264,8 @@ fn decode_ipv6(ip: &[u8]) -> Result<PacketView<'_>, DecodeError> {
     let mut v = view(Ipv6Addr::from(src).into(), Ipv6Addr::from(dst).into(), total as u32);
     let end = total.min(ip.len());
     let mut next = ip[6];
+    // Extension headers are read within the packet, never from padding.
+    let ip = &ip[..end];
     let mut off = 40;
     for _ in 0..=MAX_IPV6_EXT {
         match next {
