@@ -4,7 +4,7 @@
 mod flow_support;
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicIsize, Ordering};
+use std::cell::Cell;
 
 use fathom_agent::flow::{FlowConfig, FlowEngine, RecordSink};
 use fathom_agent::packet::build::FrameBuilder;
@@ -14,22 +14,30 @@ use fathom_agent::records::{CloseType, L4Flow, L7Log};
 use flow_support::*;
 
 struct Counting;
-static LIVE: AtomicIsize = AtomicIsize::new(0);
-static ALLOCS: AtomicIsize = AtomicIsize::new(0);
+
+thread_local! {
+    // Per thread, so the test harness's own allocations on other threads
+    // do not count. Const-initialised: touching them never allocates.
+    static LIVE_T: Cell<isize> = const { Cell::new(0) };
+    static ALLOCS_T: Cell<isize> = const { Cell::new(0) };
+}
+
+fn bump(live: isize, allocs: isize) {
+    let _ = LIVE_T.try_with(|c| c.set(c.get() + live));
+    let _ = ALLOCS_T.try_with(|c| c.set(c.get() + allocs));
+}
 
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        LIVE.fetch_add(l.size() as isize, Ordering::Relaxed);
+        bump(l.size() as isize, 1);
         unsafe { System.alloc(l) }
     }
     unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        LIVE.fetch_sub(l.size() as isize, Ordering::Relaxed);
+        bump(-(l.size() as isize), 0);
         unsafe { System.dealloc(p, l) }
     }
     unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        LIVE.fetch_add(n as isize - l.size() as isize, Ordering::Relaxed);
+        bump(n as isize - l.size() as isize, 1);
         unsafe { System.realloc(p, l, n) }
     }
 }
@@ -37,8 +45,10 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-/// The heap counter is process-wide: tests measuring it take turns.
-static MEASURE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+/// Heap bytes live on this thread.
+fn live() -> isize {
+    LIVE_T.with(|c| c.get())
+}
 
 /// Counts records without keeping them.
 #[derive(Default)]
@@ -64,7 +74,6 @@ impl RecordSink for Tally {
 
 #[test]
 fn hundred_thousand_short_flows_in_ten_thousand_slots() {
-    let _turn = MEASURE.lock().unwrap_or_else(|e| e.into_inner());
     const CAP: usize = 10_000;
     let mut e = FlowEngine::new(FlowConfig { capacity: CAP, ..Default::default() });
     let mut sink = Tally::default();
@@ -86,10 +95,10 @@ fn hundred_thousand_short_flows_in_ten_thousand_slots() {
             e.process_frame(LinkType::Ethernet, &buf, buf.len() as u32, u64::from(i), &mut sink);
         assert!(e.len() <= CAP);
         if i as usize == 2 * CAP {
-            live_at_cap = LIVE.load(Ordering::Relaxed);
+            live_at_cap = live();
         }
     }
-    let live_end = LIVE.load(Ordering::Relaxed);
+    let live_end = live();
     let s = e.stats();
     assert_eq!(s.flows_created, 100_000);
     assert_eq!(s.flows_active, CAP as u64);
@@ -97,6 +106,7 @@ fn hundred_thousand_short_flows_in_ten_thousand_slots() {
     assert_eq!(sink.evicted, 90_000);
     // Each evicted flow's pending request is reported as timed out.
     assert_eq!(sink.l7, 90_000);
+    assert_eq!(s.l7_timeouts, 90_000);
     assert_eq!(s.l7_detected, 100_000);
     // Memory after 100K flows is what it was after 20K: bounded by the capacity.
     let growth = live_end - live_at_cap;
@@ -113,8 +123,7 @@ fn hundred_thousand_short_flows_in_ten_thousand_slots() {
 
 #[test]
 fn memory_of_100k_concurrent_l4_flows() {
-    let _turn = MEASURE.lock().unwrap_or_else(|e| e.into_inner());
-    let before = LIVE.load(Ordering::Relaxed);
+    let before = live();
     let mut e = FlowEngine::new(FlowConfig { capacity: 100_000, ..Default::default() });
     let mut sink = Tally::default();
     let server = sa("10.9.0.1:443");
@@ -132,7 +141,7 @@ fn memory_of_100k_concurrent_l4_flows() {
         let _ = e.process_frame(LinkType::Ethernet, &buf, buf.len() as u32, 2, &mut sink);
     }
     assert_eq!(e.len(), 100_000);
-    let used = LIVE.load(Ordering::Relaxed) - before;
+    let used = live() - before;
     let per_flow = used as usize / 100_000;
     eprintln!("100K concurrent flows: {} MiB heap, {per_flow} B/flow", used / (1 << 20));
     // Far below the 256 MiB the agent may use for 100K flows.
@@ -140,12 +149,11 @@ fn memory_of_100k_concurrent_l4_flows() {
 }
 
 fn allocs() -> isize {
-    ALLOCS.load(Ordering::Relaxed)
+    ALLOCS_T.with(|c| c.get())
 }
 
 #[test]
 fn steady_state_packets_do_not_allocate() {
-    let _turn = MEASURE.lock().unwrap_or_else(|e| e.into_inner());
     let mut h = Harness::new(FlowConfig::default());
     let mut sink = Tally::default();
     let mut frames = Vec::new();

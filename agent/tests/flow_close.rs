@@ -122,6 +122,7 @@ fn unanswered_request_times_out_after_tick() {
     assert_eq!(l.start_time_us, S);
     assert_eq!(l.latency_us, 0);
     assert_eq!(l.req_tcp_seq, Some(seq));
+    assert_eq!(h.engine.stats().l7_timeouts, 1);
     c.close(&mut h, 12 * S);
     h.tick(15 * S);
     assert_eq!(h.sink.l7.len(), 1, "reported once");

@@ -153,8 +153,7 @@ fn deliver(
         };
         let mut n = FeedCounts::default();
         st.feed(dir, seq, data, missing, ts_us, &stamp, cx.sink, &mut n);
-        cx.stats.l7_records += n.records;
-        cx.stats.l7_parse_errors += n.parse_errors;
+        cx.stats.add(&n);
     }
 }
 
@@ -406,7 +405,7 @@ impl Flow {
                 };
                 let mut n = FeedCounts::default();
                 st.expire(now_us, us(cfg.l7_request_timeout), false, &stamp, cx.sink, &mut n);
-                cx.stats.l7_records += n.records;
+                cx.stats.add(&n);
             }
         }
         let idle = now_us.saturating_sub(self.last_us);
@@ -458,7 +457,7 @@ impl Flow {
             };
             let mut n = FeedCounts::default();
             st.expire(ts, 0, true, &stamp, cx.sink, &mut n);
-            cx.stats.l7_records += n.records;
+            cx.stats.add(&n);
         }
         let rec = self.l4_record(key, close, cx.cfg);
         cx.stats.l4_records += 1;

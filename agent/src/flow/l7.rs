@@ -48,6 +48,8 @@ pub(crate) struct Stamp<'a> {
 pub(crate) struct FeedCounts {
     pub records: u64,
     pub parse_errors: u64,
+    /// Records of requests that never got their response.
+    pub timeouts: u64,
 }
 
 fn idx(dir: Direction) -> usize {
@@ -125,6 +127,7 @@ impl L7State {
             let (req, resp) = if ended {
                 // Timeouts and failures always take the oldest request.
                 removed += 1;
+                counts.timeouts += u64::from(rec.response_status == ResponseStatus::Timeout);
                 (req_seqs.pop_front().and_then(|e| e.1), None)
             } else if dir == Direction::Request {
                 // A request that wants no response.
@@ -190,6 +193,7 @@ impl L7State {
         let mut emit = |ev: fathom_protocols::L7Event<'_>| {
             let req = req_seqs.pop_front().and_then(|e| e.1);
             counts.records += 1;
+            counts.timeouts += 1;
             sink.l7(log(stamp, ev.record, ev.start_us, ev.end_us, req, None));
         };
         if close {

@@ -162,7 +162,17 @@ pub struct FlowStats {
     pub l7_undetected: u64,
     pub l7_parse_errors: u64,
     pub l7_records: u64,
+    /// L7 records of requests that got no response (also in `l7_records`).
+    pub l7_timeouts: u64,
     pub l4_records: u64,
+}
+
+impl FlowStats {
+    fn add(&mut self, n: &l7::FeedCounts) {
+        self.l7_records += n.records;
+        self.l7_parse_errors += n.parse_errors;
+        self.l7_timeouts += n.timeouts;
+    }
 }
 
 pub struct FlowEngine {
