@@ -16,8 +16,10 @@
 //! | [`telemetry`] | the agent's own Prometheus metrics |
 
 pub mod config;
+pub mod flow;
 pub mod metrics;
 pub mod output;
+pub mod packet;
 pub mod process;
 pub mod records;
 pub mod telemetry;
