@@ -148,7 +148,7 @@ pub enum CloseType {
 /// Counters of one direction of a flow.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct DirectionCounters {
-    /// Bytes of IP packets (headers included), as tshark's conversation table counts frames.
+    /// Frame bytes on the wire, link header included: what tshark's conversation table counts.
     pub bytes: u64,
     pub packets: u64,
     /// TCP/UDP payload bytes.

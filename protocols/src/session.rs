@@ -85,7 +85,8 @@ impl<P: L7Parser> Session<P> {
             parser,
             limits,
             streams: Default::default(),
-            pending: VecDeque::new(),
+            // Most flows have one call in flight: start small, grow on pipelining.
+            pending: VecDeque::with_capacity(1),
             free: Vec::new(),
             scratch: L7Record::default(),
             stats: SessionStats::default(),
