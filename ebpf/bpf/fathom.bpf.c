@@ -1,0 +1,513 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * Socket data, socket lifecycle and process events from syscall and sched
+ * tracepoints. Everything is resolved in the kernel: fd -> file -> socket ->
+ * 5-tuple and TCP sequence, so userspace gets self-contained records.
+ */
+#include "fathom_core.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
+#include "fathom_events.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+/* Set by the loader before load (.rodata, so the verifier prunes on them). */
+volatile const __u32 capture_bytes = 1024;
+volatile const __u32 ignore_tgid = 0;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 8 << 20);
+} events SEC(".maps");
+
+/* Arguments of a socket syscall in flight, keyed by pid_tgid (one per thread). */
+struct active_call {
+	__u64 buf;  /* data buffer, iovec array or msghdr, by hook */
+	__u64 addr; /* user sockaddr of sendto/recvfrom */
+	struct sock *sk;
+	__s32 fd;
+	__u32 hook;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct active_call);
+} active_calls SEC(".maps");
+
+struct trace_state {
+	__u64 id;
+	__u32 last_dir;
+	__u32 _pad;
+};
+
+/* Per-thread syscall trace id; LRU so threads that never exit cleanly age out. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, struct trace_state);
+} trace_states SEC(".maps");
+
+/* Last trace id handed out; the loader seeds it so ids differ across restarts. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} trace_id_seq SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, NUM_COUNTERS);
+	__type(key, __u32);
+	__type(value, __u64);
+} counters SEC(".maps");
+
+/* Events are built here (too big for the 512-byte stack), then copied out. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct socket_event);
+} socket_scratch SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct process_event);
+} process_scratch SEC(".maps");
+
+/* Layout of syscall tracepoint records (see events/syscalls/.../format). */
+struct sys_enter_ctx {
+	__u64 common;
+	__s64 syscall_nr;
+	__u64 args[6];
+};
+
+struct sys_exit_ctx {
+	__u64 common;
+	__s64 syscall_nr;
+	__s64 ret;
+};
+
+struct sched_exec_ctx {
+	__u64 common;
+	__u32 filename_loc;
+	__s32 pid;
+	__s32 old_pid;
+};
+
+static __always_inline void count(__u32 idx)
+{
+	__u64 *v = bpf_map_lookup_elem(&counters, &idx);
+	if (v)
+		*v += 1;
+}
+
+static __always_inline bool ignored(__u64 pid_tgid)
+{
+	return ignore_tgid != 0 && (__u32)(pid_tgid >> 32) == ignore_tgid;
+}
+
+/* fd of the current task -> its TCP/UDP socket over IPv4/IPv6, or NULL. */
+static __always_inline struct sock *fd_to_inet_sock(__s32 fd)
+{
+	if (fd < 0)
+		return NULL;
+	struct task_struct *task = (void *)bpf_get_current_task();
+	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	if (!fdt)
+		return NULL;
+	unsigned int max_fds = BPF_CORE_READ(fdt, max_fds);
+	if ((unsigned int)fd >= max_fds)
+		return NULL;
+	struct file **fds = BPF_CORE_READ(fdt, fd);
+	struct file *file = NULL;
+	if (bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]) || !file)
+		return NULL;
+	umode_t mode = BPF_CORE_READ(file, f_inode, i_mode);
+	if ((mode & S_IFMT) != S_IFSOCK)
+		return NULL;
+	struct socket *socket = BPF_CORE_READ(file, private_data);
+	if (!socket)
+		return NULL;
+	struct sock *sk = BPF_CORE_READ(socket, sk);
+	if (!sk)
+		return NULL;
+	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	if (family != AF_INET && family != AF_INET6)
+		return NULL;
+	__u16 proto = BPF_CORE_READ(sk, sk_protocol);
+	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
+		return NULL;
+	return sk;
+}
+
+/*
+ * Fill family, protocol, addresses and ports. src is the sender of the bytes:
+ * the local end for egress, the remote end for ingress. An unconnected UDP
+ * socket has no peer in the sock; then the peer comes from the user sockaddr.
+ */
+static __always_inline void fill_tuple(struct socket_event *ev, struct sock *sk, __u8 dir,
+				       const void *uaddr)
+{
+	__u8 *local = dir == DIR_EGRESS ? ev->saddr : ev->daddr;
+	__u8 *remote = dir == DIR_EGRESS ? ev->daddr : ev->saddr;
+	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	__u16 lport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	__u16 rport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+
+	__builtin_memset(ev->saddr, 0, sizeof(ev->saddr));
+	__builtin_memset(ev->daddr, 0, sizeof(ev->daddr));
+	ev->family = family;
+	ev->l4_proto = (__u8)BPF_CORE_READ(sk, sk_protocol);
+	if (family == AF_INET) {
+		bpf_core_read(local, 4, &sk->__sk_common.skc_rcv_saddr);
+		bpf_core_read(remote, 4, &sk->__sk_common.skc_daddr);
+	} else {
+		bpf_core_read(local, 16, &sk->__sk_common.skc_v6_rcv_saddr);
+		bpf_core_read(remote, 16, &sk->__sk_common.skc_v6_daddr);
+	}
+	if (rport == 0 && uaddr) {
+		__u16 ufamily = 0;
+		bpf_probe_read_user(&ufamily, sizeof(ufamily), uaddr);
+		if (ufamily == AF_INET && family == AF_INET) {
+			struct sockaddr_in_user sa = {};
+			if (!bpf_probe_read_user(&sa, sizeof(sa), uaddr)) {
+				rport = bpf_ntohs(sa.sin_port);
+				__builtin_memcpy(remote, &sa.sin_addr, 4);
+			}
+		} else if (ufamily == AF_INET6 && family == AF_INET6) {
+			struct sockaddr_in6_user sa6 = {};
+			if (!bpf_probe_read_user(&sa6, sizeof(sa6), uaddr)) {
+				rport = bpf_ntohs(sa6.sin6_port);
+				__builtin_memcpy(remote, sa6.sin6_addr, 16);
+			}
+		}
+	}
+	ev->sport = dir == DIR_EGRESS ? lport : rport;
+	ev->dport = dir == DIR_EGRESS ? rport : lport;
+}
+
+static __always_inline void fill_task(struct socket_event *ev, __u64 pid_tgid)
+{
+	ev->pid = pid_tgid >> 32;
+	ev->tid = (__u32)pid_tgid;
+	ev->ts_ns = bpf_ktime_get_ns();
+	bpf_get_current_comm(ev->comm, sizeof(ev->comm));
+}
+
+/*
+ * A thread's first ingress after an egress (or ever) opens a new id; the
+ * egress that follows on any socket carries it, linking a server's inbound
+ * request to the outbound calls it makes while serving it.
+ */
+static __always_inline __u64 syscall_trace_id(__u32 tid, __u8 dir)
+{
+	struct trace_state *st = bpf_map_lookup_elem(&trace_states, &tid);
+	if (dir == DIR_EGRESS) {
+		if (!st)
+			return 0;
+		st->last_dir = DIR_EGRESS;
+		return st->id;
+	}
+	if (st && st->last_dir == DIR_INGRESS)
+		return st->id;
+	__u32 zero = 0;
+	__u64 *seq = bpf_map_lookup_elem(&trace_id_seq, &zero);
+	if (!seq)
+		return 0;
+	struct trace_state fresh = {
+		.id = __sync_fetch_and_add(seq, 1) + 1,
+		.last_dir = DIR_INGRESS,
+	};
+	bpf_map_update_elem(&trace_states, &tid, &fresh, BPF_ANY);
+	return fresh.id;
+}
+
+static __always_inline void output_socket_event(struct socket_event *ev, __u32 hook)
+{
+	__u64 len = ev->cap_len;
+	/* Bound the copy for the verifier on the register it actually checks. */
+	asm volatile("" : "+r"(len));
+	if (len > MAX_CAPTURE)
+		len = MAX_CAPTURE;
+	if (bpf_ringbuf_output(&events, ev, SOCKET_EVENT_HDR_LEN + len, 0))
+		count(COUNTER_DROPS);
+	else
+		count(hook * 2 + 1);
+}
+
+static __always_inline int data_enter(struct sys_enter_ctx *ctx, __u32 hook)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	if (ignored(pid_tgid))
+		return 0;
+	__s32 fd = (__s32)ctx->args[0];
+	struct sock *sk = fd_to_inet_sock(fd);
+	if (!sk)
+		return 0;
+	struct active_call call = {
+		.buf = ctx->args[1],
+		.sk = sk,
+		.fd = fd,
+		.hook = hook,
+	};
+	if (hook == HOOK_SENDTO || hook == HOOK_RECVFROM)
+		call.addr = ctx->args[4];
+	bpf_map_update_elem(&active_calls, &pid_tgid, &call, BPF_ANY);
+	count(hook * 2);
+	return 0;
+}
+
+static __always_inline int data_exit(struct sys_exit_ctx *ctx, __u32 hook, __u8 dir)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct active_call *found = bpf_map_lookup_elem(&active_calls, &pid_tgid);
+	if (!found)
+		return 0;
+	struct active_call call = *found;
+	bpf_map_delete_elem(&active_calls, &pid_tgid);
+	__s64 ret = ctx->ret;
+	if (ret <= 0 || call.hook != hook)
+		return 0;
+
+	const void *buf = (const void *)call.buf;
+	const void *uaddr = (const void *)call.addr;
+	__u64 avail = ret;
+	if (hook == HOOK_SENDMSG || hook == HOOK_RECVMSG) {
+		struct user_msghdr msg = {};
+		if (bpf_probe_read_user(&msg, sizeof(msg), buf))
+			return 0;
+		uaddr = msg.msg_name;
+		buf = msg.msg_iovlen ? msg.msg_iov : NULL;
+	}
+	if (buf && hook != HOOK_READ && hook != HOOK_WRITE && hook != HOOK_SENDTO &&
+	    hook != HOOK_RECVFROM) {
+		/* Vectored I/O: capture from the first iovec only. */
+		struct iovec iov = {};
+		if (bpf_probe_read_user(&iov, sizeof(iov), buf))
+			return 0;
+		buf = iov.iov_base;
+		if (avail > iov.iov_len)
+			avail = iov.iov_len;
+	}
+
+	__u32 zero = 0;
+	struct socket_event *ev = bpf_map_lookup_elem(&socket_scratch, &zero);
+	if (!ev)
+		return 0;
+	fill_task(ev, pid_tgid);
+	ev->kind = EVENT_DATA;
+	ev->fd = call.fd;
+	ev->hook = hook;
+	ev->direction = dir;
+	ev->syscall_len = ret;
+	fill_tuple(ev, call.sk, dir, uaddr);
+	ev->tcp_seq = 0;
+	if (ev->l4_proto == IPPROTO_TCP) {
+		struct tcp_sock *tp = (void *)call.sk;
+		/* At exit the sequence has moved past this message: step back. */
+		__u32 seq = dir == DIR_EGRESS ? BPF_CORE_READ(tp, write_seq)
+					      : BPF_CORE_READ(tp, copied_seq);
+		ev->tcp_seq = seq - (__u32)ret;
+	}
+	ev->syscall_trace_id = syscall_trace_id((__u32)pid_tgid, dir);
+
+	__u64 n = avail;
+	if (n > capture_bytes)
+		n = capture_bytes;
+	ev->cap_len = 0;
+	if (n > 0 && buf) {
+		asm volatile("" : "+r"(n));
+		n = ((n - 1) & (MAX_CAPTURE - 1)) + 1;
+		if (!bpf_probe_read_user(ev->payload, n, buf))
+			ev->cap_len = n;
+	}
+	output_socket_event(ev, hook);
+	return 0;
+}
+
+static __always_inline int socket_lifecycle(__u64 pid_tgid, struct sock *sk, __s32 fd,
+					    __u32 kind, __u32 hook, __u8 dir)
+{
+	__u32 zero = 0;
+	struct socket_event *ev = bpf_map_lookup_elem(&socket_scratch, &zero);
+	if (!ev)
+		return 0;
+	fill_task(ev, pid_tgid);
+	ev->kind = kind;
+	ev->fd = fd;
+	ev->hook = hook;
+	ev->direction = dir;
+	ev->syscall_len = 0;
+	ev->syscall_trace_id = 0;
+	ev->cap_len = 0;
+	fill_tuple(ev, sk, dir, NULL);
+	ev->tcp_seq = 0;
+	if (ev->l4_proto == IPPROTO_TCP) {
+		struct tcp_sock *tp = (void *)sk;
+		ev->tcp_seq = dir == DIR_EGRESS ? BPF_CORE_READ(tp, write_seq)
+						: BPF_CORE_READ(tp, copied_seq);
+	}
+	output_socket_event(ev, hook);
+	return 0;
+}
+
+#define DATA_HOOK(name, hook, dir)                                                        \
+	SEC("tracepoint/syscalls/sys_enter_" #name)                                       \
+	int fathom_enter_##name(struct sys_enter_ctx *ctx)                                \
+	{                                                                                 \
+		return data_enter(ctx, hook);                                             \
+	}                                                                                 \
+	SEC("tracepoint/syscalls/sys_exit_" #name)                                        \
+	int fathom_exit_##name(struct sys_exit_ctx *ctx)                                  \
+	{                                                                                 \
+		return data_exit(ctx, hook, dir);                                         \
+	}
+
+DATA_HOOK(read, HOOK_READ, DIR_INGRESS)
+DATA_HOOK(write, HOOK_WRITE, DIR_EGRESS)
+DATA_HOOK(recvfrom, HOOK_RECVFROM, DIR_INGRESS)
+DATA_HOOK(sendto, HOOK_SENDTO, DIR_EGRESS)
+DATA_HOOK(readv, HOOK_READV, DIR_INGRESS)
+DATA_HOOK(writev, HOOK_WRITEV, DIR_EGRESS)
+DATA_HOOK(recvmsg, HOOK_RECVMSG, DIR_INGRESS)
+DATA_HOOK(sendmsg, HOOK_SENDMSG, DIR_EGRESS)
+
+SEC("tracepoint/syscalls/sys_enter_connect")
+int fathom_enter_connect(struct sys_enter_ctx *ctx)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	if (ignored(pid_tgid))
+		return 0;
+	__s32 fd = (__s32)ctx->args[0];
+	struct sock *sk = fd_to_inet_sock(fd);
+	if (!sk)
+		return 0;
+	struct active_call call = { .sk = sk, .fd = fd, .hook = HOOK_CONNECT };
+	bpf_map_update_elem(&active_calls, &pid_tgid, &call, BPF_ANY);
+	count(HOOK_CONNECT * 2);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_connect")
+int fathom_exit_connect(struct sys_exit_ctx *ctx)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct active_call *found = bpf_map_lookup_elem(&active_calls, &pid_tgid);
+	if (!found)
+		return 0;
+	struct active_call call = *found;
+	bpf_map_delete_elem(&active_calls, &pid_tgid);
+	/* A non-blocking connect has its local port once it is in progress. */
+	if (call.hook != HOOK_CONNECT || (ctx->ret != 0 && ctx->ret != -EINPROGRESS))
+		return 0;
+	return socket_lifecycle(pid_tgid, call.sk, call.fd, EVENT_CONNECT, HOOK_CONNECT,
+				DIR_EGRESS);
+}
+
+static __always_inline int accept_exit(struct sys_exit_ctx *ctx, __u32 hook)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	if (ignored(pid_tgid) || ctx->ret < 0)
+		return 0;
+	count(hook * 2);
+	__s32 fd = (__s32)ctx->ret;
+	struct sock *sk = fd_to_inet_sock(fd);
+	if (!sk)
+		return 0;
+	/* The accepted side is the server: the peer is the source. */
+	return socket_lifecycle(pid_tgid, sk, fd, EVENT_ACCEPT, hook, DIR_INGRESS);
+}
+
+SEC("tracepoint/syscalls/sys_exit_accept")
+int fathom_exit_accept(struct sys_exit_ctx *ctx)
+{
+	return accept_exit(ctx, HOOK_ACCEPT);
+}
+
+SEC("tracepoint/syscalls/sys_exit_accept4")
+int fathom_exit_accept4(struct sys_exit_ctx *ctx)
+{
+	return accept_exit(ctx, HOOK_ACCEPT4);
+}
+
+/* At enter: after close the fd no longer leads to the socket. */
+SEC("tracepoint/syscalls/sys_enter_close")
+int fathom_enter_close(struct sys_enter_ctx *ctx)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	if (ignored(pid_tgid))
+		return 0;
+	__s32 fd = (__s32)ctx->args[0];
+	struct sock *sk = fd_to_inet_sock(fd);
+	if (!sk)
+		return 0;
+	count(HOOK_CLOSE * 2);
+	return socket_lifecycle(pid_tgid, sk, fd, EVENT_CLOSE, HOOK_CLOSE, DIR_EGRESS);
+}
+
+SEC("tracepoint/sched/sched_process_exec")
+int fathom_sched_exec(struct sched_exec_ctx *ctx)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	count(HOOK_EXEC * 2);
+	__u32 zero = 0;
+	struct process_event *ev = bpf_map_lookup_elem(&process_scratch, &zero);
+	if (!ev)
+		return 0;
+	struct task_struct *task = (void *)bpf_get_current_task();
+	ev->kind = EVENT_EXEC;
+	ev->pid = pid_tgid >> 32;
+	ev->tid = (__u32)pid_tgid;
+	ev->ppid = BPF_CORE_READ(task, real_parent, tgid);
+	ev->ts_ns = bpf_ktime_get_ns();
+	ev->exit_code = 0;
+	bpf_get_current_comm(ev->comm, sizeof(ev->comm));
+	__u32 off = ctx->filename_loc & 0xffff;
+	long n = bpf_probe_read_kernel_str(ev->filename, sizeof(ev->filename), (void *)ctx + off);
+	ev->filename_len = n > 0 ? n - 1 : 0;
+	if (bpf_ringbuf_output(&events, ev, sizeof(*ev), 0))
+		count(COUNTER_DROPS);
+	else
+		count(HOOK_EXEC * 2 + 1);
+	return 0;
+}
+
+/* Fires for every exiting thread; a process exit is reported once, for the last one. */
+SEC("tracepoint/sched/sched_process_exit")
+int fathom_sched_exit(void *ctx)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u32 tid = (__u32)pid_tgid;
+	bpf_map_delete_elem(&trace_states, &tid);
+	bpf_map_delete_elem(&active_calls, &pid_tgid);
+	count(HOOK_EXIT * 2);
+
+	struct task_struct *task = (void *)bpf_get_current_task();
+	if (BPF_CORE_READ(task, signal, live.counter) != 0)
+		return 0;
+	__u32 zero = 0;
+	struct process_event *ev = bpf_map_lookup_elem(&process_scratch, &zero);
+	if (!ev)
+		return 0;
+	ev->kind = EVENT_EXIT;
+	ev->pid = pid_tgid >> 32;
+	ev->tid = tid;
+	ev->ppid = BPF_CORE_READ(task, real_parent, tgid);
+	ev->ts_ns = bpf_ktime_get_ns();
+	ev->exit_code = BPF_CORE_READ(task, exit_code);
+	ev->filename_len = 0;
+	ev->filename[0] = 0;
+	bpf_get_current_comm(ev->comm, sizeof(ev->comm));
+	if (bpf_ringbuf_output(&events, ev, sizeof(*ev), 0))
+		count(COUNTER_DROPS);
+	else
+		count(HOOK_EXIT * 2 + 1);
+	return 0;
+}
