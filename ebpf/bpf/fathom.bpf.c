@@ -28,6 +28,8 @@ struct active_call {
 	struct sock *sk;
 	__s32 fd;
 	__u32 hook;
+	__u32 tcp_seq; /* next byte to send or read when the syscall entered */
+	__u32 _pad;
 };
 
 struct {
@@ -160,6 +162,10 @@ static __always_inline void fill_tuple(struct socket_event *ev, struct sock *sk,
 	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
 	__u16 lport = BPF_CORE_READ(sk, __sk_common.skc_num);
 	__u16 rport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	/* A TCP socket that reached CLOSE has given its port back (skc_num = 0),
+	 * which is what a close(2) after the peer's FIN usually sees. */
+	if (lport == 0)
+		lport = bpf_ntohs(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
 
 	__builtin_memset(ev->saddr, 0, sizeof(ev->saddr));
 	__builtin_memset(ev->daddr, 0, sizeof(ev->daddr));
@@ -242,7 +248,19 @@ static __always_inline void output_socket_event(struct socket_event *ev, __u32 h
 		count(hook * 2 + 1);
 }
 
-static __always_inline int data_enter(struct sys_enter_ctx *ctx, __u32 hook)
+/*
+ * Taken at enter, not derived at exit: a read that consumes the peer's FIN
+ * moves copied_seq one past the data.
+ */
+static __always_inline __u32 tcp_seq_now(struct sock *sk, __u8 dir)
+{
+	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+		return 0;
+	struct tcp_sock *tp = (void *)sk;
+	return dir == DIR_EGRESS ? BPF_CORE_READ(tp, write_seq) : BPF_CORE_READ(tp, copied_seq);
+}
+
+static __always_inline int data_enter(struct sys_enter_ctx *ctx, __u32 hook, __u8 dir)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	if (ignored(pid_tgid))
@@ -256,6 +274,7 @@ static __always_inline int data_enter(struct sys_enter_ctx *ctx, __u32 hook)
 		.sk = sk,
 		.fd = fd,
 		.hook = hook,
+		.tcp_seq = tcp_seq_now(sk, dir),
 	};
 	if (hook == HOOK_SENDTO || hook == HOOK_RECVFROM)
 		call.addr = ctx->args[4];
@@ -308,14 +327,7 @@ static __always_inline int data_exit(struct sys_exit_ctx *ctx, __u32 hook, __u8 
 	ev->direction = dir;
 	ev->syscall_len = ret;
 	fill_tuple(ev, call.sk, dir, uaddr);
-	ev->tcp_seq = 0;
-	if (ev->l4_proto == IPPROTO_TCP) {
-		struct tcp_sock *tp = (void *)call.sk;
-		/* At exit the sequence has moved past this message: step back. */
-		__u32 seq = dir == DIR_EGRESS ? BPF_CORE_READ(tp, write_seq)
-					      : BPF_CORE_READ(tp, copied_seq);
-		ev->tcp_seq = seq - (__u32)ret;
-	}
+	ev->tcp_seq = call.tcp_seq;
 	ev->syscall_trace_id = syscall_trace_id((__u32)pid_tgid, dir);
 
 	__u64 n = avail;
@@ -348,12 +360,7 @@ static __always_inline int socket_lifecycle(__u64 pid_tgid, struct sock *sk, __s
 	ev->syscall_trace_id = 0;
 	ev->cap_len = 0;
 	fill_tuple(ev, sk, dir, NULL);
-	ev->tcp_seq = 0;
-	if (ev->l4_proto == IPPROTO_TCP) {
-		struct tcp_sock *tp = (void *)sk;
-		ev->tcp_seq = dir == DIR_EGRESS ? BPF_CORE_READ(tp, write_seq)
-						: BPF_CORE_READ(tp, copied_seq);
-	}
+	ev->tcp_seq = tcp_seq_now(sk, dir);
 	output_socket_event(ev, hook);
 	return 0;
 }
@@ -362,7 +369,7 @@ static __always_inline int socket_lifecycle(__u64 pid_tgid, struct sock *sk, __s
 	SEC("tracepoint/syscalls/sys_enter_" #name)                                       \
 	int fathom_enter_##name(struct sys_enter_ctx *ctx)                                \
 	{                                                                                 \
-		return data_enter(ctx, hook);                                             \
+		return data_enter(ctx, hook, dir);                                             \
 	}                                                                                 \
 	SEC("tracepoint/syscalls/sys_exit_" #name)                                        \
 	int fathom_exit_##name(struct sys_exit_ctx *ctx)                                  \

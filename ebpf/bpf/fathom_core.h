@@ -136,6 +136,10 @@ struct sock {
 	__u16 sk_type;
 };
 
+struct inet_sock {
+	__be16 inet_sport;
+};
+
 struct socket {
 	struct sock *sk;
 };
