@@ -22,11 +22,18 @@ fn main() {
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     let object = out_dir.join("fathom.bpf.o");
     let clang = env::var("FATHOM_BPF_CLANG").unwrap_or_else(|_| "clang".to_string());
+    // The uprobe programs read registers by the target's calling convention.
+    let arch = env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_default();
+    let target_arch = match arch.as_str() {
+        "x86_64" => "-D__TARGET_ARCH_x86",
+        other => panic!("the eBPF programs support x86_64 only, not {other:?}"),
+    };
 
     let output = Command::new(&clang)
         .args([
             "-target", "bpf", "-O2", "-g", "-mcpu=v3", "-Wall", "-Werror",
         ])
+        .arg(target_arch)
         .arg("-Ibpf")
         .arg("-c")
         .arg("bpf/fathom.bpf.c")

@@ -8,6 +8,7 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_endian.h>
+#include <bpf/bpf_tracing.h>
 #include "fathom_events.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
@@ -38,6 +39,39 @@ struct {
 	__type(key, __u64);
 	__type(value, struct active_call);
 } active_calls SEC(".maps");
+
+/*
+ * An SSL_read/SSL_write in flight on a thread. Its own map: the read(2) or
+ * write(2) it makes inside runs on the same thread and uses active_calls.
+ */
+struct ssl_call {
+	__u64 ssl;
+	__u64 buf;
+	__u64 len_out; /* size_t * of the _ex variants, else 0 */
+	__s32 fd;      /* socket seen by a syscall inside the call, else -1 */
+	__u32 hook;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct ssl_call);
+} ssl_calls SEC(".maps");
+
+/* Last socket fd seen under each SSL object, for calls served from OpenSSL's buffer. */
+struct ssl_key {
+	__u64 ssl;
+	__u32 tgid;
+	__u32 _pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct ssl_key);
+	__type(value, __s32);
+} ssl_fds SEC(".maps");
 
 struct trace_state {
 	__u64 id;
@@ -280,6 +314,10 @@ static __always_inline int data_enter(struct sys_enter_ctx *ctx, __u32 hook, __u
 		call.addr = ctx->args[4];
 	bpf_map_update_elem(&active_calls, &pid_tgid, &call, BPF_ANY);
 	count(hook * 2);
+
+	struct ssl_call *ssl = bpf_map_lookup_elem(&ssl_calls, &pid_tgid);
+	if (ssl)
+		ssl->fd = fd;
 	return 0;
 }
 
@@ -494,6 +532,7 @@ int fathom_sched_exit(void *ctx)
 	__u32 tid = (__u32)pid_tgid;
 	bpf_map_delete_elem(&trace_states, &tid);
 	bpf_map_delete_elem(&active_calls, &pid_tgid);
+	bpf_map_delete_elem(&ssl_calls, &pid_tgid);
 	count(HOOK_EXIT * 2);
 
 	struct task_struct *task = (void *)bpf_get_current_task();
@@ -517,4 +556,130 @@ int fathom_sched_exit(void *ctx)
 	else
 		count(HOOK_EXIT * 2 + 1);
 	return 0;
+}
+
+static __always_inline int ssl_enter(struct pt_regs *ctx, __u32 hook, bool ex)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	if (ignored(pid_tgid))
+		return 0;
+	struct ssl_call call = {
+		.ssl = PT_REGS_PARM1(ctx),
+		.buf = PT_REGS_PARM2(ctx),
+		.len_out = ex ? PT_REGS_PARM4(ctx) : 0,
+		.fd = -1,
+		.hook = hook,
+	};
+	bpf_map_update_elem(&ssl_calls, &pid_tgid, &call, BPF_ANY);
+	count(hook * 2);
+	return 0;
+}
+
+/* Plaintext as the application handed it to, or got it from, OpenSSL. */
+static __always_inline int ssl_exit(struct pt_regs *ctx, __u32 hook, __u8 dir)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct ssl_call *found = bpf_map_lookup_elem(&ssl_calls, &pid_tgid);
+	if (!found)
+		return 0;
+	struct ssl_call call = *found;
+	bpf_map_delete_elem(&ssl_calls, &pid_tgid);
+	if (call.hook != hook)
+		return 0;
+	long rc = PT_REGS_RC(ctx);
+	__u64 len;
+	if (call.len_out) {
+		/* SSL_read_ex/SSL_write_ex return 1 and store the count. */
+		if ((int)rc != 1 || bpf_probe_read_user(&len, sizeof(len), (void *)call.len_out))
+			return 0;
+	} else {
+		if ((int)rc <= 0)
+			return 0;
+		len = (int)rc;
+	}
+	if (len == 0)
+		return 0;
+
+	struct ssl_key key = { .ssl = call.ssl, .tgid = pid_tgid >> 32 };
+	if (call.fd >= 0) {
+		bpf_map_update_elem(&ssl_fds, &key, &call.fd, BPF_ANY);
+	} else {
+		__s32 *cached = bpf_map_lookup_elem(&ssl_fds, &key);
+		if (cached)
+			call.fd = *cached;
+	}
+
+	__u32 zero = 0;
+	struct socket_event *ev = bpf_map_lookup_elem(&socket_scratch, &zero);
+	if (!ev)
+		return 0;
+	fill_task(ev, pid_tgid);
+	ev->kind = EVENT_DATA;
+	ev->fd = call.fd;
+	ev->hook = hook;
+	ev->direction = dir;
+	ev->syscall_len = len;
+	ev->tcp_seq = 0;
+	struct sock *sk = fd_to_inet_sock(call.fd);
+	if (sk) {
+		fill_tuple(ev, sk, dir, NULL);
+	} else {
+		/* Socket unknown: TLS over TCP, addresses left unspecified. */
+		__builtin_memset(ev->saddr, 0, sizeof(ev->saddr));
+		__builtin_memset(ev->daddr, 0, sizeof(ev->daddr));
+		ev->family = 0;
+		ev->sport = 0;
+		ev->dport = 0;
+		ev->l4_proto = IPPROTO_TCP;
+	}
+	ev->syscall_trace_id = syscall_trace_id((__u32)pid_tgid, dir);
+
+	__u64 n = len;
+	if (n > capture_bytes)
+		n = capture_bytes;
+	ev->cap_len = 0;
+	if (n > 0 && call.buf) {
+		asm volatile("" : "+r"(n));
+		n = ((n - 1) & (MAX_CAPTURE - 1)) + 1;
+		if (!bpf_probe_read_user(ev->payload, n, (void *)call.buf))
+			ev->cap_len = n;
+	}
+	output_socket_event(ev, hook);
+	return 0;
+}
+
+SEC("uprobe")
+int fathom_ssl_write_enter(struct pt_regs *ctx)
+{
+	return ssl_enter(ctx, HOOK_SSL_WRITE, false);
+}
+
+SEC("uretprobe")
+int fathom_ssl_write_exit(struct pt_regs *ctx)
+{
+	return ssl_exit(ctx, HOOK_SSL_WRITE, DIR_EGRESS);
+}
+
+SEC("uprobe")
+int fathom_ssl_write_ex_enter(struct pt_regs *ctx)
+{
+	return ssl_enter(ctx, HOOK_SSL_WRITE, true);
+}
+
+SEC("uprobe")
+int fathom_ssl_read_enter(struct pt_regs *ctx)
+{
+	return ssl_enter(ctx, HOOK_SSL_READ, false);
+}
+
+SEC("uretprobe")
+int fathom_ssl_read_exit(struct pt_regs *ctx)
+{
+	return ssl_exit(ctx, HOOK_SSL_READ, DIR_INGRESS);
+}
+
+SEC("uprobe")
+int fathom_ssl_read_ex_enter(struct pt_regs *ctx)
+{
+	return ssl_enter(ctx, HOOK_SSL_READ, true);
 }

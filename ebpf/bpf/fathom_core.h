@@ -77,6 +77,16 @@ struct sockaddr_in6_user {
 	__u8 sin6_addr[16];
 };
 
+/* Registers at a uprobe (uapi x86_64 layout, the names bpf_tracing.h expects). */
+#if defined(__TARGET_ARCH_x86)
+struct pt_regs {
+	unsigned long r15, r14, r13, r12, rbp, rbx, r11, r10, r9, r8;
+	unsigned long rax, rcx, rdx, rsi, rdi, orig_rax, rip, cs, eflags, rsp, ss;
+};
+#else
+#error "the uprobe programs are written for x86_64 (define __TARGET_ARCH_x86)"
+#endif
+
 #pragma clang attribute push(__attribute__((preserve_access_index)), apply_to = record)
 
 struct inode {

@@ -39,6 +39,8 @@ enum hook {
 	HOOK_CLOSE,
 	HOOK_EXEC,
 	HOOK_EXIT,
+	HOOK_SSL_WRITE,
+	HOOK_SSL_READ,
 	NUM_HOOKS,
 };
 

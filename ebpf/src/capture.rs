@@ -1,12 +1,15 @@
 //! Loads, attaches and reads the kernel programs.
 
+use std::collections::HashSet;
 use std::ffi::CString;
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use aya::maps::{Array, MapData, PerCpuArray, RingBuf};
-use aya::programs::TracePoint;
+use aya::programs::uprobe::UProbeScope;
+use aya::programs::{TracePoint, UProbe};
 use aya::{Ebpf, EbpfLoader};
 
 use crate::events::{decode, Event, Hook, MAX_CAPTURE_BYTES};
@@ -44,6 +47,48 @@ const TRACEPOINTS: &[(&str, &str, &str)] = &[
     ("fathom_enter_close", "syscalls", "sys_enter_close"),
 ];
 
+/// (OpenSSL function, entry program, return program). The return programs
+/// serve both variants: the entry program records where an _ex count goes.
+const SSL_PROBES: &[(&str, &str, &str)] = &[
+    (
+        "SSL_write",
+        "fathom_ssl_write_enter",
+        "fathom_ssl_write_exit",
+    ),
+    (
+        "SSL_write_ex",
+        "fathom_ssl_write_ex_enter",
+        "fathom_ssl_write_exit",
+    ),
+    ("SSL_read", "fathom_ssl_read_enter", "fathom_ssl_read_exit"),
+    (
+        "SSL_read_ex",
+        "fathom_ssl_read_ex_enter",
+        "fathom_ssl_read_exit",
+    ),
+];
+
+const SSL_PROGRAMS: &[&str] = &[
+    "fathom_ssl_write_enter",
+    "fathom_ssl_write_ex_enter",
+    "fathom_ssl_write_exit",
+    "fathom_ssl_read_enter",
+    "fathom_ssl_read_ex_enter",
+    "fathom_ssl_read_exit",
+];
+
+/// Where distributions keep the system OpenSSL, so processes started later
+/// are covered even when none maps it now.
+const SYSTEM_LIB_DIRS: &[&str] = &[
+    "/usr/lib/x86_64-linux-gnu",
+    "/lib/x86_64-linux-gnu",
+    "/usr/lib64",
+    "/lib64",
+    "/usr/lib",
+    "/usr/local/lib",
+    "/usr/local/lib64",
+];
+
 /// Capture settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -54,6 +99,11 @@ pub struct Config {
     /// Also trace the loading process itself (default false: an agent that
     /// traced its own sends would feed on itself).
     pub trace_self: bool,
+    /// Attach uprobes to OpenSSL's SSL_read/SSL_write (default true).
+    pub ssl: bool,
+    /// libssl files to probe besides those found in the system library
+    /// directories and in running processes' memory maps.
+    pub ssl_libraries: Vec<PathBuf>,
 }
 
 impl Default for Config {
@@ -62,6 +112,8 @@ impl Default for Config {
             capture_bytes: 1024,
             ring_buffer_bytes: 8 << 20,
             trace_self: false,
+            ssl: true,
+            ssl_libraries: Vec::new(),
         }
     }
 }
@@ -146,6 +198,79 @@ impl Counters {
     pub fn produced(&self) -> u64 {
         self.hooks.iter().map(|c| c.events).sum()
     }
+}
+
+/// One libssl the uprobes are attached to, or that refused them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SslLibrary {
+    pub path: PathBuf,
+    /// Functions probed (SSL_write, SSL_write_ex, ...), or empty on failure.
+    pub functions: Vec<&'static str>,
+    /// Why nothing could be attached, when `functions` is empty.
+    pub error: Option<String>,
+}
+
+fn is_libssl(path: &Path) -> bool {
+    // libssl.so.3, libssl.so.1.1, libssl.so; not NSS's libssl3.so.
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with("libssl.so"))
+}
+
+/// libssl files in the system directories and in every process's maps,
+/// as openable paths (through /proc/PID/root for other mount namespaces).
+fn find_ssl_libraries(extra: &[PathBuf]) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = extra.to_vec();
+    for dir in SYSTEM_LIB_DIRS {
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            found.extend(
+                entries
+                    .flatten()
+                    .map(|e| e.path())
+                    .filter(|p| is_libssl(p) && p.is_file()),
+            );
+        }
+    }
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for entry in procs.flatten() {
+        let pid = entry.file_name();
+        let Some(pid) = pid
+            .to_str()
+            .filter(|p| p.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        // Processes come and go: an unreadable map is skipped.
+        let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else {
+            continue;
+        };
+        for line in maps.lines() {
+            let Some(path) = line.split_whitespace().nth(5) else {
+                continue;
+            };
+            let path = Path::new(path);
+            if !is_libssl(path) {
+                continue;
+            }
+            let in_ns = Path::new("/proc")
+                .join(pid)
+                .join("root")
+                .join(path.strip_prefix("/").unwrap_or(path));
+            let same_file = |a: &Path, b: &Path| match (std::fs::metadata(a), std::fs::metadata(b))
+            {
+                (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+                _ => false,
+            };
+            found.push(if same_file(path, &in_ns) {
+                path.to_path_buf()
+            } else {
+                in_ns
+            });
+        }
+    }
+    found
 }
 
 /// Checks what loading needs, mounting tracefs if it is missing.
@@ -264,13 +389,18 @@ fn clock_ns(clock: libc::clockid_t) -> u64 {
 /// detaches and unloads everything.
 pub struct EbpfCapture {
     ring: RingBuf<MapData>,
+    ssl_enabled: bool,
+    ssl_extra: Vec<PathBuf>,
+    /// (device, inode) of every libssl already looked at.
+    ssl_seen: HashSet<(u64, u64)>,
+    ssl_libraries: Vec<SslLibrary>,
     counters: PerCpuArray<MapData, u64>,
     program_ids: Vec<u32>,
     malformed: u64,
     delivered: u64,
     unix_minus_monotonic_ns: i128,
     // Last: links and programs go after the maps' user-side handles.
-    _ebpf: Ebpf,
+    ebpf: Ebpf,
 }
 
 impl EbpfCapture {
@@ -314,6 +444,24 @@ impl EbpfCapture {
             let id = program.info().map_err(|e| program_err(chain(&e)))?.id();
             program_ids.push(id);
         }
+        if config.ssl {
+            for &name in SSL_PROGRAMS {
+                let program_err = |reason: String| CaptureError::Program {
+                    program: name.to_string(),
+                    reason,
+                };
+                let program: &mut UProbe = ebpf
+                    .program_mut(name)
+                    .ok_or_else(|| program_err("missing from the object".to_string()))?
+                    .try_into()
+                    .map_err(|e: aya::programs::ProgramError| program_err(chain(&e)))?;
+                program
+                    .load()
+                    .map_err(|e| program_err(format!("verifier rejected it: {}", chain(&e))))?;
+                let id = program.info().map_err(|e| program_err(chain(&e)))?.id();
+                program_ids.push(id);
+            }
+        }
 
         let map_err = |map: &str, reason: String| CaptureError::Map {
             map: map.to_string(),
@@ -341,15 +489,84 @@ impl EbpfCapture {
 
         let unix_minus_monotonic_ns = i128::from(clock_ns(libc::CLOCK_REALTIME))
             - i128::from(clock_ns(libc::CLOCK_MONOTONIC));
-        Ok(EbpfCapture {
+        let mut capture = EbpfCapture {
             ring,
+            ssl_enabled: config.ssl,
+            ssl_extra: config.ssl_libraries,
+            ssl_seen: HashSet::new(),
+            ssl_libraries: Vec::new(),
             counters,
             program_ids,
             malformed: 0,
             delivered: 0,
             unix_minus_monotonic_ns,
-            _ebpf: ebpf,
-        })
+            ebpf,
+        };
+        capture.attach_new_ssl_libraries();
+        Ok(capture)
+    }
+
+    /// Looks for libssl files not probed yet (new containers, programs that
+    /// bring their own OpenSSL) and attaches to them. Returns what it found;
+    /// call it now and then, or on exec events. A library that refuses the
+    /// probes is reported in the result, not an error: the rest still works.
+    pub fn attach_new_ssl_libraries(&mut self) -> Vec<SslLibrary> {
+        if !self.ssl_enabled {
+            return Vec::new();
+        }
+        let mut attached = Vec::new();
+        for path in find_ssl_libraries(&self.ssl_extra) {
+            let Ok(meta) = std::fs::metadata(&path) else {
+                continue;
+            };
+            if !self.ssl_seen.insert((meta.dev(), meta.ino())) {
+                continue;
+            }
+            let library = self.attach_ssl(&path);
+            self.ssl_libraries.push(library.clone());
+            attached.push(library);
+        }
+        attached
+    }
+
+    fn attach_ssl(&mut self, path: &Path) -> SslLibrary {
+        let mut functions = Vec::new();
+        let mut last_error = None;
+        for &(function, enter, exit) in SSL_PROBES {
+            // The return probe goes first: an entry without its return
+            // would only leave stale state behind.
+            let result = [exit, enter].into_iter().try_for_each(|name| {
+                let program: &mut UProbe = self
+                    .ebpf
+                    .program_mut(name)
+                    .ok_or_else(|| format!("{name} missing from the object"))?
+                    .try_into()
+                    .map_err(|e: aya::programs::ProgramError| chain(&e))?;
+                program
+                    .attach(function, path, UProbeScope::AllProcesses)
+                    .map(|_| ())
+                    .map_err(|e| format!("{function}: {}", chain(&e)))
+            });
+            match result {
+                Ok(()) => functions.push(function),
+                // OpenSSL before 1.1.1 has no _ex variants.
+                Err(e) => last_error = Some(e),
+            }
+        }
+        SslLibrary {
+            path: path.to_path_buf(),
+            error: if functions.is_empty() {
+                last_error
+            } else {
+                None
+            },
+            functions,
+        }
+    }
+
+    /// Every libssl looked at so far, with what was attached.
+    pub fn ssl_libraries(&self) -> &[SslLibrary] {
+        &self.ssl_libraries
     }
 
     /// Waits up to `timeout` for events, then yields every event available.

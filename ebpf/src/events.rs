@@ -39,11 +39,15 @@ pub enum Hook {
     Close,
     Exec,
     Exit,
+    /// OpenSSL SSL_write/SSL_write_ex (uprobes): plaintext being sent.
+    SslWrite,
+    /// OpenSSL SSL_read/SSL_read_ex (uprobes): plaintext received.
+    SslRead,
 }
 
 impl Hook {
     /// Every hook, in the kernel's counter order.
-    pub const ALL: [Hook; 14] = [
+    pub const ALL: [Hook; 16] = [
         Hook::Read,
         Hook::Write,
         Hook::Sendto,
@@ -58,6 +62,8 @@ impl Hook {
         Hook::Close,
         Hook::Exec,
         Hook::Exit,
+        Hook::SslWrite,
+        Hook::SslRead,
     ];
 
     pub(crate) fn from_raw(raw: u8) -> Option<Hook> {
@@ -84,6 +90,8 @@ impl Hook {
             Hook::Close => "close",
             Hook::Exec => "sched_process_exec",
             Hook::Exit => "sched_process_exit",
+            Hook::SslWrite => "SSL_write",
+            Hook::SslRead => "SSL_read",
         }
     }
 }
@@ -109,7 +117,10 @@ pub enum L4Proto {
     Udp,
 }
 
-/// A message read or written on a TCP or UDP socket.
+/// A message read or written on a TCP or UDP socket, or handed to or
+/// returned by OpenSSL (then `hook` is `SslWrite`/`SslRead`, `payload` is
+/// plaintext, `tcp_seq` is 0, and `src`/`dst` are unspecified (0.0.0.0:0) when
+/// the socket under the SSL object was not seen yet).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SocketDataEvent {
     /// CLOCK_MONOTONIC at syscall exit, in ns (see `EbpfCapture::to_unix_ns`).
@@ -150,6 +161,11 @@ impl SocketDataEvent {
             Direction::Egress => self.dst,
             Direction::Ingress => self.src,
         }
+    }
+
+    /// Plaintext from the OpenSSL uprobes rather than bytes of a syscall.
+    pub fn is_tls(&self) -> bool {
+        matches!(self.hook, Hook::SslWrite | Hook::SslRead)
     }
 
     /// True when fewer bytes were captured than the syscall moved.
@@ -241,6 +257,8 @@ fn c_string(b: &[u8]) -> String {
 
 fn addr(family: u16, raw: &[u8], port: u16) -> Result<SocketAddr, DecodeError> {
     let ip = match family {
+        // A TLS event whose socket is unknown.
+        0 => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         AF_INET => IpAddr::V4(Ipv4Addr::new(raw[0], raw[1], raw[2], raw[3])),
         AF_INET6 => {
             let mut octets = [0u8; 16];

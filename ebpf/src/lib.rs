@@ -11,6 +11,7 @@ mod events;
 
 pub use capture::{
     check_prerequisites, CaptureError, Config, Counters, EbpfCapture, Events, HookCounters,
+    SslLibrary,
 };
 pub use events::{
     decode, DecodeError, Direction, Event, Hook, L4Proto, ProcessEvent, ProcessEventKind,

@@ -38,7 +38,13 @@ fn linked_programs() -> Vec<u32> {
 fn drop_unloads_every_program() {
     let capture = common::load();
     let ids = capture.program_ids().to_vec();
-    assert_eq!(ids.len(), 23, "one program per tracepoint");
+    // 23 tracepoint programs and 6 OpenSSL uprobe programs.
+    assert_eq!(ids.len(), 29);
+    assert!(
+        capture.ssl_libraries().iter().any(|l| l.error.is_none()),
+        "no libssl probed: {:?}",
+        capture.ssl_libraries()
+    );
     for &id in &ids {
         assert!(
             prog_loaded(id),
