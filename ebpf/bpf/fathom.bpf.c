@@ -16,13 +16,15 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 /* Set by the loader before load (.rodata, so the verifier prunes on them). */
 volatile const __u32 capture_bytes = 1024;
 volatile const __u32 ignore_tgid = 0;
+/* Wake the reader once this much is pending, not per event (0: per event). */
+volatile const __u32 wakeup_bytes = 0;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 8 << 20);
 } events SEC(".maps");
 
-/* Arguments of a socket syscall in flight, keyed by pid_tgid (one per thread). */
+/* A socket syscall in flight: its arguments, taken at enter for the exit. */
 struct active_call {
 	__u64 buf;  /* data buffer, iovec array or msghdr, by hook */
 	__u64 addr; /* user sockaddr of sendto/recvfrom */
@@ -30,34 +32,46 @@ struct active_call {
 	__s32 fd;
 	__u32 hook;
 	__u32 tcp_seq; /* next byte to send or read when the syscall entered */
-	__u32 _pad;
+	__u32 in_flight;
 };
 
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u64);
-	__type(value, struct active_call);
-} active_calls SEC(".maps");
-
-/*
- * An SSL_read/SSL_write in flight on a thread. Its own map: the read(2) or
- * write(2) it makes inside runs on the same thread and uses active_calls.
- */
+/* An SSL_read/SSL_write in flight. */
 struct ssl_call {
 	__u64 ssl;
 	__u64 buf;
 	__u64 len_out; /* size_t * of the _ex variants, else 0 */
-	__s32 fd;      /* socket seen by a syscall inside the call, else -1 */
+	__s32 fd;      /* socket used by a syscall inside the call, else -1 */
 	__u32 hook;
+	__u32 in_flight;
+	__u32 _pad;
+};
+
+/*
+ * Everything kept per thread, in the thread's task storage: one lookup per
+ * hook, cheaper than hashes keyed by tid, and freed with the thread.
+ */
+struct thread_state {
+	struct active_call call;
+	/* Separate from `call`: SSL_read/SSL_write make their read(2)/write(2)
+	 * inside, on the same thread, and those use `call`. */
+	struct ssl_call ssl;
+	__u64 trace_id;
+	__u32 last_dir;
+	__u32 _pad;
 };
 
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u64);
-	__type(value, struct ssl_call);
-} ssl_calls SEC(".maps");
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct thread_state);
+} thread_states SEC(".maps");
+
+static __always_inline struct thread_state *thread_state(bool create)
+{
+	return bpf_task_storage_get(&thread_states, bpf_get_current_task_btf(), 0,
+				    create ? BPF_LOCAL_STORAGE_GET_F_CREATE : 0);
+}
 
 /* Last socket fd seen under each SSL object, for calls served from OpenSSL's buffer. */
 struct ssl_key {
@@ -72,20 +86,6 @@ struct {
 	__type(key, struct ssl_key);
 	__type(value, __s32);
 } ssl_fds SEC(".maps");
-
-struct trace_state {
-	__u64 id;
-	__u32 last_dir;
-	__u32 _pad;
-};
-
-/* Per-thread syscall trace id; LRU so threads that never exit cleanly age out. */
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 65536);
-	__type(key, __u32);
-	__type(value, struct trace_state);
-} trace_states SEC(".maps");
 
 /* Last trace id handed out; the loader seeds it so ids differ across restarts. */
 struct {
@@ -246,27 +246,37 @@ static __always_inline void fill_task(struct socket_event *ev, __u64 pid_tgid)
  * egress that follows on any socket carries it, linking a server's inbound
  * request to the outbound calls it makes while serving it.
  */
-static __always_inline __u64 syscall_trace_id(__u32 tid, __u8 dir)
+static __always_inline __u64 syscall_trace_id(struct thread_state *ts, __u8 dir)
 {
-	struct trace_state *st = bpf_map_lookup_elem(&trace_states, &tid);
+	if (!ts)
+		return 0;
 	if (dir == DIR_EGRESS) {
-		if (!st)
-			return 0;
-		st->last_dir = DIR_EGRESS;
-		return st->id;
+		if (ts->trace_id)
+			ts->last_dir = DIR_EGRESS;
+		return ts->trace_id;
 	}
-	if (st && st->last_dir == DIR_INGRESS)
-		return st->id;
+	if (ts->trace_id && ts->last_dir == DIR_INGRESS)
+		return ts->trace_id;
 	__u32 zero = 0;
 	__u64 *seq = bpf_map_lookup_elem(&trace_id_seq, &zero);
 	if (!seq)
 		return 0;
-	struct trace_state fresh = {
-		.id = __sync_fetch_and_add(seq, 1) + 1,
-		.last_dir = DIR_INGRESS,
-	};
-	bpf_map_update_elem(&trace_states, &tid, &fresh, BPF_ANY);
-	return fresh.id;
+	ts->trace_id = __sync_fetch_and_add(seq, 1) + 1;
+	ts->last_dir = DIR_INGRESS;
+	return ts->trace_id;
+}
+
+/*
+ * A wakeup per event costs an irq_work and a context switch each; batching
+ * them keeps the reader's cost per event small. The reader's poll timeout
+ * bounds the latency of a batch that never fills.
+ */
+static __always_inline __u64 ringbuf_flags(void)
+{
+	if (wakeup_bytes == 0)
+		return 0;
+	return bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes ? BPF_RB_FORCE_WAKEUP
+									      : BPF_RB_NO_WAKEUP;
 }
 
 static __always_inline void output_socket_event(struct socket_event *ev, __u32 hook)
@@ -276,7 +286,7 @@ static __always_inline void output_socket_event(struct socket_event *ev, __u32 h
 	asm volatile("" : "+r"(len));
 	if (len > MAX_CAPTURE)
 		len = MAX_CAPTURE;
-	if (bpf_ringbuf_output(&events, ev, SOCKET_EVENT_HDR_LEN + len, 0))
+	if (bpf_ringbuf_output(&events, ev, SOCKET_EVENT_HDR_LEN + len, ringbuf_flags()))
 		count(COUNTER_DROPS);
 	else
 		count(hook * 2 + 1);
@@ -312,23 +322,25 @@ static __always_inline int data_enter(struct sys_enter_ctx *ctx, __u32 hook, __u
 	};
 	if (hook == HOOK_SENDTO || hook == HOOK_RECVFROM)
 		call.addr = ctx->args[4];
-	bpf_map_update_elem(&active_calls, &pid_tgid, &call, BPF_ANY);
+	struct thread_state *ts = thread_state(true);
+	if (!ts)
+		return 0;
+	ts->call = call;
+	ts->call.in_flight = 1;
+	if (ts->ssl.in_flight)
+		ts->ssl.fd = fd;
 	count(hook * 2);
-
-	struct ssl_call *ssl = bpf_map_lookup_elem(&ssl_calls, &pid_tgid);
-	if (ssl)
-		ssl->fd = fd;
 	return 0;
 }
 
 static __always_inline int data_exit(struct sys_exit_ctx *ctx, __u32 hook, __u8 dir)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	struct active_call *found = bpf_map_lookup_elem(&active_calls, &pid_tgid);
-	if (!found)
+	struct thread_state *ts = thread_state(false);
+	if (!ts || !ts->call.in_flight)
 		return 0;
-	struct active_call call = *found;
-	bpf_map_delete_elem(&active_calls, &pid_tgid);
+	struct active_call call = ts->call;
+	ts->call.in_flight = 0;
 	__s64 ret = ctx->ret;
 	if (ret <= 0 || call.hook != hook)
 		return 0;
@@ -366,7 +378,7 @@ static __always_inline int data_exit(struct sys_exit_ctx *ctx, __u32 hook, __u8 
 	ev->syscall_len = ret;
 	fill_tuple(ev, call.sk, dir, uaddr);
 	ev->tcp_seq = call.tcp_seq;
-	ev->syscall_trace_id = syscall_trace_id((__u32)pid_tgid, dir);
+	ev->syscall_trace_id = syscall_trace_id(ts, dir);
 
 	__u64 n = avail;
 	if (n > capture_bytes)
@@ -434,8 +446,11 @@ int fathom_enter_connect(struct sys_enter_ctx *ctx)
 	struct sock *sk = fd_to_inet_sock(fd);
 	if (!sk)
 		return 0;
-	struct active_call call = { .sk = sk, .fd = fd, .hook = HOOK_CONNECT };
-	bpf_map_update_elem(&active_calls, &pid_tgid, &call, BPF_ANY);
+	struct thread_state *ts = thread_state(true);
+	if (!ts)
+		return 0;
+	struct active_call call = { .sk = sk, .fd = fd, .hook = HOOK_CONNECT, .in_flight = 1 };
+	ts->call = call;
 	count(HOOK_CONNECT * 2);
 	return 0;
 }
@@ -444,11 +459,11 @@ SEC("tracepoint/syscalls/sys_exit_connect")
 int fathom_exit_connect(struct sys_exit_ctx *ctx)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	struct active_call *found = bpf_map_lookup_elem(&active_calls, &pid_tgid);
-	if (!found)
+	struct thread_state *ts = thread_state(false);
+	if (!ts || !ts->call.in_flight)
 		return 0;
-	struct active_call call = *found;
-	bpf_map_delete_elem(&active_calls, &pid_tgid);
+	struct active_call call = ts->call;
+	ts->call.in_flight = 0;
 	/* A non-blocking connect has its local port once it is in progress. */
 	if (call.hook != HOOK_CONNECT || (ctx->ret != 0 && ctx->ret != -EINPROGRESS))
 		return 0;
@@ -517,7 +532,7 @@ int fathom_sched_exec(struct sched_exec_ctx *ctx)
 	__u32 off = ctx->filename_loc & 0xffff;
 	long n = bpf_probe_read_kernel_str(ev->filename, sizeof(ev->filename), (void *)ctx + off);
 	ev->filename_len = n > 0 ? n - 1 : 0;
-	if (bpf_ringbuf_output(&events, ev, sizeof(*ev), 0))
+	if (bpf_ringbuf_output(&events, ev, sizeof(*ev), ringbuf_flags()))
 		count(COUNTER_DROPS);
 	else
 		count(HOOK_EXEC * 2 + 1);
@@ -530,9 +545,6 @@ int fathom_sched_exit(void *ctx)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	__u32 tid = (__u32)pid_tgid;
-	bpf_map_delete_elem(&trace_states, &tid);
-	bpf_map_delete_elem(&active_calls, &pid_tgid);
-	bpf_map_delete_elem(&ssl_calls, &pid_tgid);
 	count(HOOK_EXIT * 2);
 
 	struct task_struct *task = (void *)bpf_get_current_task();
@@ -551,7 +563,7 @@ int fathom_sched_exit(void *ctx)
 	ev->filename_len = 0;
 	ev->filename[0] = 0;
 	bpf_get_current_comm(ev->comm, sizeof(ev->comm));
-	if (bpf_ringbuf_output(&events, ev, sizeof(*ev), 0))
+	if (bpf_ringbuf_output(&events, ev, sizeof(*ev), ringbuf_flags()))
 		count(COUNTER_DROPS);
 	else
 		count(HOOK_EXIT * 2 + 1);
@@ -569,8 +581,12 @@ static __always_inline int ssl_enter(struct pt_regs *ctx, __u32 hook, bool ex)
 		.len_out = ex ? PT_REGS_PARM4(ctx) : 0,
 		.fd = -1,
 		.hook = hook,
+		.in_flight = 1,
 	};
-	bpf_map_update_elem(&ssl_calls, &pid_tgid, &call, BPF_ANY);
+	struct thread_state *ts = thread_state(true);
+	if (!ts)
+		return 0;
+	ts->ssl = call;
 	count(hook * 2);
 	return 0;
 }
@@ -579,11 +595,11 @@ static __always_inline int ssl_enter(struct pt_regs *ctx, __u32 hook, bool ex)
 static __always_inline int ssl_exit(struct pt_regs *ctx, __u32 hook, __u8 dir)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	struct ssl_call *found = bpf_map_lookup_elem(&ssl_calls, &pid_tgid);
-	if (!found)
+	struct thread_state *ts = thread_state(false);
+	if (!ts || !ts->ssl.in_flight)
 		return 0;
-	struct ssl_call call = *found;
-	bpf_map_delete_elem(&ssl_calls, &pid_tgid);
+	struct ssl_call call = ts->ssl;
+	ts->ssl.in_flight = 0;
 	if (call.hook != hook)
 		return 0;
 	long rc = PT_REGS_RC(ctx);
@@ -632,7 +648,7 @@ static __always_inline int ssl_exit(struct pt_regs *ctx, __u32 hook, __u8 dir)
 		ev->dport = 0;
 		ev->l4_proto = IPPROTO_TCP;
 	}
-	ev->syscall_trace_id = syscall_trace_id((__u32)pid_tgid, dir);
+	ev->syscall_trace_id = syscall_trace_id(ts, dir);
 
 	__u64 n = len;
 	if (n > capture_bytes)

@@ -96,6 +96,11 @@ pub struct Config {
     pub capture_bytes: u32,
     /// Ring buffer size: a power of two, at least one page (default 8 MiB).
     pub ring_buffer_bytes: u32,
+    /// The reader is woken once this many bytes are pending rather than for
+    /// every event, which costs far less at high rates; `poll`'s timeout
+    /// bounds how long a smaller batch waits. 0 wakes it for every event.
+    /// Capped at half the ring buffer (default 64 KiB).
+    pub wakeup_bytes: u32,
     /// Also trace the loading process itself (default false: an agent that
     /// traced its own sends would feed on itself).
     pub trace_self: bool,
@@ -111,6 +116,7 @@ impl Default for Config {
         Config {
             capture_bytes: 1024,
             ring_buffer_bytes: 8 << 20,
+            wakeup_bytes: 64 << 10,
             trace_self: false,
             ssl: true,
             ssl_libraries: Vec::new(),
@@ -414,9 +420,14 @@ impl EbpfCapture {
         } else {
             std::process::id()
         };
+        let wakeup_bytes = config.wakeup_bytes.min(config.ring_buffer_bytes / 2);
         let mut ebpf = EbpfLoader::new()
+            // Task storage (the per-thread syscall stash) has no aya wrapper;
+            // only the kernel side uses it.
+            .allow_unsupported_maps()
             .override_global("capture_bytes", &config.capture_bytes, true)
             .override_global("ignore_tgid", &ignore_tgid, true)
+            .override_global("wakeup_bytes", &wakeup_bytes, true)
             .map_max_entries("events", config.ring_buffer_bytes)
             .load(BPF_OBJECT)
             .map_err(|e| CaptureError::Load(chain(&e)))?;
@@ -570,7 +581,10 @@ impl EbpfCapture {
     }
 
     /// Waits up to `timeout` for events, then yields every event available.
-    /// The iterator ends when the ring buffer is empty.
+    /// The iterator ends when the ring buffer is empty. Returns at once when
+    /// events are already pending; otherwise the kernel wakes it when
+    /// `Config::wakeup_bytes` are pending, so under light traffic it returns
+    /// at the timeout with what came in meanwhile.
     pub fn poll(&mut self, timeout: Duration) -> Result<Events<'_>, CaptureError> {
         let mut pfd = libc::pollfd {
             fd: self.ring.as_raw_fd(),
