@@ -32,7 +32,9 @@ struct active_call {
 	__s32 fd;
 	__u32 hook;
 	__u32 tcp_seq; /* next byte to send or read when the syscall entered */
-	__u32 in_flight;
+	__u8 in_flight;
+	__u8 l4_tcp;
+	__u16 _pad;
 };
 
 /* An SSL_read/SSL_write in flight. */
@@ -319,6 +321,7 @@ static __always_inline int data_enter(struct sys_enter_ctx *ctx, __u32 hook, __u
 		.fd = fd,
 		.hook = hook,
 		.tcp_seq = tcp_seq_now(sk, dir),
+		.l4_tcp = BPF_CORE_READ(sk, sk_protocol) == IPPROTO_TCP,
 	};
 	if (hook == HOOK_SENDTO || hook == HOOK_RECVFROM)
 		call.addr = ctx->args[4];
@@ -333,6 +336,85 @@ static __always_inline int data_enter(struct sys_enter_ctx *ctx, __u32 hook, __u
 	return 0;
 }
 
+/* One message of a data syscall: its event, with up to capture_bytes of buf. */
+static __always_inline void emit_data(struct thread_state *ts, const struct active_call *call,
+				      __u64 pid_tgid, __u32 hook, __u8 dir, const void *buf,
+				      __u64 avail, __u64 len, const void *uaddr, __u32 tcp_seq)
+{
+	__u32 zero = 0;
+	struct socket_event *ev = bpf_map_lookup_elem(&socket_scratch, &zero);
+	if (!ev)
+		return;
+	fill_task(ev, pid_tgid);
+	ev->kind = EVENT_DATA;
+	ev->fd = call->fd;
+	ev->hook = hook;
+	ev->direction = dir;
+	ev->syscall_len = len;
+	fill_tuple(ev, call->sk, dir, uaddr);
+	ev->tcp_seq = tcp_seq;
+	ev->syscall_trace_id = syscall_trace_id(ts, dir);
+
+	__u64 n = avail;
+	if (n > len)
+		n = len;
+	if (n > capture_bytes)
+		n = capture_bytes;
+	ev->cap_len = 0;
+	if (n > 0 && buf) {
+		asm volatile("" : "+r"(n));
+		n = ((n - 1) & (MAX_CAPTURE - 1)) + 1;
+		if (!bpf_probe_read_user(ev->payload, n, buf))
+			ev->cap_len = n;
+	}
+	output_socket_event(ev, hook);
+}
+
+/* Vectored I/O is captured from the first buffer only. */
+static __always_inline const void *first_iov(const void *iovs, __u64 *avail)
+{
+	struct iovec iov = {};
+	if (!iovs || bpf_probe_read_user(&iov, sizeof(iov), iovs))
+		return NULL;
+	if (*avail > iov.iov_len)
+		*avail = iov.iov_len;
+	return iov.iov_base;
+}
+
+/* struct mmsghdr as user space lays it out. */
+struct user_mmsghdr {
+	struct user_msghdr msg_hdr;
+	unsigned int msg_len;
+	unsigned int _pad;
+};
+
+/*
+ * sendmmsg/recvmmsg return a count of messages, each with its own length:
+ * one event per message, for the first MAX_MMSG (glibc's resolver sends its
+ * A and AAAA queries as two).
+ */
+#define MAX_MMSG 4
+
+static __always_inline void mmsg_exit(struct thread_state *ts, const struct active_call *call,
+				      __u64 pid_tgid, __u32 hook, __u8 dir, __s64 count)
+{
+	__u32 seq = call->tcp_seq;
+#pragma unroll
+	for (int i = 0; i < MAX_MMSG; i++) {
+		if (i >= count)
+			break;
+		struct user_mmsghdr m = {};
+		if (bpf_probe_read_user(&m, sizeof(m),
+					(const void *)(call->buf + i * sizeof(struct user_mmsghdr))))
+			break;
+		__u64 avail = m.msg_len;
+		const void *buf = m.msg_hdr.msg_iovlen ? first_iov(m.msg_hdr.msg_iov, &avail) : NULL;
+		emit_data(ts, call, pid_tgid, hook, dir, buf, avail, m.msg_len, m.msg_hdr.msg_name,
+			  call->l4_tcp ? seq : 0);
+		seq += m.msg_len;
+	}
+}
+
 static __always_inline int data_exit(struct sys_exit_ctx *ctx, __u32 hook, __u8 dir)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
@@ -345,6 +427,10 @@ static __always_inline int data_exit(struct sys_exit_ctx *ctx, __u32 hook, __u8 
 	if (ret <= 0 || call.hook != hook)
 		return 0;
 
+	if (hook == HOOK_SENDMMSG || hook == HOOK_RECVMMSG) {
+		mmsg_exit(ts, &call, pid_tgid, hook, dir, ret);
+		return 0;
+	}
 	const void *buf = (const void *)call.buf;
 	const void *uaddr = (const void *)call.addr;
 	__u64 avail = ret;
@@ -353,44 +439,11 @@ static __always_inline int data_exit(struct sys_exit_ctx *ctx, __u32 hook, __u8 
 		if (bpf_probe_read_user(&msg, sizeof(msg), buf))
 			return 0;
 		uaddr = msg.msg_name;
-		buf = msg.msg_iovlen ? msg.msg_iov : NULL;
+		buf = msg.msg_iovlen ? first_iov(msg.msg_iov, &avail) : NULL;
+	} else if (hook == HOOK_READV || hook == HOOK_WRITEV) {
+		buf = first_iov(buf, &avail);
 	}
-	if (buf && hook != HOOK_READ && hook != HOOK_WRITE && hook != HOOK_SENDTO &&
-	    hook != HOOK_RECVFROM) {
-		/* Vectored I/O: capture from the first iovec only. */
-		struct iovec iov = {};
-		if (bpf_probe_read_user(&iov, sizeof(iov), buf))
-			return 0;
-		buf = iov.iov_base;
-		if (avail > iov.iov_len)
-			avail = iov.iov_len;
-	}
-
-	__u32 zero = 0;
-	struct socket_event *ev = bpf_map_lookup_elem(&socket_scratch, &zero);
-	if (!ev)
-		return 0;
-	fill_task(ev, pid_tgid);
-	ev->kind = EVENT_DATA;
-	ev->fd = call.fd;
-	ev->hook = hook;
-	ev->direction = dir;
-	ev->syscall_len = ret;
-	fill_tuple(ev, call.sk, dir, uaddr);
-	ev->tcp_seq = call.tcp_seq;
-	ev->syscall_trace_id = syscall_trace_id(ts, dir);
-
-	__u64 n = avail;
-	if (n > capture_bytes)
-		n = capture_bytes;
-	ev->cap_len = 0;
-	if (n > 0 && buf) {
-		asm volatile("" : "+r"(n));
-		n = ((n - 1) & (MAX_CAPTURE - 1)) + 1;
-		if (!bpf_probe_read_user(ev->payload, n, buf))
-			ev->cap_len = n;
-	}
-	output_socket_event(ev, hook);
+	emit_data(ts, &call, pid_tgid, hook, dir, buf, avail, ret, uaddr, call.tcp_seq);
 	return 0;
 }
 
@@ -435,6 +488,8 @@ DATA_HOOK(readv, HOOK_READV, DIR_INGRESS)
 DATA_HOOK(writev, HOOK_WRITEV, DIR_EGRESS)
 DATA_HOOK(recvmsg, HOOK_RECVMSG, DIR_INGRESS)
 DATA_HOOK(sendmsg, HOOK_SENDMSG, DIR_EGRESS)
+DATA_HOOK(recvmmsg, HOOK_RECVMMSG, DIR_INGRESS)
+DATA_HOOK(sendmmsg, HOOK_SENDMMSG, DIR_EGRESS)
 
 SEC("tracepoint/syscalls/sys_enter_connect")
 int fathom_enter_connect(struct sys_enter_ctx *ctx)
@@ -536,6 +591,37 @@ int fathom_sched_exec(struct sched_exec_ctx *ctx)
 		count(COUNTER_DROPS);
 	else
 		count(HOOK_EXEC * 2 + 1);
+	return 0;
+}
+
+/* Raw tracepoint: its arguments are the tasks, so threads can be told apart. */
+SEC("raw_tracepoint/sched_process_fork")
+int fathom_sched_fork(struct bpf_raw_tracepoint_args *ctx)
+{
+	struct task_struct *parent = (void *)ctx->args[0];
+	struct task_struct *child = (void *)ctx->args[1];
+	__s32 child_pid = BPF_CORE_READ(child, pid);
+	__s32 child_tgid = BPF_CORE_READ(child, tgid);
+	if (child_pid != child_tgid)
+		return 0; /* a new thread, not a new process */
+	count(HOOK_FORK * 2);
+	__u32 zero = 0;
+	struct process_event *ev = bpf_map_lookup_elem(&process_scratch, &zero);
+	if (!ev)
+		return 0;
+	ev->kind = EVENT_FORK;
+	ev->pid = child_tgid;
+	ev->tid = child_pid;
+	ev->ppid = BPF_CORE_READ(parent, tgid);
+	ev->ts_ns = bpf_ktime_get_ns();
+	ev->exit_code = 0;
+	ev->filename_len = 0;
+	ev->filename[0] = 0;
+	BPF_CORE_READ_STR_INTO(&ev->comm, child, comm);
+	if (bpf_ringbuf_output(&events, ev, sizeof(*ev), ringbuf_flags()))
+		count(COUNTER_DROPS);
+	else
+		count(HOOK_FORK * 2 + 1);
 	return 0;
 }
 

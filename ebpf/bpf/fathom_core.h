@@ -52,6 +52,10 @@ enum { BPF_RB_AVAIL_DATA = 0 };
 #define S_IFSOCK 0140000
 #define EINPROGRESS 115
 
+struct bpf_raw_tracepoint_args {
+	__u64 args[0];
+};
+
 struct iovec {
 	void *iov_base;
 	__u64 iov_len;
@@ -126,6 +130,7 @@ struct task_struct {
 	struct task_struct *real_parent;
 	struct files_struct *files;
 	struct signal_struct *signal;
+	char comm[16];
 };
 
 struct in6_addr {

@@ -16,6 +16,7 @@ enum event_kind {
 	EVENT_CLOSE = 4,
 	EVENT_EXEC = 5,
 	EVENT_EXIT = 6,
+	EVENT_FORK = 7,
 };
 
 enum direction {
@@ -41,6 +42,9 @@ enum hook {
 	HOOK_EXIT,
 	HOOK_SSL_WRITE,
 	HOOK_SSL_READ,
+	HOOK_FORK,
+	HOOK_SENDMMSG,
+	HOOK_RECVMMSG,
 	NUM_HOOKS,
 };
 

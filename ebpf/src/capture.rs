@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use aya::maps::{Array, MapData, PerCpuArray, RingBuf};
 use aya::programs::uprobe::UProbeScope;
-use aya::programs::{TracePoint, UProbe};
+use aya::programs::{RawTracePoint, TracePoint, UProbe};
 use aya::{Ebpf, EbpfLoader};
 
 use crate::events::{decode, Event, Hook, MAX_CAPTURE_BYTES};
@@ -40,6 +40,10 @@ const TRACEPOINTS: &[(&str, &str, &str)] = &[
     ("fathom_exit_recvmsg", "syscalls", "sys_exit_recvmsg"),
     ("fathom_enter_sendmsg", "syscalls", "sys_enter_sendmsg"),
     ("fathom_exit_sendmsg", "syscalls", "sys_exit_sendmsg"),
+    ("fathom_enter_sendmmsg", "syscalls", "sys_enter_sendmmsg"),
+    ("fathom_exit_sendmmsg", "syscalls", "sys_exit_sendmmsg"),
+    ("fathom_enter_recvmmsg", "syscalls", "sys_enter_recvmmsg"),
+    ("fathom_exit_recvmmsg", "syscalls", "sys_exit_recvmmsg"),
     ("fathom_enter_connect", "syscalls", "sys_enter_connect"),
     ("fathom_exit_connect", "syscalls", "sys_exit_connect"),
     ("fathom_exit_accept", "syscalls", "sys_exit_accept"),
@@ -454,6 +458,30 @@ impl EbpfCapture {
             })?;
             let id = program.info().map_err(|e| program_err(chain(&e)))?.id();
             program_ids.push(id);
+        }
+        {
+            // Raw, not a plain tracepoint: its arguments are the parent and
+            // child tasks, which tell a new process from a new thread.
+            let name = "fathom_sched_fork";
+            let program_err = |reason: String| CaptureError::Program {
+                program: name.to_string(),
+                reason,
+            };
+            let program: &mut RawTracePoint = ebpf
+                .program_mut(name)
+                .ok_or_else(|| program_err("missing from the object".to_string()))?
+                .try_into()
+                .map_err(|e: aya::programs::ProgramError| program_err(chain(&e)))?;
+            program
+                .load()
+                .map_err(|e| program_err(format!("verifier rejected it: {}", chain(&e))))?;
+            program.attach("sched_process_fork").map_err(|e| {
+                program_err(format!(
+                    "attaching to raw tracepoint sched_process_fork: {}",
+                    chain(&e)
+                ))
+            })?;
+            program_ids.push(program.info().map_err(|e| program_err(chain(&e)))?.id());
         }
         if config.ssl {
             for &name in SSL_PROGRAMS {

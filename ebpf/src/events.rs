@@ -12,6 +12,7 @@ const EVENT_ACCEPT: u32 = 3;
 const EVENT_CLOSE: u32 = 4;
 const EVENT_EXEC: u32 = 5;
 const EVENT_EXIT: u32 = 6;
+const EVENT_FORK: u32 = 7;
 
 const DIR_EGRESS: u8 = 1;
 const DIR_INGRESS: u8 = 2;
@@ -43,11 +44,16 @@ pub enum Hook {
     SslWrite,
     /// OpenSSL SSL_read/SSL_read_ex (uprobes): plaintext received.
     SslRead,
+    /// sched_process_fork (raw tracepoint): a new process, not a thread.
+    Fork,
+    /// sendmmsg/recvmmsg: one event per message, for the first four.
+    Sendmmsg,
+    Recvmmsg,
 }
 
 impl Hook {
     /// Every hook, in the kernel's counter order.
-    pub const ALL: [Hook; 16] = [
+    pub const ALL: [Hook; 19] = [
         Hook::Read,
         Hook::Write,
         Hook::Sendto,
@@ -64,6 +70,9 @@ impl Hook {
         Hook::Exit,
         Hook::SslWrite,
         Hook::SslRead,
+        Hook::Fork,
+        Hook::Sendmmsg,
+        Hook::Recvmmsg,
     ];
 
     pub(crate) fn from_raw(raw: u8) -> Option<Hook> {
@@ -92,6 +101,9 @@ impl Hook {
             Hook::Exit => "sched_process_exit",
             Hook::SslWrite => "SSL_write",
             Hook::SslRead => "SSL_read",
+            Hook::Fork => "sched_process_fork",
+            Hook::Sendmmsg => "sendmmsg",
+            Hook::Recvmmsg => "recvmmsg",
         }
     }
 }
@@ -202,6 +214,8 @@ pub struct SocketEvent {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProcessEventKind {
+    /// A new process (`pid`) forked from `ppid`; it still runs the parent's image.
+    Fork,
     /// The process replaced its image with `filename`.
     Exec { filename: String },
     /// The last thread of the process exited with this wait status.
@@ -286,7 +300,7 @@ pub fn decode(record: &[u8]) -> Result<Event, DecodeError> {
     }
     match u32_at(record, 0) {
         EVENT_DATA | EVENT_CONNECT | EVENT_ACCEPT | EVENT_CLOSE => decode_socket(record),
-        EVENT_EXEC | EVENT_EXIT => decode_process(record),
+        EVENT_EXEC | EVENT_EXIT | EVENT_FORK => decode_process(record),
         other => Err(DecodeError::UnknownKind(other)),
     }
 }
@@ -390,14 +404,14 @@ fn decode_process(b: &[u8]) -> Result<Event, DecodeError> {
         });
     }
     let filename_len = (u32_at(b, 28) as usize).min(PROCESS_EVENT_LEN - 48);
-    let kind = if u32_at(b, 0) == EVENT_EXEC {
-        ProcessEventKind::Exec {
+    let kind = match u32_at(b, 0) {
+        EVENT_EXEC => ProcessEventKind::Exec {
             filename: c_string(&b[48..48 + filename_len]),
-        }
-    } else {
-        ProcessEventKind::Exit {
+        },
+        EVENT_FORK => ProcessEventKind::Fork,
+        _ => ProcessEventKind::Exit {
             exit_code: u32_at(b, 24) as i32,
-        }
+        },
     };
     Ok(Event::Process(ProcessEvent {
         kind,

@@ -1,6 +1,7 @@
-//! The less common hooks, driven by a Python script over IPv6: sendmsg and
-//! recvmsg, writev and readv, unconnected UDP sendto/recvfrom, and syscall
-//! trace ids on two proxy-like threads.
+//! The less common hooks, driven by a Python script: sendmsg and recvmsg,
+//! writev and readv, unconnected UDP sendto/recvfrom over IPv6,
+//! sendmmsg/recvmmsg over IPv4 UDP, fork, and syscall trace ids on two
+//! proxy-like threads.
 
 mod common;
 
@@ -8,10 +9,10 @@ use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 
 use common::{collect_until, load, TempDir};
-use fathom_ebpf::{Direction, Event, Hook, L4Proto, SocketDataEvent};
+use fathom_ebpf::{Direction, Event, Hook, L4Proto, ProcessEventKind, SocketDataEvent};
 
 const SCRIPT: &str = r#"
-import os, socket, threading, sys
+import ctypes, os, socket, threading, sys
 
 def pair():
     srv = socket.socket(socket.AF_INET6)
@@ -61,7 +62,50 @@ for t in threads:
     t.join()
 for n, ((cin, ain), (cup, aup)) in enumerate(conns, 1):
     assert read_exactly(aup, 11) == b"proxy-out-%d" % n
-print("done", flush=True)
+# sendmmsg/recvmmsg have no Python wrapper: call libc.
+class iovec(ctypes.Structure):
+    _fields_ = [("iov_base", ctypes.c_void_p), ("iov_len", ctypes.c_size_t)]
+
+class msghdr(ctypes.Structure):
+    _fields_ = [("msg_name", ctypes.c_void_p), ("msg_namelen", ctypes.c_uint32),
+                ("msg_iov", ctypes.POINTER(iovec)), ("msg_iovlen", ctypes.c_size_t),
+                ("msg_control", ctypes.c_void_p), ("msg_controllen", ctypes.c_size_t),
+                ("msg_flags", ctypes.c_int)]
+
+class mmsghdr(ctypes.Structure):
+    _fields_ = [("msg_hdr", msghdr), ("msg_len", ctypes.c_uint)]
+
+libc = ctypes.CDLL(None, use_errno=True)
+u3 = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u3.bind(("127.0.0.1", 0))
+u4 = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u4.bind(("127.0.0.1", 0))
+u3.connect(u4.getsockname())
+payloads = [b"mmsg-query-A", b"mmsg-query-AAAA"]
+keep = [ctypes.create_string_buffer(p, len(p)) for p in payloads]
+iovs = [iovec(ctypes.cast(b, ctypes.c_void_p), len(p)) for b, p in zip(keep, payloads)]
+msgs = (mmsghdr * 2)()
+for i in range(2):
+    msgs[i].msg_hdr.msg_iov = ctypes.pointer(iovs[i])
+    msgs[i].msg_hdr.msg_iovlen = 1
+assert libc.sendmmsg(u3.fileno(), msgs, 2, 0) == 2, ctypes.get_errno()
+rbufs = [ctypes.create_string_buffer(64) for _ in range(2)]
+names = [ctypes.create_string_buffer(28) for _ in range(2)]
+riovs = [iovec(ctypes.cast(b, ctypes.c_void_p), 64) for b in rbufs]
+rmsgs = (mmsghdr * 2)()
+for i in range(2):
+    rmsgs[i].msg_hdr.msg_iov = ctypes.pointer(riovs[i])
+    rmsgs[i].msg_hdr.msg_iovlen = 1
+    rmsgs[i].msg_hdr.msg_name = ctypes.cast(names[i], ctypes.c_void_p)
+    rmsgs[i].msg_hdr.msg_namelen = 28
+assert libc.recvmmsg(u4.fileno(), rmsgs, 2, 0, None) == 2, ctypes.get_errno()
+assert rbufs[1].raw[:15] == b"mmsg-query-AAAA"
+
+child = os.fork()
+if child == 0:
+    os._exit(3)
+os.waitpid(child, 0)
+print(child, flush=True)
 "#;
 
 fn find<'a>(events: &'a [Event], pid: u32, hook: Hook, prefix: &[u8]) -> &'a SocketDataEvent {
@@ -82,7 +126,7 @@ fn find<'a>(events: &'a [Event], pid: u32, hook: Hook, prefix: &[u8]) -> &'a Soc
 }
 
 #[test]
-fn vectored_udp_and_trace_ids_over_ipv6() {
+fn vectored_mmsg_udp_fork_and_trace_ids() {
     let mut capture = load();
     let dir = TempDir::new("hooks");
     let script = dir.0.join("hooks.py");
@@ -172,4 +216,59 @@ fn vectored_udp_and_trace_ids_over_ipv6() {
         ids.push(inbound.syscall_trace_id);
     }
     assert_ne!(ids[0], ids[1]);
+
+    // sendmmsg/recvmmsg: one event per message, each with its own length.
+    let a = find(&events, pid, Hook::Sendmmsg, b"mmsg-query-A");
+    let aaaa = find(&events, pid, Hook::Sendmmsg, b"mmsg-query-AAAA");
+    assert_eq!((a.syscall_len, aaaa.syscall_len), (12, 15));
+    assert_eq!(a.payload, b"mmsg-query-A");
+    assert_eq!(a.l4, L4Proto::Udp);
+    assert_eq!(a.src.ip().to_string(), "127.0.0.1");
+    assert_ne!(a.dst.port(), 0, "connected UDP peer");
+    assert_eq!((aaaa.src, aaaa.dst), (a.src, a.dst));
+    let got_aaaa = find(&events, pid, Hook::Recvmmsg, b"mmsg-query-AAAA");
+    assert_eq!(got_aaaa.syscall_len, 15);
+    assert_eq!(got_aaaa.direction, Direction::Ingress);
+    assert_eq!(
+        (got_aaaa.src, got_aaaa.dst),
+        (a.src, a.dst),
+        "peer from msg_name"
+    );
+    let got_a = find(&events, pid, Hook::Recvmmsg, b"mmsg-query-A");
+    assert_eq!(got_a.syscall_len, 12);
+
+    // The forked child: a fork event and its exit status (exit(3)).
+    let child: u32 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("the script prints the child's pid");
+    let events = if events.iter().any(|e| {
+        matches!(e, Event::Process(p) if p.pid == child
+        && matches!(p.kind, ProcessEventKind::Exit { .. }))
+    }) {
+        events
+    } else {
+        let mut more = events;
+        more.extend(collect_until(&mut capture, |evs| {
+            evs.iter().any(|e| {
+                matches!(e, Event::Process(p) if p.pid == child
+                && matches!(p.kind, ProcessEventKind::Exit { .. }))
+            })
+        }));
+        more
+    };
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::Process(p) if p.pid == child
+            && p.ppid == pid && p.kind == ProcessEventKind::Fork)),
+        "no fork event for child {child} of {pid}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::Process(p) if p.pid == child
+            && p.kind == ProcessEventKind::Exit { exit_code: 3 << 8 })),
+        "no exit event with status 3 for child {child}"
+    );
 }

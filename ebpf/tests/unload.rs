@@ -38,8 +38,8 @@ fn linked_programs() -> Vec<u32> {
 fn drop_unloads_every_program() {
     let capture = common::load();
     let ids = capture.program_ids().to_vec();
-    // 23 tracepoint programs and 6 OpenSSL uprobe programs.
-    assert_eq!(ids.len(), 29);
+    // 27 tracepoint programs, 1 raw tracepoint, 6 OpenSSL uprobe programs.
+    assert_eq!(ids.len(), 34);
     assert!(
         capture.ssl_libraries().iter().any(|l| l.error.is_none()),
         "no libssl probed: {:?}",
