@@ -24,17 +24,23 @@ struct {
 	__uint(max_entries, 8 << 20);
 } events SEC(".maps");
 
+/* A TCP/UDP socket over IPv4/IPv6, with what was read to recognise it. */
+struct inet_ref {
+	struct sock *sk;
+	__u16 family;
+	__u8 proto;
+	__u8 _pad;
+};
+
 /* A socket syscall in flight: its arguments, taken at enter for the exit. */
 struct active_call {
 	__u64 buf;  /* data buffer, iovec array or msghdr, by hook */
 	__u64 addr; /* user sockaddr of sendto/recvfrom */
-	struct sock *sk;
+	struct inet_ref sock;
 	__s32 fd;
 	__u32 hook;
 	__u32 tcp_seq; /* next byte to send or read when the syscall entered */
-	__u8 in_flight;
-	__u8 l4_tcp;
-	__u16 _pad;
+	__u32 in_flight;
 };
 
 /* An SSL_read/SSL_write in flight. */
@@ -151,38 +157,41 @@ static __always_inline bool ignored(__u64 pid_tgid)
 	return ignore_tgid != 0 && (__u32)(pid_tgid >> 32) == ignore_tgid;
 }
 
-/* fd of the current task -> its TCP/UDP socket over IPv4/IPv6, or NULL. */
-static __always_inline struct sock *fd_to_inet_sock(__s32 fd)
+/* fd of the current task -> its TCP/UDP socket over IPv4/IPv6, or false. */
+static __always_inline bool fd_to_inet_sock(__s32 fd, struct inet_ref *ref)
 {
 	if (fd < 0)
-		return NULL;
+		return false;
 	struct task_struct *task = (void *)bpf_get_current_task();
 	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
 	if (!fdt)
-		return NULL;
+		return false;
 	unsigned int max_fds = BPF_CORE_READ(fdt, max_fds);
 	if ((unsigned int)fd >= max_fds)
-		return NULL;
+		return false;
 	struct file **fds = BPF_CORE_READ(fdt, fd);
 	struct file *file = NULL;
 	if (bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]) || !file)
-		return NULL;
+		return false;
 	umode_t mode = BPF_CORE_READ(file, f_inode, i_mode);
 	if ((mode & S_IFMT) != S_IFSOCK)
-		return NULL;
+		return false;
 	struct socket *socket = BPF_CORE_READ(file, private_data);
 	if (!socket)
-		return NULL;
+		return false;
 	struct sock *sk = BPF_CORE_READ(socket, sk);
 	if (!sk)
-		return NULL;
+		return false;
 	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
 	if (family != AF_INET && family != AF_INET6)
-		return NULL;
+		return false;
 	__u16 proto = BPF_CORE_READ(sk, sk_protocol);
 	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
-		return NULL;
-	return sk;
+		return false;
+	ref->sk = sk;
+	ref->family = family;
+	ref->proto = proto;
+	return true;
 }
 
 /*
@@ -190,12 +199,13 @@ static __always_inline struct sock *fd_to_inet_sock(__s32 fd)
  * the local end for egress, the remote end for ingress. An unconnected UDP
  * socket has no peer in the sock; then the peer comes from the user sockaddr.
  */
-static __always_inline void fill_tuple(struct socket_event *ev, struct sock *sk, __u8 dir,
-				       const void *uaddr)
+static __always_inline void fill_tuple(struct socket_event *ev, const struct inet_ref *ref,
+				       __u8 dir, const void *uaddr)
 {
 	__u8 *local = dir == DIR_EGRESS ? ev->saddr : ev->daddr;
 	__u8 *remote = dir == DIR_EGRESS ? ev->daddr : ev->saddr;
-	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	struct sock *sk = ref->sk;
+	__u16 family = ref->family;
 	__u16 lport = BPF_CORE_READ(sk, __sk_common.skc_num);
 	__u16 rport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
 	/* A TCP socket that reached CLOSE has given its port back (skc_num = 0),
@@ -206,7 +216,7 @@ static __always_inline void fill_tuple(struct socket_event *ev, struct sock *sk,
 	__builtin_memset(ev->saddr, 0, sizeof(ev->saddr));
 	__builtin_memset(ev->daddr, 0, sizeof(ev->daddr));
 	ev->family = family;
-	ev->l4_proto = (__u8)BPF_CORE_READ(sk, sk_protocol);
+	ev->l4_proto = ref->proto;
 	if (family == AF_INET) {
 		bpf_core_read(local, 4, &sk->__sk_common.skc_rcv_saddr);
 		bpf_core_read(remote, 4, &sk->__sk_common.skc_daddr);
@@ -298,11 +308,11 @@ static __always_inline void output_socket_event(struct socket_event *ev, __u32 h
  * Taken at enter, not derived at exit: a read that consumes the peer's FIN
  * moves copied_seq one past the data.
  */
-static __always_inline __u32 tcp_seq_now(struct sock *sk, __u8 dir)
+static __always_inline __u32 tcp_seq_now(const struct inet_ref *ref, __u8 dir)
 {
-	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+	if (ref->proto != IPPROTO_TCP)
 		return 0;
-	struct tcp_sock *tp = (void *)sk;
+	struct tcp_sock *tp = (void *)ref->sk;
 	return dir == DIR_EGRESS ? BPF_CORE_READ(tp, write_seq) : BPF_CORE_READ(tp, copied_seq);
 }
 
@@ -312,16 +322,15 @@ static __always_inline int data_enter(struct sys_enter_ctx *ctx, __u32 hook, __u
 	if (ignored(pid_tgid))
 		return 0;
 	__s32 fd = (__s32)ctx->args[0];
-	struct sock *sk = fd_to_inet_sock(fd);
-	if (!sk)
+	struct inet_ref ref;
+	if (!fd_to_inet_sock(fd, &ref))
 		return 0;
 	struct active_call call = {
 		.buf = ctx->args[1],
-		.sk = sk,
+		.sock = ref,
 		.fd = fd,
 		.hook = hook,
-		.tcp_seq = tcp_seq_now(sk, dir),
-		.l4_tcp = BPF_CORE_READ(sk, sk_protocol) == IPPROTO_TCP,
+		.tcp_seq = tcp_seq_now(&ref, dir),
 	};
 	if (hook == HOOK_SENDTO || hook == HOOK_RECVFROM)
 		call.addr = ctx->args[4];
@@ -351,7 +360,7 @@ static __always_inline void emit_data(struct thread_state *ts, const struct acti
 	ev->hook = hook;
 	ev->direction = dir;
 	ev->syscall_len = len;
-	fill_tuple(ev, call->sk, dir, uaddr);
+	fill_tuple(ev, &call->sock, dir, uaddr);
 	ev->tcp_seq = tcp_seq;
 	ev->syscall_trace_id = syscall_trace_id(ts, dir);
 
@@ -410,7 +419,7 @@ static __always_inline void mmsg_exit(struct thread_state *ts, const struct acti
 		__u64 avail = m.msg_len;
 		const void *buf = m.msg_hdr.msg_iovlen ? first_iov(m.msg_hdr.msg_iov, &avail) : NULL;
 		emit_data(ts, call, pid_tgid, hook, dir, buf, avail, m.msg_len, m.msg_hdr.msg_name,
-			  call->l4_tcp ? seq : 0);
+			  call->sock.proto == IPPROTO_TCP ? seq : 0);
 		seq += m.msg_len;
 	}
 }
@@ -447,7 +456,7 @@ static __always_inline int data_exit(struct sys_exit_ctx *ctx, __u32 hook, __u8 
 	return 0;
 }
 
-static __always_inline int socket_lifecycle(__u64 pid_tgid, struct sock *sk, __s32 fd,
+static __always_inline int socket_lifecycle(__u64 pid_tgid, const struct inet_ref *ref, __s32 fd,
 					    __u32 kind, __u32 hook, __u8 dir)
 {
 	__u32 zero = 0;
@@ -462,8 +471,8 @@ static __always_inline int socket_lifecycle(__u64 pid_tgid, struct sock *sk, __s
 	ev->syscall_len = 0;
 	ev->syscall_trace_id = 0;
 	ev->cap_len = 0;
-	fill_tuple(ev, sk, dir, NULL);
-	ev->tcp_seq = tcp_seq_now(sk, dir);
+	fill_tuple(ev, ref, dir, NULL);
+	ev->tcp_seq = tcp_seq_now(ref, dir);
 	output_socket_event(ev, hook);
 	return 0;
 }
@@ -498,13 +507,13 @@ int fathom_enter_connect(struct sys_enter_ctx *ctx)
 	if (ignored(pid_tgid))
 		return 0;
 	__s32 fd = (__s32)ctx->args[0];
-	struct sock *sk = fd_to_inet_sock(fd);
-	if (!sk)
+	struct inet_ref ref;
+	if (!fd_to_inet_sock(fd, &ref))
 		return 0;
 	struct thread_state *ts = thread_state(true);
 	if (!ts)
 		return 0;
-	struct active_call call = { .sk = sk, .fd = fd, .hook = HOOK_CONNECT, .in_flight = 1 };
+	struct active_call call = { .sock = ref, .fd = fd, .hook = HOOK_CONNECT, .in_flight = 1 };
 	ts->call = call;
 	count(HOOK_CONNECT * 2);
 	return 0;
@@ -522,7 +531,7 @@ int fathom_exit_connect(struct sys_exit_ctx *ctx)
 	/* A non-blocking connect has its local port once it is in progress. */
 	if (call.hook != HOOK_CONNECT || (ctx->ret != 0 && ctx->ret != -EINPROGRESS))
 		return 0;
-	return socket_lifecycle(pid_tgid, call.sk, call.fd, EVENT_CONNECT, HOOK_CONNECT,
+	return socket_lifecycle(pid_tgid, &call.sock, call.fd, EVENT_CONNECT, HOOK_CONNECT,
 				DIR_EGRESS);
 }
 
@@ -533,11 +542,11 @@ static __always_inline int accept_exit(struct sys_exit_ctx *ctx, __u32 hook)
 		return 0;
 	count(hook * 2);
 	__s32 fd = (__s32)ctx->ret;
-	struct sock *sk = fd_to_inet_sock(fd);
-	if (!sk)
+	struct inet_ref ref;
+	if (!fd_to_inet_sock(fd, &ref))
 		return 0;
 	/* The accepted side is the server: the peer is the source. */
-	return socket_lifecycle(pid_tgid, sk, fd, EVENT_ACCEPT, hook, DIR_INGRESS);
+	return socket_lifecycle(pid_tgid, &ref, fd, EVENT_ACCEPT, hook, DIR_INGRESS);
 }
 
 SEC("tracepoint/syscalls/sys_exit_accept")
@@ -560,11 +569,11 @@ int fathom_enter_close(struct sys_enter_ctx *ctx)
 	if (ignored(pid_tgid))
 		return 0;
 	__s32 fd = (__s32)ctx->args[0];
-	struct sock *sk = fd_to_inet_sock(fd);
-	if (!sk)
+	struct inet_ref ref;
+	if (!fd_to_inet_sock(fd, &ref))
 		return 0;
 	count(HOOK_CLOSE * 2);
-	return socket_lifecycle(pid_tgid, sk, fd, EVENT_CLOSE, HOOK_CLOSE, DIR_EGRESS);
+	return socket_lifecycle(pid_tgid, &ref, fd, EVENT_CLOSE, HOOK_CLOSE, DIR_EGRESS);
 }
 
 SEC("tracepoint/sched/sched_process_exec")
@@ -722,9 +731,9 @@ static __always_inline int ssl_exit(struct pt_regs *ctx, __u32 hook, __u8 dir)
 	ev->direction = dir;
 	ev->syscall_len = len;
 	ev->tcp_seq = 0;
-	struct sock *sk = fd_to_inet_sock(call.fd);
-	if (sk) {
-		fill_tuple(ev, sk, dir, NULL);
+	struct inet_ref ref;
+	if (fd_to_inet_sock(call.fd, &ref)) {
+		fill_tuple(ev, &ref, dir, NULL);
 	} else {
 		/* Socket unknown: TLS over TCP, addresses left unspecified. */
 		__builtin_memset(ev->saddr, 0, sizeof(ev->saddr));

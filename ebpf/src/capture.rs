@@ -750,3 +750,54 @@ impl Iterator for Events<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_btf_is_a_clear_error() {
+        let err = check_btf(Path::new("/nonexistent/btf/vmlinux")).unwrap_err();
+        assert!(matches!(err, CaptureError::NoKernelBtf { .. }));
+        let text = err.to_string();
+        assert!(text.contains("/nonexistent/btf/vmlinux"), "{text}");
+        assert!(text.contains("CONFIG_DEBUG_INFO_BTF"), "{text}");
+    }
+
+    #[test]
+    fn config_limits() {
+        let with = |capture_bytes, ring_buffer_bytes| Config {
+            capture_bytes,
+            ring_buffer_bytes,
+            ..Config::default()
+        };
+        assert!(validate(&Config::default()).is_ok());
+        assert!(validate(&with(0, 4096)).is_ok());
+        assert!(validate(&with(MAX_CAPTURE_BYTES, 1 << 30)).is_ok());
+        assert!(validate(&with(MAX_CAPTURE_BYTES + 1, 4096)).is_err());
+        assert!(validate(&with(1024, 0)).is_err());
+        assert!(validate(&with(1024, 2048)).is_err());
+        assert!(validate(&with(1024, 3 * 4096)).is_err());
+    }
+
+    #[test]
+    fn only_openssl_libssl_is_probed() {
+        assert!(is_libssl(Path::new(
+            "/usr/lib/x86_64-linux-gnu/libssl.so.3"
+        )));
+        assert!(is_libssl(Path::new("/opt/app/lib/libssl.so.1.1")));
+        assert!(!is_libssl(Path::new(
+            "/usr/lib/x86_64-linux-gnu/libssl3.so"
+        )));
+        assert!(!is_libssl(Path::new(
+            "/usr/lib/x86_64-linux-gnu/libcrypto.so.3"
+        )));
+        assert!(!is_libssl(Path::new("/")));
+    }
+
+    #[test]
+    fn capture_can_move_to_a_reader_thread() {
+        fn assert_send<T: Send>() {}
+        assert_send::<EbpfCapture>();
+    }
+}
