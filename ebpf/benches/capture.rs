@@ -3,7 +3,8 @@
 //! socket data events), first without the programs, then with them while
 //! the main thread drains the ring buffer, then with them and no reader.
 //! Prints the round trips per second each way and the events per second
-//! delivered into userspace.
+//! delivered into userspace; then fills a 256 MiB ring with nobody reading
+//! and times draining it, which is the reader's own capacity.
 //!
 //! Needs root. `cargo bench -p fathom-ebpf --bench capture [-- SECONDS]`
 
@@ -91,6 +92,34 @@ fn main() {
     drop(capture);
     let (after, _) = run(seconds, None);
 
+    // Reader capacity: let the ping-pong fill a large ring with nobody
+    // reading, then time draining it on one core.
+    let mut capture = EbpfCapture::load(Config {
+        trace_self: true,
+        capture_bytes: MESSAGE as u32,
+        ring_buffer_bytes: 256 << 20,
+        ..Config::default()
+    })
+    .unwrap_or_else(|e| {
+        eprintln!("capture bench: {e}");
+        std::process::exit(2);
+    });
+    run(seconds, None);
+    let start = Instant::now();
+    let mut payload_bytes = 0usize;
+    let drained: u64 = capture
+        .poll(Duration::from_millis(0))
+        .expect("poll")
+        .map(|e| {
+            if let fathom_ebpf::Event::Data(d) = &e {
+                payload_bytes += d.payload.len();
+            }
+        })
+        .count() as u64;
+    let drain_secs = start.elapsed().as_secs_f64();
+    let queued = capture.counters().expect("counters");
+    drop(capture);
+
     let untraced = (baseline + after) / 2.0;
     println!(
         "round trips/s without programs: {untraced:.0} (before {baseline:.0}, after {after:.0})"
@@ -107,5 +136,13 @@ fn main() {
         "events/s delivered to userspace: {:.0}; ring buffer drops {}",
         events as f64 / seconds,
         counters.ring_buffer_drops
+    );
+    println!(
+        "reader alone: drained {drained} of {} queued events ({} drops, {} payload bytes) in {:.3} s: {:.0} events/s on one core",
+        queued.produced(),
+        queued.ring_buffer_drops,
+        payload_bytes,
+        drain_secs,
+        drained as f64 / drain_secs
     );
 }

@@ -279,16 +279,19 @@ static __always_inline __u64 syscall_trace_id(struct thread_state *ts, __u8 dir)
 }
 
 /*
- * A wakeup per event costs an irq_work and a context switch each; batching
- * them keeps the reader's cost per event small. The reader's poll timeout
- * bounds the latency of a batch that never fills.
+ * A wakeup per event costs an irq_work and a context switch each. Instead
+ * the reader is woken each time the pending data crosses a multiple of
+ * wakeup_bytes: about once per batch when it keeps up, still bounded when it
+ * is away. Its poll returns at once while anything is pending, and its
+ * timeout bounds the wait for a batch that never fills.
  */
-static __always_inline __u64 ringbuf_flags(void)
+static __always_inline __u64 ringbuf_flags(__u64 size)
 {
 	if (wakeup_bytes == 0)
 		return 0;
-	return bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes ? BPF_RB_FORCE_WAKEUP
-									      : BPF_RB_NO_WAKEUP;
+	__u64 avail = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
+	return avail / wakeup_bytes != (avail + size) / wakeup_bytes ? BPF_RB_FORCE_WAKEUP
+								      : BPF_RB_NO_WAKEUP;
 }
 
 static __always_inline void output_socket_event(struct socket_event *ev, __u32 hook)
@@ -298,7 +301,8 @@ static __always_inline void output_socket_event(struct socket_event *ev, __u32 h
 	asm volatile("" : "+r"(len));
 	if (len > MAX_CAPTURE)
 		len = MAX_CAPTURE;
-	if (bpf_ringbuf_output(&events, ev, SOCKET_EVENT_HDR_LEN + len, ringbuf_flags()))
+	if (bpf_ringbuf_output(&events, ev, SOCKET_EVENT_HDR_LEN + len,
+			       ringbuf_flags(SOCKET_EVENT_HDR_LEN + len)))
 		count(COUNTER_DROPS);
 	else
 		count(hook * 2 + 1);
@@ -596,7 +600,7 @@ int fathom_sched_exec(struct sched_exec_ctx *ctx)
 	__u32 off = ctx->filename_loc & 0xffff;
 	long n = bpf_probe_read_kernel_str(ev->filename, sizeof(ev->filename), (void *)ctx + off);
 	ev->filename_len = n > 0 ? n - 1 : 0;
-	if (bpf_ringbuf_output(&events, ev, sizeof(*ev), ringbuf_flags()))
+	if (bpf_ringbuf_output(&events, ev, sizeof(*ev), ringbuf_flags(sizeof(*ev))))
 		count(COUNTER_DROPS);
 	else
 		count(HOOK_EXEC * 2 + 1);
@@ -627,7 +631,7 @@ int fathom_sched_fork(struct bpf_raw_tracepoint_args *ctx)
 	ev->filename_len = 0;
 	ev->filename[0] = 0;
 	BPF_CORE_READ_STR_INTO(&ev->comm, child, comm);
-	if (bpf_ringbuf_output(&events, ev, sizeof(*ev), ringbuf_flags()))
+	if (bpf_ringbuf_output(&events, ev, sizeof(*ev), ringbuf_flags(sizeof(*ev))))
 		count(COUNTER_DROPS);
 	else
 		count(HOOK_FORK * 2 + 1);
@@ -658,7 +662,7 @@ int fathom_sched_exit(void *ctx)
 	ev->filename_len = 0;
 	ev->filename[0] = 0;
 	bpf_get_current_comm(ev->comm, sizeof(ev->comm));
-	if (bpf_ringbuf_output(&events, ev, sizeof(*ev), ringbuf_flags()))
+	if (bpf_ringbuf_output(&events, ev, sizeof(*ev), ringbuf_flags(sizeof(*ev))))
 		count(COUNTER_DROPS);
 	else
 		count(HOOK_EXIT * 2 + 1);
