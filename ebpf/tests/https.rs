@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::io::Write;
 use std::process::{Command, Stdio};
 
 use common::{collect_until, free_port, load, Proc, TempDir};
@@ -22,6 +23,70 @@ fn tls<'a>(
     })
 }
 
+/// nginx serving `hello.txt` over TLS with a fresh self-signed certificate.
+struct Nginx {
+    proc: Proc,
+    port: u16,
+    body: Vec<u8>,
+    _dir: TempDir,
+}
+
+impl Nginx {
+    fn start(tag: &str) -> Nginx {
+        let dir = TempDir::new(tag);
+        let root = &dir.0;
+        let gen = Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            ])
+            .args(["-subj", "/CN=localhost", "-keyout"])
+            .arg(root.join("key.pem"))
+            .arg("-out")
+            .arg(root.join("cert.pem"))
+            .output()
+            .expect("run openssl");
+        assert!(
+            gen.status.success(),
+            "{}",
+            String::from_utf8_lossy(&gen.stderr)
+        );
+        let body = b"secret over tls\n".repeat(8);
+        std::fs::create_dir_all(root.join("html")).unwrap();
+        std::fs::write(root.join("html/hello.txt"), &body).unwrap();
+
+        let port = free_port();
+        let conf = format!(
+            "daemon off;\nmaster_process off;\nerror_log {root}/error.log;\npid {root}/nginx.pid;\n\
+             events {{ worker_connections 64; }}\n\
+             http {{\n  access_log off;\n  sendfile off;\n\
+               client_body_temp_path {root}/body; proxy_temp_path {root}/proxy;\n\
+               fastcgi_temp_path {root}/fastcgi; uwsgi_temp_path {root}/uwsgi; scgi_temp_path {root}/scgi;\n\
+               server {{\n    listen 127.0.0.1:{port} ssl;\n\
+                 ssl_certificate {root}/cert.pem;\n    ssl_certificate_key {root}/key.pem;\n\
+                 root {root}/html;\n  }}\n}}\n",
+            root = root.display()
+        );
+        std::fs::write(root.join("nginx.conf"), conf).unwrap();
+        let mut proc = Proc::spawn(
+            "nginx",
+            Command::new("nginx")
+                .arg("-p")
+                .arg(root)
+                .arg("-c")
+                .arg(root.join("nginx.conf"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        );
+        proc.wait_for_port(port);
+        Nginx {
+            proc,
+            port,
+            body,
+            _dir: dir,
+        }
+    }
+}
+
 #[test]
 fn curl_to_nginx_over_tls() {
     let mut capture = load();
@@ -30,53 +95,8 @@ fn curl_to_nginx_over_tls() {
         "no libssl probed: {:?}",
         capture.ssl_libraries()
     );
-
-    let dir = TempDir::new("https");
-    let root = &dir.0;
-    let gen = Command::new("openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-        ])
-        .args(["-subj", "/CN=localhost", "-keyout"])
-        .arg(root.join("key.pem"))
-        .arg("-out")
-        .arg(root.join("cert.pem"))
-        .output()
-        .expect("run openssl");
-    assert!(
-        gen.status.success(),
-        "{}",
-        String::from_utf8_lossy(&gen.stderr)
-    );
-    let body = b"secret over tls\n".repeat(8);
-    std::fs::create_dir_all(root.join("html")).unwrap();
-    std::fs::write(root.join("html/hello.txt"), &body).unwrap();
-
-    let port = free_port();
-    let conf = format!(
-        "daemon off;\nmaster_process off;\nerror_log {root}/error.log;\npid {root}/nginx.pid;\n\
-         events {{ worker_connections 64; }}\n\
-         http {{\n  access_log off;\n  sendfile off;\n\
-           client_body_temp_path {root}/body; proxy_temp_path {root}/proxy;\n\
-           fastcgi_temp_path {root}/fastcgi; uwsgi_temp_path {root}/uwsgi; scgi_temp_path {root}/scgi;\n\
-           server {{\n    listen 127.0.0.1:{port} ssl;\n\
-             ssl_certificate {root}/cert.pem;\n    ssl_certificate_key {root}/key.pem;\n\
-             root {root}/html;\n  }}\n}}\n",
-        root = root.display()
-    );
-    std::fs::write(root.join("nginx.conf"), conf).unwrap();
-    let mut nginx = Proc::spawn(
-        "nginx",
-        Command::new("nginx")
-            .arg("-p")
-            .arg(root)
-            .arg("-c")
-            .arg(root.join("nginx.conf"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped()),
-    );
-    nginx.wait_for_port(port);
-    let nginx_pid = nginx.pid();
+    let nginx = Nginx::start("https");
+    let (port, nginx_pid, body) = (nginx.port, nginx.proc.pid(), nginx.body.clone());
 
     let url = format!("https://127.0.0.1:{port}/hello.txt");
     let curl = Command::new("curl")
@@ -155,4 +175,77 @@ fn curl_to_nginx_over_tls() {
     let counters = capture.counters().unwrap();
     assert!(counters.hook(Hook::SslWrite).events >= 2, "{counters:?}");
     assert!(counters.hook(Hook::SslRead).events >= 2, "{counters:?}");
+}
+
+/// A libssl that appears after loading (a container's, a bundled copy) is
+/// probed by `attach_new_ssl_libraries`, and its plaintext is then seen.
+#[test]
+fn libssl_loaded_later_is_probed_on_rescan() {
+    let mut capture = load();
+    let nginx = Nginx::start("https-rescan");
+    let system = capture
+        .ssl_libraries()
+        .iter()
+        .find(|l| l.error.is_none())
+        .unwrap_or_else(|| panic!("no libssl probed: {:?}", capture.ssl_libraries()))
+        .path
+        .clone();
+    // Named as the loader looks for it (libssl.so.3), not as a dev symlink.
+    let system = std::fs::canonicalize(&system).expect("resolve the probed libssl");
+    let libdir = TempDir::new("libssl-copy");
+    let copy = libdir.0.join(system.file_name().expect("a file name"));
+    std::fs::copy(&system, &copy).expect("copy libssl");
+
+    let mut client = Proc::spawn(
+        "openssl s_client",
+        Command::new("openssl")
+            .args(["s_client", "-quiet", "-connect"])
+            .arg(format!("127.0.0.1:{}", nginx.port))
+            .env("LD_LIBRARY_PATH", &libdir.0)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null()),
+    );
+    let client_pid = client.pid();
+    let maps = format!("/proc/{client_pid}/maps");
+    let deadline = std::time::Instant::now() + common::PATIENCE;
+    while !std::fs::read_to_string(&maps).is_ok_and(|m| m.contains(copy.to_str().unwrap())) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "s_client never mapped {}",
+            copy.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+
+    let found = capture.attach_new_ssl_libraries();
+    assert!(
+        found.iter().any(|l| l.path == copy && l.error.is_none()),
+        "the copy was not probed: {found:?}"
+    );
+    assert!(
+        capture.attach_new_ssl_libraries().is_empty(),
+        "a rescan probes nothing twice"
+    );
+
+    let request = b"GET /hello.txt HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+    client
+        .child
+        .stdin
+        .as_mut()
+        .expect("piped stdin")
+        .write_all(request)
+        .expect("write to s_client");
+    let events = collect_until(&mut capture, |events| {
+        tls(events, client_pid, Hook::SslWrite, b"GET /hello.txt").is_some()
+            && tls(events, client_pid, Hook::SslRead, b"HTTP/1.1 200 OK").is_some()
+    });
+    let sent = tls(&events, client_pid, Hook::SslWrite, b"GET /hello.txt")
+        .expect("no SSL_write plaintext from s_client through the copied libssl");
+    assert_eq!(sent.payload, request);
+    assert_eq!(sent.dst.port(), nginx.port);
+    assert!(sent.fd > 2);
+    let got = tls(&events, client_pid, Hook::SslRead, b"HTTP/1.1 200 OK")
+        .expect("no SSL_read plaintext in s_client");
+    assert_eq!((got.dst, got.src), (sent.src, sent.dst));
 }
