@@ -144,6 +144,11 @@ pub enum CaptureError {
          built with CONFIG_DEBUG_INFO_BTF=y"
     )]
     NoKernelBtf { path: PathBuf, reason: String },
+    #[error(
+        "kernel {0} is too old: the programs need Linux 5.11 or later (BPF ring buffer, task \
+         storage in tracing programs)"
+    )]
+    KernelTooOld(String),
     #[error("tracefs is not available: {0}")]
     Tracefs(String),
     #[error("loading the eBPF object failed: {0}")]
@@ -287,10 +292,32 @@ fn find_ssl_libraries(extra: &[PathBuf]) -> Vec<PathBuf> {
 
 /// Checks what loading needs, mounting tracefs if it is missing.
 pub fn check_prerequisites() -> Result<(), CaptureError> {
+    check_kernel_version()?;
     check_permissions()?;
     check_btf(Path::new(KERNEL_BTF))?;
     ensure_tracefs()?;
     Ok(())
+}
+
+/// (major, minor) of a kernel release string such as "6.18.0-1-amd64".
+fn kernel_version(release: &str) -> Option<(u32, u32)> {
+    let mut parts = release.trim().split(['.', '-', '+']);
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
+}
+
+fn check_kernel_version() -> Result<(), CaptureError> {
+    // An unreadable or odd release string is left to the loader to judge.
+    let Ok(release) = std::fs::read_to_string("/proc/sys/kernel/osrelease") else {
+        return Ok(());
+    };
+    match kernel_version(&release) {
+        Some(version) if version < (5, 11) => {
+            Err(CaptureError::KernelTooOld(release.trim().to_string()))
+        }
+        _ => Ok(()),
+    }
 }
 
 fn check_permissions() -> Result<(), CaptureError> {
@@ -762,6 +789,18 @@ mod tests {
         let text = err.to_string();
         assert!(text.contains("/nonexistent/btf/vmlinux"), "{text}");
         assert!(text.contains("CONFIG_DEBUG_INFO_BTF"), "{text}");
+    }
+
+    #[test]
+    fn kernel_release_strings() {
+        assert_eq!(kernel_version("6.18.0-1-amd64\n"), Some((6, 18)));
+        assert_eq!(kernel_version("5.10.0"), Some((5, 10)));
+        assert_eq!(kernel_version("5.15+"), Some((5, 15)));
+        assert_eq!(kernel_version("garbage"), None);
+        assert_eq!(kernel_version(""), None);
+        assert!(kernel_version("5.10.0").unwrap() < (5, 11));
+        let err = CaptureError::KernelTooOld("5.4.0".into()).to_string();
+        assert!(err.contains("5.4.0") && err.contains("5.11"), "{err}");
     }
 
     #[test]
