@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /*
  * Socket data, socket lifecycle and process events from syscall and sched
- * tracepoints. Everything is resolved in the kernel: fd -> file -> socket ->
- * 5-tuple and TCP sequence, so userspace gets self-contained records.
+ * tracepoints, and OpenSSL plaintext from uprobes. Everything is resolved in
+ * the kernel: fd -> file -> socket -> 5-tuple and TCP sequence, so userspace
+ * gets self-contained records.
  */
 #include "fathom_core.h"
 #include <bpf/bpf_helpers.h>
@@ -16,7 +17,7 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 /* Set by the loader before load (.rodata, so the verifier prunes on them). */
 volatile const __u32 capture_bytes = 1024;
 volatile const __u32 ignore_tgid = 0;
-/* Wake the reader once this much is pending, not per event (0: per event). */
+/* Wake the reader each time this much more is pending (0: every event). */
 volatile const __u32 wakeup_bytes = 0;
 
 struct {
@@ -128,13 +129,15 @@ struct {
 /* Layout of syscall tracepoint records (see events/syscalls/.../format). */
 struct sys_enter_ctx {
 	__u64 common;
-	__s64 syscall_nr;
+	__s32 syscall_nr;
+	__u32 _pad;
 	__u64 args[6];
 };
 
 struct sys_exit_ctx {
 	__u64 common;
-	__s64 syscall_nr;
+	__s32 syscall_nr;
+	__u32 _pad;
 	__s64 ret;
 };
 
