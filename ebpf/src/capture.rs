@@ -647,7 +647,9 @@ impl EbpfCapture {
     /// The iterator ends when the ring buffer is empty. Returns at once when
     /// events are already pending; otherwise the kernel wakes it when
     /// `Config::wakeup_bytes` are pending, so under light traffic it returns
-    /// at the timeout with what came in meanwhile.
+    /// at the timeout with what came in meanwhile. Events come in the order
+    /// the kernel queued them: per thread that is syscall order; across
+    /// CPUs it is close to, not strictly, `ts_ns` order.
     pub fn poll(&mut self, timeout: Duration) -> Result<Events<'_>, CaptureError> {
         let mut pfd = libc::pollfd {
             fd: self.ring.as_raw_fd(),

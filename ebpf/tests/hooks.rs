@@ -272,3 +272,75 @@ fn vectored_mmsg_udp_fork_and_trace_ids() {
         "no exit event with status 3 for child {child}"
     );
 }
+
+const NOT_SOCKETS: &str = r#"
+import os, socket, sys, tempfile
+marker = b"fathom-not-a-socket"
+with tempfile.TemporaryFile() as f:
+    f.write(marker + b"-file")
+    f.flush()
+    f.seek(0)
+    f.read()
+r, w = os.pipe()
+os.write(w, marker + b"-pipe")
+os.read(r, 100)
+a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+a.send(marker + b"-unix")
+b.recv(100)
+# The control: the same kind of write on a TCP socket is reported.
+srv = socket.socket()
+srv.bind(("127.0.0.1", 0))
+srv.listen()
+c = socket.create_connection(srv.getsockname())
+s, _ = srv.accept()
+c.send(b"fathom-tcp-control")
+s.recv(100)
+"#;
+
+#[test]
+fn only_inet_sockets_are_reported() {
+    let mut capture = load();
+    let dir = TempDir::new("not-sockets");
+    let script = dir.0.join("not_sockets.py");
+    std::fs::write(&script, NOT_SOCKETS).expect("write the script");
+    let child = Command::new("python3")
+        .arg(&script)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start python3");
+    let pid = child.id();
+    let out = child.wait_with_output().expect("wait for python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let events = collect_until(&mut capture, |events| {
+        events.iter().any(|e| {
+            matches!(e, Event::Data(d) if d.pid == pid
+            && d.direction == Direction::Ingress && d.payload == b"fathom-tcp-control")
+        })
+    });
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::Data(d) if d.pid == pid
+            && d.payload == b"fathom-tcp-control")),
+        "the TCP control message was not seen"
+    );
+    let leaked: Vec<&SocketDataEvent> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Data(d) if d.pid == pid && d.payload.starts_with(b"fathom-not-a-socket") => {
+                Some(d)
+            }
+            _ => None,
+        })
+        .collect();
+    assert!(
+        leaked.is_empty(),
+        "file, pipe or unix socket data reported: {leaked:?}"
+    );
+}
