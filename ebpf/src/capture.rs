@@ -102,10 +102,10 @@ pub struct Config {
     pub capture_bytes: u32,
     /// Ring buffer size: a power of two, at least one page (default 8 MiB).
     pub ring_buffer_bytes: u32,
-    /// The reader is woken once this many bytes are pending rather than for
-    /// every event, which costs far less at high rates; `poll`'s timeout
-    /// bounds how long a smaller batch waits. 0 wakes it for every event.
-    /// Capped at half the ring buffer (default 64 KiB).
+    /// The reader is woken each time this many more bytes are pending rather
+    /// than for every event, which costs far less at high rates; `poll`'s
+    /// timeout bounds how long a smaller batch waits. 0 wakes it for every
+    /// event. Capped at half the ring buffer (default 64 KiB).
     pub wakeup_bytes: u32,
     /// Also trace the loading process itself (default false: an agent that
     /// traced its own sends would feed on itself).
@@ -432,6 +432,8 @@ pub struct EbpfCapture {
     ssl_extra: Vec<PathBuf>,
     /// (device, inode) of every libssl already looked at.
     ssl_seen: HashSet<(u64, u64)>,
+    /// Configured libraries that could not be opened (reported once).
+    ssl_missing: HashSet<PathBuf>,
     ssl_libraries: Vec<SslLibrary>,
     links: Vec<(&'static str, Link)>,
     counters: PerCpuArray<MapData, u64>,
@@ -566,6 +568,7 @@ impl EbpfCapture {
             ssl_enabled: config.ssl,
             ssl_extra: config.ssl_libraries,
             ssl_seen: HashSet::new(),
+            ssl_missing: HashSet::new(),
             ssl_libraries: Vec::new(),
             links,
             counters,
@@ -580,17 +583,32 @@ impl EbpfCapture {
     }
 
     /// Looks for libssl files not probed yet (new containers, programs that
-    /// bring their own OpenSSL) and attaches to them. Returns what it found;
-    /// call it now and then, or on exec events. A library that refuses the
-    /// probes is reported in the result, not an error: the rest still works.
+    /// bring their own OpenSSL) and attaches to them. Returns what it found,
+    /// and configured libraries it could not open; call it now and then, or
+    /// on exec events. A library that refuses the probes is reported in the
+    /// result, not an error: the rest still works.
     pub fn attach_new_ssl_libraries(&mut self) -> Vec<SslLibrary> {
         if !self.ssl_enabled {
             return Vec::new();
         }
         let mut attached = Vec::new();
         for path in find_ssl_libraries(&self.ssl_extra) {
-            let Ok(meta) = std::fs::metadata(&path) else {
-                continue;
+            let meta = match std::fs::metadata(&path) {
+                Ok(meta) => meta,
+                // A process's library may vanish with it; a configured one
+                // that cannot be opened is reported, once.
+                Err(err) => {
+                    if self.ssl_extra.contains(&path) && self.ssl_missing.insert(path.clone()) {
+                        let library = SslLibrary {
+                            path,
+                            functions: Vec::new(),
+                            error: Some(format!("cannot open it: {err}")),
+                        };
+                        self.ssl_libraries.push(library.clone());
+                        attached.push(library);
+                    }
+                    continue;
+                }
             };
             if !self.ssl_seen.insert((meta.dev(), meta.ino())) {
                 continue;

@@ -109,3 +109,38 @@ fn full_ring_buffer_counts_drops_and_keeps_working() {
     assert!(seen, "no event got through after draining the ring buffer");
     assert_eq!(capture.counters().unwrap().malformed, 0);
 }
+
+#[test]
+fn bad_ssl_libraries_are_reported_not_fatal() {
+    let missing = std::path::PathBuf::from("/nonexistent/fathom/libssl.so.3");
+    // An ELF without SSL_write: this test binary.
+    let not_openssl = std::env::current_exe().expect("the test binary's path");
+    let mut capture = load_with(Config {
+        ssl_libraries: vec![missing.clone(), not_openssl.clone()],
+        ..Config::default()
+    });
+    let libraries = capture.ssl_libraries().to_vec();
+    let find = |path: &std::path::Path| {
+        libraries
+            .iter()
+            .find(|l| l.path == path)
+            .unwrap_or_else(|| panic!("{} not reported: {libraries:?}", path.display()))
+    };
+    let gone = find(&missing);
+    assert!(gone.functions.is_empty());
+    assert!(
+        gone.error
+            .as_deref()
+            .is_some_and(|e| e.contains("cannot open")),
+        "{gone:?}"
+    );
+    let wrong = find(&not_openssl);
+    assert!(wrong.functions.is_empty());
+    assert!(
+        wrong.error.as_deref().is_some_and(|e| e.contains("SSL_")),
+        "{wrong:?}"
+    );
+    // The system's OpenSSL is still probed, and nothing is reported twice.
+    assert!(libraries.iter().any(|l| l.error.is_none()), "{libraries:?}");
+    assert!(capture.attach_new_ssl_libraries().is_empty());
+}
