@@ -9,4 +9,5 @@
 //! | [`metrics`] | 1 s / 1 min RED and network metrics with mergeable histograms |
 //! | [`records`] | what the agent emits |
 
+pub mod capture;
 pub mod records;
