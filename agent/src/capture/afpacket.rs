@@ -7,7 +7,9 @@
 //! strictly in ring order, as the kernel fills them.
 //!
 //! On loopback every packet passes the tap twice (once leaving, once
-//! arriving); the outgoing copy is dropped so each packet is seen once.
+//! arriving); the outgoing copy is dropped so each packet is seen once: in
+//! the kernel with PACKET_IGNORE_OUTGOING (Linux 4.20+), and again while
+//! walking the ring for older kernels.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -71,15 +73,15 @@ impl AfPacketConfig {
         let bad = |why: String| Err(CaptureError::InvalidConfig(why));
         // SAFETY: sysconf has no preconditions.
         let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u32;
-        if self.block_size == 0 || self.block_size % page != 0 {
+        if self.block_size == 0 || !self.block_size.is_multiple_of(page) {
             return bad(format!("block_size {} is not a multiple of {page}", self.block_size));
         }
         if self.block_count == 0 {
             return bad("block_count is 0".into());
         }
         if self.frame_size < libc::TPACKET3_HDRLEN as u32
-            || self.frame_size % libc::TPACKET_ALIGNMENT as u32 != 0
-            || self.block_size % self.frame_size != 0
+            || !self.frame_size.is_multiple_of(libc::TPACKET_ALIGNMENT as u32)
+            || !self.block_size.is_multiple_of(self.frame_size)
         {
             return bad(format!(
                 "frame_size {} must be a multiple of {} >= {} dividing block_size",
@@ -144,6 +146,18 @@ impl AfPacketSource {
 
         let version = libc::tpacket_versions::TPACKET_V3 as libc::c_int;
         setsockopt(&fd, libc::SOL_PACKET, libc::PACKET_VERSION, &version, "PACKET_VERSION")?;
+
+        if iface.loopback {
+            let on: libc::c_int = 1;
+            // Older kernels lack the option; walk_block filters instead.
+            let _ = setsockopt(
+                &fd,
+                libc::SOL_PACKET,
+                libc::PACKET_IGNORE_OUTGOING,
+                &on,
+                "PACKET_IGNORE_OUTGOING",
+            );
+        }
 
         let program = match (cfg.filter, iface.link) {
             (true, LinkType::Ethernet) => {
