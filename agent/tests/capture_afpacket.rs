@@ -625,6 +625,84 @@ fn loopback_outgoing_copies_stay_in_the_kernel() {
     assert_eq!(stats.packets, 40, "{stats:?}");
 }
 
+/// Link down is reported once (no busy loop on a pending socket error) and
+/// capture resumes when the link comes back; a removed link is reported too.
+#[test]
+fn link_down_up_and_removal() {
+    let net = NetnsPair::new();
+    let ns = net.client.clone();
+    let (dev, peer_ip) = (net.client_if.clone(), net.server_ip);
+    let (link_tx, link_rx) = mpsc::channel::<&'static str>();
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    let worker = in_netns(&net.client, move || {
+        let mut src = AfPacketSource::open(&cfg(&dev)).unwrap();
+        let udp = UdpSocket::bind("0.0.0.0:0").unwrap();
+        let mut results = Vec::new();
+        for step in ["down", "up", "del"] {
+            link_tx.send(step).unwrap();
+            done_rx.recv().unwrap();
+            let mut errors = 0;
+            let mut delivered = 0;
+            if step == "up" {
+                // After the link returns, traffic flows into the same ring.
+                std::thread::sleep(Duration::from_millis(100));
+                udp.send_to(b"fathom-back", (peer_ip, 9)).unwrap();
+            }
+            for _ in 0..10 {
+                match src.next_batch(Duration::from_millis(30), |_| delivered += 1) {
+                    Ok(_) => {}
+                    Err(CaptureError::InterfaceDown(name)) => {
+                        assert_eq!(name, dev);
+                        errors += 1;
+                    }
+                    Err(e) => panic!("{step}: {e}"),
+                }
+            }
+            results.push((step, errors, delivered));
+        }
+        results
+    });
+    for _ in 0..3 {
+        let step = link_rx.recv().unwrap();
+        match step {
+            "del" => net.exec_ok(&ns, &["ip", "link", "del", &net.client_if]),
+            updown => net.exec_ok(&ns, &["ip", "link", "set", &net.client_if, updown]),
+        };
+        done_tx.send(()).unwrap();
+    }
+    let results = worker.join().unwrap();
+    assert_eq!(results[0], ("down", 1, 0), "{results:?}");
+    assert_eq!((results[1].0, results[1].1), ("up", 0), "{results:?}");
+    assert!(results[1].2 >= 1, "nothing captured after the link came back: {results:?}");
+    assert_eq!(results[2].1, 1, "{results:?}");
+}
+
+/// Snaplen truncates what is kept (through the TCP/UDP filter and through
+/// the accept-all program) while wire_len keeps the real length.
+#[test]
+fn snaplen_truncates_captured_bytes() {
+    let net = NetnsPair::new();
+    for filter in [true, false] {
+        let ring = Running::start(
+            Some(&net.client),
+            AfPacketConfig { snaplen: 128, filter, ..cfg(&net.client_if) },
+        );
+        let server_ip = net.server_ip;
+        in_netns(&net.client, move || {
+            let udp = UdpSocket::bind("0.0.0.0:0").unwrap();
+            udp.send_to(&[7u8; 1000], (server_ip, 9)).unwrap();
+        })
+        .join()
+        .unwrap();
+        let cap = ring.finish();
+        let big: Vec<&Pkt> =
+            cap.packets.iter().filter(|p| p.wire_len == 14 + 20 + 8 + 1000).collect();
+        assert_eq!(big.len(), 1, "filter {filter}: {:?}", cap.packets);
+        assert_eq!((big[0].captured, big[0].data.len()), (128, 128));
+        check_lengths(&cap.packets, 128);
+    }
+}
+
 /// Python sends `count` UDP datagrams from the client namespace; returns how
 /// many sendto calls succeeded.
 fn udp_burst(net: &NetnsPair, count: u32, port: u16) -> u64 {

@@ -20,8 +20,10 @@ use super::interfaces::{self, Interface};
 use super::{CaptureError, Direction, KernelStats, LinkType, RawPacket};
 
 /// One ring's parameters. Defaults: 32 blocks of 1 MiB, 50 ms retire
-/// timeout, 65535-byte snaplen, TCP/UDP filter on.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// timeout, 65535-byte snaplen, TCP/UDP filter on. Deserializable so the
+/// agent's config file can hold it (missing keys take the defaults).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct AfPacketConfig {
     /// Interface name in the calling thread's network namespace ("lo" allowed).
     pub interface: String,
@@ -276,6 +278,10 @@ impl AfPacketSource {
     /// kernel. Returns the number of packets passed to `f`: 0 on timeout or
     /// signal. One block per call, so a caller can check for shutdown between
     /// blocks.
+    ///
+    /// [`CaptureError::InterfaceDown`] is reported once each time the link
+    /// goes down or is removed; the ring stays usable and delivers again when
+    /// the same interface comes back up.
     pub fn next_batch<F>(&mut self, timeout: Duration, mut f: F) -> Result<usize, CaptureError>
     where
         F: FnMut(RawPacket<'_>),
@@ -291,6 +297,10 @@ impl AfPacketSource {
                     return Ok(0);
                 }
                 return Err(CaptureError::Io { op: "poll(AF_PACKET)", source: e });
+            }
+            if pfd.revents & libc::POLLERR != 0 {
+                // Reading SO_ERROR clears it; left pending, poll would spin.
+                self.take_socket_error()?;
             }
             if !self.block_ready() {
                 return Ok(0);
@@ -326,6 +336,34 @@ impl AfPacketSource {
         self.stats.drops += u64::from(st.tp_drops);
         self.stats.freeze_q_cnt += u64::from(st.tp_freeze_q_cnt);
         Ok(self.stats)
+    }
+
+    fn take_socket_error(&self) -> Result<(), CaptureError> {
+        let mut err: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: err and len describe a valid int buffer.
+        let rc = unsafe {
+            libc::getsockopt(
+                self.fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_ERROR,
+                (&mut err as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        if rc != 0 {
+            return Err(CaptureError::last_os("getsockopt(SO_ERROR)"));
+        }
+        match err {
+            0 => Ok(()),
+            libc::ENETDOWN | libc::ENODEV | libc::ENXIO => {
+                Err(CaptureError::InterfaceDown(self.iface.name.clone()))
+            }
+            e => Err(CaptureError::Io {
+                op: "AF_PACKET socket",
+                source: std::io::Error::from_raw_os_error(e),
+            }),
+        }
     }
 
     fn block_ptr(&self, index: usize) -> *mut u8 {

@@ -129,6 +129,9 @@ pub enum CaptureError {
     /// socket(AF_PACKET) was refused.
     PermissionDenied,
     NoSuchInterface(String),
+    /// The interface went down or was removed while capturing (transient:
+    /// the ring resumes if it comes back up).
+    InterfaceDown(String),
     /// The kernel (or the u32 size limit) refused a ring this large.
     RingTooBig {
         bytes: u64,
@@ -159,6 +162,9 @@ impl fmt::Display for CaptureError {
             ),
             CaptureError::NoSuchInterface(name) => {
                 write!(f, "no such network interface {name:?} in this network namespace")
+            }
+            CaptureError::InterfaceDown(name) => {
+                write!(f, "network interface {name:?} went down or was removed")
             }
             CaptureError::RingTooBig { bytes, source } => {
                 write!(f, "capture ring of {bytes} bytes is too big")?;

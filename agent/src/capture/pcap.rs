@@ -39,6 +39,19 @@ fn tsresol_ns(tsresol: Option<u8>) -> f64 {
     }
 }
 
+/// Direction and interface index from a Linux cooked header (SLL carries
+/// the packet type, SLL2 also the interface index); unknown otherwise.
+fn cooked_meta(link: LinkType, data: &[u8]) -> (Direction, u32) {
+    match link {
+        LinkType::LinuxSll if data.len() >= 16 => (Direction::from_pkttype(data[1]), 0),
+        LinkType::LinuxSll2 if data.len() >= 20 => (
+            Direction::from_pkttype(data[10]),
+            u32::from_be_bytes([data[4], data[5], data[6], data[7]]),
+        ),
+        _ => (Direction::Unknown, 0),
+    }
+}
+
 impl PcapSource {
     pub fn open(path: impl AsRef<Path>) -> Result<PcapSource, CaptureError> {
         let path = path.as_ref();
@@ -91,13 +104,14 @@ impl PcapSource {
                     // Lengths are taken as recorded; truncated captures have
                     // orig_len > incl_len, a damaged one may claim less.
                     let captured = pkt.data.len() as u32;
+                    let (direction, ifindex) = cooked_meta(*link, &pkt.data);
                     f(RawPacket {
                         data: &pkt.data,
                         ts_ns: u64::from(pkt.ts_sec) * 1_000_000_000 + u64::from(frac),
                         wire_len: pkt.orig_len.max(captured),
                         captured,
-                        ifindex: 0,
-                        direction: Direction::Unknown,
+                        ifindex,
+                        direction,
                         link: *link,
                         vlan_tci: None,
                     });
@@ -140,13 +154,14 @@ impl PcapSource {
                         (ticks as f64 * ns_per_tick) as u64
                     };
                     let captured = data.len() as u32;
+                    let (direction, ifindex) = cooked_meta(link, &data);
                     f(RawPacket {
                         data: &data,
                         ts_ns,
                         wire_len: orig_len.max(captured),
                         captured,
-                        ifindex: 0,
-                        direction: Direction::Unknown,
+                        ifindex,
+                        direction,
                         link,
                         vlan_tci: None,
                     });
