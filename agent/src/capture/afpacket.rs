@@ -19,7 +19,8 @@ use super::bpf::{self, FilterLink};
 use super::interfaces::{self, Interface};
 use super::{CaptureError, Direction, KernelStats, LinkType, RawPacket};
 
-/// One ring's parameters. Defaults: 32 blocks of 1 MiB, 50 ms retire
+/// One ring's parameters. Defaults: 16 blocks of 1 MiB (ring memory is
+/// pinned kernel memory, per interface), 50 ms retire
 /// timeout, 65535-byte snaplen, TCP/UDP filter on. Deserializable so the
 /// agent's config file can hold it (missing keys take the defaults).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
@@ -51,7 +52,7 @@ impl Default for AfPacketConfig {
         AfPacketConfig {
             interface: String::new(),
             block_size: 1 << 20,
-            block_count: 32,
+            block_count: 16,
             frame_size: 2048,
             retire_timeout_ms: 50,
             snaplen: 65535,
@@ -250,23 +251,41 @@ impl AfPacketSource {
         Ok(source)
     }
 
-    /// Opens one ring per interface; an empty list means every interface
-    /// that is up, except loopback ([`interfaces::list_up`]).
+    /// Opens one ring per interface. An explicit list must open completely.
+    /// An empty list means every interface that is up, except loopback
+    /// ([`interfaces::list_up`]); of those, links the filter cannot parse
+    /// (neither Ethernet nor raw IP) are skipped with a warning.
     pub fn open_each(
         template: &AfPacketConfig,
         interfaces: &[String],
     ) -> Result<Vec<AfPacketSource>, CaptureError> {
-        let names =
-            if interfaces.is_empty() { interfaces::list_up()? } else { interfaces.to_vec() };
-        names
-            .iter()
-            .map(|name| {
-                AfPacketSource::open(&AfPacketConfig {
-                    interface: name.clone(),
-                    ..template.clone()
-                })
+        let open = |name: &str| {
+            AfPacketSource::open(&AfPacketConfig {
+                interface: name.to_string(),
+                ..template.clone()
             })
-            .collect()
+        };
+        if !interfaces.is_empty() {
+            return interfaces.iter().map(|name| open(name)).collect();
+        }
+        let mut sources = Vec::new();
+        for name in interfaces::list_up()? {
+            let iface = match interfaces::lookup(&name) {
+                Ok(iface) => iface,
+                // Gone between listing and opening.
+                Err(CaptureError::NoSuchInterface(_)) => continue,
+                Err(e) => return Err(e),
+            };
+            if template.filter && matches!(iface.link, LinkType::Other(_)) {
+                tracing::warn!(interface = %name, hatype = iface.hatype, "not captured: unsupported link type");
+                continue;
+            }
+            match open(&name) {
+                Err(CaptureError::NoSuchInterface(_)) => continue,
+                other => sources.push(other?),
+            }
+        }
+        Ok(sources)
     }
 
     pub fn interface(&self) -> &Interface {
