@@ -177,7 +177,15 @@ fn http_over_veth_matches_dumpcap() {
     let client_if = net.client_if.clone();
     let dumpcap = net.spawn(
         &client,
-        &["dumpcap", "-i", &client_if, "-f", "tcp port 8000", "-w", pcapng.to_str().unwrap()],
+        &[
+            "dumpcap",
+            "-i",
+            &client_if,
+            "-f",
+            "tcp port 8000 or udp port 7",
+            "-w",
+            pcapng.to_str().unwrap(),
+        ],
         Stdio::piped(),
     );
     let stderr = net.child_mut(dumpcap).stderr.take().unwrap();
@@ -189,6 +197,27 @@ fn http_over_veth_matches_dumpcap() {
         }
     }
     std::thread::spawn(move || lines.for_each(drop));
+    // "Capturing on" can come before packets flow into dumpcap: probe (UDP
+    // port 7, not compared) until one shows up in its file.
+    let probe_seen = || {
+        let mut seen = false;
+        if let Ok(mut src) = PcapSource::open(&pcapng) {
+            let _ = src.for_each(|p| seen |= pkt::parse(p.data).is_some_and(|l| l.dport == 7));
+        }
+        seen
+    };
+    let server_addr = net.server_ip;
+    let probe = in_netns(&client, move || UdpSocket::bind("0.0.0.0:0").unwrap()).join().unwrap();
+    let mut started = false;
+    for _ in 0..200 {
+        probe.send_to(b"probe", (server_addr, 7)).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        if probe_seen() {
+            started = true;
+            break;
+        }
+    }
+    assert!(started, "dumpcap never captured a probe");
 
     let ring = Running::start(Some(&client), cfg(&client_if));
     let url = format!("http://{server_ip}:8000/data.bin");
