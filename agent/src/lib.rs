@@ -15,11 +15,15 @@
 //! | [`config`] | TOML configuration with environment overrides |
 //! | [`telemetry`] | the agent's own Prometheus metrics |
 
+pub mod capture;
 pub mod config;
 pub mod flow;
 pub mod metrics;
 pub mod output;
 pub mod packet;
 pub mod process;
+pub mod http;
+pub mod pipeline;
 pub mod records;
+pub mod run;
 pub mod telemetry;

@@ -20,18 +20,41 @@ pub enum LinkType {
     LinuxSll,
     /// Linux cooked capture v2.
     LinuxSll2,
+    /// Anything else: the pcap LINKTYPE_ value, or for live capture the
+    /// ARPHRD_ device type. Such frames are counted and skipped.
+    Other(u32),
 }
 
 impl LinkType {
     /// The link type of a pcap `LINKTYPE_*` value, if we decode it.
     pub fn from_pcap(linktype: u32) -> Option<LinkType> {
-        Some(match linktype {
+        match LinkType::from_linktype(linktype) {
+            LinkType::Other(_) => None,
+            l => Some(l),
+        }
+    }
+
+    /// From a pcap / pcapng LINKTYPE_ value.
+    pub fn from_linktype(value: u32) -> LinkType {
+        match value {
             1 => LinkType::Ethernet,
-            12 | 14 | 101 | 228 | 229 => LinkType::RawIp,
             113 => LinkType::LinuxSll,
             276 => LinkType::LinuxSll2,
-            _ => return None,
-        })
+            // LINKTYPE_RAW, the two historical DLT_RAW values, IPV4, IPV6.
+            101 | 12 | 14 | 228 | 229 => LinkType::RawIp,
+            other => LinkType::Other(other),
+        }
+    }
+
+    /// From a Linux ARPHRD_ device type (what AF_PACKET reports).
+    pub fn from_arphrd(hatype: u16) -> LinkType {
+        match hatype {
+            // ETHER, LOOPBACK (loopback frames have a zeroed Ethernet header).
+            1 | 772 => LinkType::Ethernet,
+            // RAWIP, TUNNEL (ipip), TUNNEL6, SIT, IPGRE, NONE (tun, wireguard).
+            519 | 768 | 769 | 776 | 778 | 0xfffe => LinkType::RawIp,
+            other => LinkType::Other(u32::from(other)),
+        }
     }
 }
 
@@ -178,6 +201,7 @@ pub fn decode(
         }
         LinkType::LinuxSll => (be16(frame, 14)?, 16),
         LinkType::LinuxSll2 => (be16(frame, 0)?, 20),
+        LinkType::Other(_) => return Err(DecodeError::NotIp),
     };
     let ip = frame.get(off..).ok_or(DecodeError::Truncated)?;
     let mut v = match ethertype {
