@@ -7,11 +7,7 @@ use std::env;
 use std::path::PathBuf;
 use std::process::Command;
 
-const SOURCES: &[&str] = &[
-    "bpf/fathom.bpf.c",
-    "bpf/fathom_core.h",
-    "bpf/fathom_events.h",
-];
+const SOURCES: &[&str] = &["bpf/fathom.bpf.c", "bpf/fathom_core.h", "bpf/fathom_events.h"];
 
 fn main() {
     for source in SOURCES {
@@ -30,9 +26,7 @@ fn main() {
     };
 
     let output = Command::new(&clang)
-        .args([
-            "-target", "bpf", "-O2", "-g", "-mcpu=v3", "-Wall", "-Werror",
-        ])
+        .args(["-target", "bpf", "-O2", "-g", "-mcpu=v3", "-Wall", "-Werror"])
         .arg(target_arch)
         .arg("-Ibpf")
         .arg("-c")

@@ -147,6 +147,8 @@ impl AgentConfig {
 }
 
 #[cfg(test)]
+// figment's Jail returns its large error type by design.
+#[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
 

@@ -18,12 +18,12 @@
 pub mod capture;
 pub mod config;
 pub mod flow;
+pub mod http;
 pub mod metrics;
 pub mod output;
 pub mod packet;
-pub mod process;
-pub mod http;
 pub mod pipeline;
+pub mod process;
 pub mod records;
 pub mod run;
 pub mod telemetry;

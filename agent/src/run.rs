@@ -7,11 +7,13 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
-use crate::capture::{interfaces, AfPacketConfig, AfPacketSource, PcapSource};
+use crate::capture::{interfaces, AfPacketConfig, AfPacketSource, CaptureError, PcapSource};
 use crate::config::AgentConfig;
 use crate::flow::FlowConfig;
 use crate::output::OutputWriter;
-use crate::pipeline::{Clock, Emitter, FlowShard, Flush, Router, Shutdown, StopFlag, POLL_INTERVAL};
+use crate::pipeline::{
+    Clock, Emitter, FlowShard, Flush, Router, Shutdown, StopFlag, POLL_INTERVAL,
+};
 use crate::process::ProcessTable;
 use crate::records::CaptureSource;
 use crate::telemetry::TELEMETRY;
@@ -42,7 +44,10 @@ fn shard_count(cfg: &AgentConfig) -> usize {
 
 fn open_output(cfg: &AgentConfig) -> Result<OutputWriter, String> {
     if cfg.output.format != "json" {
-        return Err(format!("output format {:?} is not supported (use \"json\")", cfg.output.format));
+        return Err(format!(
+            "output format {:?} is not supported (use \"json\")",
+            cfg.output.format
+        ));
     }
     if cfg.output.path == "-" {
         Ok(OutputWriter::stdout())
@@ -86,14 +91,12 @@ async fn drain(emitter: &Addr<Emitter>, shards: &[Addr<FlowShard>]) {
 
 /// Capture live traffic until SIGINT or SIGTERM, then flush everything.
 pub fn run_live(cfg: AgentConfig) -> Result<(), String> {
-    let names = if cfg.capture.interfaces.is_empty() {
+    let all = cfg.capture.interfaces.is_empty();
+    let names = if all {
         interfaces::list_up().map_err(|e| e.to_string())?
     } else {
         cfg.capture.interfaces.clone()
     };
-    if names.is_empty() {
-        return Err("no network interface is up to capture from".into());
-    }
     // Open every ring before starting anything, so a bad interface or a
     // missing capability fails at once with its own message.
     let mut sources = Vec::new();
@@ -106,7 +109,17 @@ pub fn run_live(cfg: AgentConfig) -> Result<(), String> {
             exclude_ports: cfg.capture.exclude_ports.clone(),
             ..AfPacketConfig::for_interface(name)
         };
-        sources.push(AfPacketSource::open(&ac).map_err(|e| format!("{name}: {e}"))?);
+        match AfPacketSource::open(&ac) {
+            Ok(s) => sources.push(s),
+            // With "all interfaces", links we cannot filter are skipped.
+            Err(e @ CaptureError::InvalidConfig(_)) if all => {
+                tracing::warn!(interface = %name, "not captured: {e}");
+            }
+            Err(e) => return Err(format!("{name}: {e}")),
+        }
+    }
+    if sources.is_empty() {
+        return Err("no network interface is up to capture from".into());
     }
     let sys = System::new();
     sys.block_on(async move {
@@ -115,7 +128,7 @@ pub fn run_live(cfg: AgentConfig) -> Result<(), String> {
         let mut threads = Vec::new();
         for mut src in sources {
             let name = src.interface().name.clone();
-            let link = src.link_type();
+            let link = src.interface().link;
             let mut router = Router::new(shards.clone(), &name, link);
             let stop = stop.clone();
             threads.push(
@@ -125,7 +138,7 @@ pub fn run_live(cfg: AgentConfig) -> Result<(), String> {
                         let mut last_drops = 0;
                         while !stop.stopped() {
                             let r = src.next_batch(POLL_INTERVAL, |pkt| {
-                                router.route(pkt.data, pkt.wire_len, pkt.ts_ns / 1000);
+                                router.route(pkt.link, pkt.data, pkt.wire_len, pkt.ts_ns / 1000);
                             });
                             if let Err(e) = r {
                                 tracing::error!(interface = %name, "capture failed: {e}");
@@ -172,9 +185,8 @@ async fn wait_for_signal() {
 /// Nothing is dropped: the reader waits for shards that are behind.
 pub fn replay(path: &Path, cfg: AgentConfig) -> Result<u64, String> {
     let mut src = PcapSource::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let link = src
-        .link_type()
-        .ok_or_else(|| format!("{}: no packets or an unknown link type", path.display()))?;
+    // pcapng gives each packet its own link type; the router follows it.
+    let link = src.link_type().unwrap_or(crate::packet::LinkType::Ethernet);
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let sys = System::new();
     sys.block_on(async move {
@@ -182,7 +194,8 @@ pub fn replay(path: &Path, cfg: AgentConfig) -> Result<u64, String> {
         let mut router = Router::new(shards.clone(), &name, link).reliable();
         let (tx, rx) = tokio::sync::oneshot::channel();
         let reader = thread::spawn(move || {
-            let r = src.for_each(|pkt| router.route(pkt.data, pkt.wire_len, pkt.ts_ns / 1000));
+            let r = src
+                .for_each(|pkt| router.route(pkt.link, pkt.data, pkt.wire_len, pkt.ts_ns / 1000));
             router.ship_all();
             let _ = tx.send(());
             r

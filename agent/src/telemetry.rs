@@ -151,7 +151,16 @@ impl Telemetry {
                 Kind::Counter => "counter",
                 Kind::Gauge => "gauge",
             };
-            let _ = writeln!(out, "# HELP {} {}\n# TYPE {} {}\n{} {}", m.name, m.help, m.name, kind, m.name, m.get());
+            let _ = writeln!(
+                out,
+                "# HELP {} {}\n# TYPE {} {}\n{} {}",
+                m.name,
+                m.help,
+                m.name,
+                kind,
+                m.name,
+                m.get()
+            );
         }
         out
     }

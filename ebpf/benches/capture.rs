@@ -49,10 +49,7 @@ fn run(seconds: f64, capture: Option<&mut EbpfCapture>) -> (f64, u64) {
     match capture {
         Some(capture) => {
             while Instant::now() < deadline {
-                events += capture
-                    .poll(Duration::from_millis(10))
-                    .expect("poll")
-                    .count() as u64;
+                events += capture.poll(Duration::from_millis(10)).expect("poll").count() as u64;
             }
         }
         None => thread::sleep(deadline - start),
@@ -69,10 +66,7 @@ fn main() {
         eprintln!("capture bench: loading eBPF programs needs root");
         std::process::exit(2);
     }
-    let seconds: f64 = std::env::args()
-        .skip(1)
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(5.0);
+    let seconds: f64 = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(5.0);
 
     let (baseline, _) = run(seconds, None);
     let mut capture = EbpfCapture::load(Config {

@@ -56,22 +56,10 @@ const TRACEPOINTS: &[(&str, &str, &str)] = &[
 /// (OpenSSL function, entry program, return program). The return programs
 /// serve both variants: the entry program records where an _ex count goes.
 const SSL_PROBES: &[(&str, &str, &str)] = &[
-    (
-        "SSL_write",
-        "fathom_ssl_write_enter",
-        "fathom_ssl_write_exit",
-    ),
-    (
-        "SSL_write_ex",
-        "fathom_ssl_write_ex_enter",
-        "fathom_ssl_write_exit",
-    ),
+    ("SSL_write", "fathom_ssl_write_enter", "fathom_ssl_write_exit"),
+    ("SSL_write_ex", "fathom_ssl_write_ex_enter", "fathom_ssl_write_exit"),
     ("SSL_read", "fathom_ssl_read_enter", "fathom_ssl_read_exit"),
-    (
-        "SSL_read_ex",
-        "fathom_ssl_read_ex_enter",
-        "fathom_ssl_read_exit",
-    ),
+    ("SSL_read_ex", "fathom_ssl_read_ex_enter", "fathom_ssl_read_exit"),
 ];
 
 const SSL_PROGRAMS: &[&str] = &[
@@ -200,15 +188,11 @@ pub struct Counters {
 
 impl Counters {
     pub fn hook(&self, hook: Hook) -> HookCounters {
-        self.hooks
-            .iter()
-            .copied()
-            .find(|c| c.hook == hook)
-            .unwrap_or(HookCounters {
-                hook,
-                calls: 0,
-                events: 0,
-            })
+        self.hooks.iter().copied().find(|c| c.hook == hook).unwrap_or(HookCounters {
+            hook,
+            calls: 0,
+            events: 0,
+        })
     }
 
     /// Events the kernel side produced, over all hooks.
@@ -229,9 +213,7 @@ pub struct SslLibrary {
 
 fn is_libssl(path: &Path) -> bool {
     // libssl.so.3, libssl.so.1.1, libssl.so; not NSS's libssl3.so.
-    path.file_name()
-        .and_then(|n| n.to_str())
-        .is_some_and(|n| n.starts_with("libssl.so"))
+    path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("libssl.so"))
 }
 
 /// libssl files in the system directories and in every process's maps,
@@ -241,10 +223,7 @@ fn find_ssl_libraries(extra: &[PathBuf]) -> Vec<PathBuf> {
     for dir in SYSTEM_LIB_DIRS {
         if let Ok(entries) = std::fs::read_dir(dir) {
             found.extend(
-                entries
-                    .flatten()
-                    .map(|e| e.path())
-                    .filter(|p| is_libssl(p) && p.is_file()),
+                entries.flatten().map(|e| e.path()).filter(|p| is_libssl(p) && p.is_file()),
             );
         }
     }
@@ -253,10 +232,7 @@ fn find_ssl_libraries(extra: &[PathBuf]) -> Vec<PathBuf> {
     };
     for entry in procs.flatten() {
         let pid = entry.file_name();
-        let Some(pid) = pid
-            .to_str()
-            .filter(|p| p.bytes().all(|b| b.is_ascii_digit()))
-        else {
+        let Some(pid) = pid.to_str().filter(|p| p.bytes().all(|b| b.is_ascii_digit())) else {
             continue;
         };
         // Processes come and go: an unreadable map is skipped.
@@ -280,11 +256,7 @@ fn find_ssl_libraries(extra: &[PathBuf]) -> Vec<PathBuf> {
                 (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
                 _ => false,
             };
-            found.push(if same_file(path, &in_ns) {
-                path.to_path_buf()
-            } else {
-                in_ns
-            });
+            found.push(if same_file(path, &in_ns) { path.to_path_buf() } else { in_ns });
         }
     }
     found
@@ -352,10 +324,9 @@ fn check_btf(path: &Path) -> Result<(), CaptureError> {
             path: path.to_path_buf(),
             reason: "not a file".to_string(),
         }),
-        Err(e) => Err(CaptureError::NoKernelBtf {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        }),
+        Err(e) => {
+            Err(CaptureError::NoKernelBtf { path: path.to_path_buf(), reason: e.to_string() })
+        }
     }
 }
 
@@ -370,13 +341,7 @@ fn ensure_tracefs() -> Result<(), CaptureError> {
         let fstype = CString::new("tracefs").expect("no NUL");
         // SAFETY: all pointers are valid NUL-terminated strings; data may be NULL.
         let rc = unsafe {
-            libc::mount(
-                source.as_ptr(),
-                target.as_ptr(),
-                fstype.as_ptr(),
-                0,
-                std::ptr::null(),
-            )
+            libc::mount(source.as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, std::ptr::null())
         };
         if rc != 0 {
             let err = std::io::Error::last_os_error();
@@ -415,10 +380,7 @@ fn validate(config: &Config) -> Result<(), CaptureError> {
 }
 
 fn clock_ns(clock: libc::clockid_t) -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: ts is a valid timespec to write into.
     unsafe { libc::clock_gettime(clock, &mut ts) };
     (ts.tv_sec as u64).saturating_mul(1_000_000_000) + ts.tv_nsec as u64
@@ -451,11 +413,7 @@ impl EbpfCapture {
         validate(&config)?;
         check_prerequisites()?;
 
-        let ignore_tgid: u32 = if config.trace_self {
-            0
-        } else {
-            std::process::id()
-        };
+        let ignore_tgid: u32 = if config.trace_self { 0 } else { std::process::id() };
         let wakeup_bytes = config.wakeup_bytes.min(config.ring_buffer_bytes / 2);
         let mut ebpf = EbpfLoader::new()
             // Task storage (the per-thread syscall stash) has no aya wrapper;
@@ -471,10 +429,8 @@ impl EbpfCapture {
         let mut program_ids = Vec::with_capacity(TRACEPOINTS.len());
         let mut links = Vec::new();
         for &(name, category, tracepoint) in TRACEPOINTS {
-            let program_err = |reason: String| CaptureError::Program {
-                program: name.to_string(),
-                reason,
-            };
+            let program_err =
+                |reason: String| CaptureError::Program { program: name.to_string(), reason };
             let program: &mut TracePoint = ebpf
                 .program_mut(name)
                 .ok_or_else(|| program_err("missing from the object".to_string()))?
@@ -497,10 +453,8 @@ impl EbpfCapture {
             // Raw, not a plain tracepoint: its arguments are the parent and
             // child tasks, which tell a new process from a new thread.
             let name = "fathom_sched_fork";
-            let program_err = |reason: String| CaptureError::Program {
-                program: name.to_string(),
-                reason,
-            };
+            let program_err =
+                |reason: String| CaptureError::Program { program: name.to_string(), reason };
             let program: &mut RawTracePoint = ebpf
                 .program_mut(name)
                 .ok_or_else(|| program_err("missing from the object".to_string()))?
@@ -520,10 +474,8 @@ impl EbpfCapture {
         }
         if config.ssl {
             for &name in SSL_PROGRAMS {
-                let program_err = |reason: String| CaptureError::Program {
-                    program: name.to_string(),
-                    reason,
-                };
+                let program_err =
+                    |reason: String| CaptureError::Program { program: name.to_string(), reason };
                 let program: &mut UProbe = ebpf
                     .program_mut(name)
                     .ok_or_else(|| program_err("missing from the object".to_string()))?
@@ -537,10 +489,8 @@ impl EbpfCapture {
             }
         }
 
-        let map_err = |map: &str, reason: String| CaptureError::Map {
-            map: map.to_string(),
-            reason,
-        };
+        let map_err =
+            |map: &str, reason: String| CaptureError::Map { map: map.to_string(), reason };
         // Trace ids start from the wall clock so they do not repeat across restarts.
         {
             let seq = ebpf
@@ -551,13 +501,11 @@ impl EbpfCapture {
             seq.set(0, clock_ns(libc::CLOCK_REALTIME), 0)
                 .map_err(|e| map_err("trace_id_seq", chain(&e)))?;
         }
-        let ring = ebpf
-            .take_map("events")
-            .ok_or_else(|| map_err("events", "missing".to_string()))?;
+        let ring =
+            ebpf.take_map("events").ok_or_else(|| map_err("events", "missing".to_string()))?;
         let ring = RingBuf::try_from(ring).map_err(|e| map_err("events", chain(&e)))?;
-        let counters = ebpf
-            .take_map("counters")
-            .ok_or_else(|| map_err("counters", "missing".to_string()))?;
+        let counters =
+            ebpf.take_map("counters").ok_or_else(|| map_err("counters", "missing".to_string()))?;
         let counters =
             PerCpuArray::try_from(counters).map_err(|e| map_err("counters", chain(&e)))?;
 
@@ -647,11 +595,7 @@ impl EbpfCapture {
         }
         SslLibrary {
             path: path.to_path_buf(),
-            error: if functions.is_empty() {
-                last_error
-            } else {
-                None
-            },
+            error: if functions.is_empty() { last_error } else { None },
             functions,
         }
     }
@@ -669,11 +613,7 @@ impl EbpfCapture {
     /// the kernel queued them: per thread that is syscall order; across
     /// CPUs it is close to, not strictly, `ts_ns` order.
     pub fn poll(&mut self, timeout: Duration) -> Result<Events<'_>, CaptureError> {
-        let mut pfd = libc::pollfd {
-            fd: self.ring.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
+        let mut pfd = libc::pollfd { fd: self.ring.as_raw_fd(), events: libc::POLLIN, revents: 0 };
         let timeout_ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
         // SAFETY: pfd is one valid pollfd.
         let rc = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
@@ -690,13 +630,10 @@ impl EbpfCapture {
     /// Counters from the kernel side plus what userspace decoded.
     pub fn counters(&self) -> Result<Counters, CaptureError> {
         let read = |index: u32| -> Result<u64, CaptureError> {
-            let values = self
-                .counters
-                .get(&index, 0)
-                .map_err(|e| CaptureError::Map {
-                    map: "counters".to_string(),
-                    reason: chain(&e),
-                })?;
+            let values = self.counters.get(&index, 0).map_err(|e| CaptureError::Map {
+                map: "counters".to_string(),
+                reason: chain(&e),
+            })?;
             Ok(values.iter().copied().fold(0u64, u64::wrapping_add))
         };
         let mut hooks = Vec::with_capacity(Hook::ALL.len());
@@ -841,16 +778,10 @@ mod tests {
 
     #[test]
     fn only_openssl_libssl_is_probed() {
-        assert!(is_libssl(Path::new(
-            "/usr/lib/x86_64-linux-gnu/libssl.so.3"
-        )));
+        assert!(is_libssl(Path::new("/usr/lib/x86_64-linux-gnu/libssl.so.3")));
         assert!(is_libssl(Path::new("/opt/app/lib/libssl.so.1.1")));
-        assert!(!is_libssl(Path::new(
-            "/usr/lib/x86_64-linux-gnu/libssl3.so"
-        )));
-        assert!(!is_libssl(Path::new(
-            "/usr/lib/x86_64-linux-gnu/libcrypto.so.3"
-        )));
+        assert!(!is_libssl(Path::new("/usr/lib/x86_64-linux-gnu/libssl3.so")));
+        assert!(!is_libssl(Path::new("/usr/lib/x86_64-linux-gnu/libcrypto.so.3")));
         assert!(!is_libssl(Path::new("/")));
     }
 

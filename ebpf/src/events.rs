@@ -280,12 +280,7 @@ fn addr(family: u16, raw: &[u8], port: u16) -> Result<SocketAddr, DecodeError> {
             // Dual-stack sockets carry IPv4 peers as ::ffff:a.b.c.d.
             Ipv6Addr::from(octets).to_canonical()
         }
-        other => {
-            return Err(DecodeError::BadField {
-                field: "family",
-                value: u64::from(other),
-            })
-        }
+        other => return Err(DecodeError::BadField { field: "family", value: u64::from(other) }),
     };
     Ok(SocketAddr::new(ip, port))
 }
@@ -293,10 +288,7 @@ fn addr(family: u16, raw: &[u8], port: u16) -> Result<SocketAddr, DecodeError> {
 /// Decodes one ring buffer record.
 pub fn decode(record: &[u8]) -> Result<Event, DecodeError> {
     if record.len() < 4 {
-        return Err(DecodeError::Short {
-            len: record.len(),
-            need: 4,
-        });
+        return Err(DecodeError::Short { len: record.len(), need: 4 });
     }
     match u32_at(record, 0) {
         EVENT_DATA | EVENT_CONNECT | EVENT_ACCEPT | EVENT_CLOSE => decode_socket(record),
@@ -307,10 +299,7 @@ pub fn decode(record: &[u8]) -> Result<Event, DecodeError> {
 
 fn decode_socket(b: &[u8]) -> Result<Event, DecodeError> {
     if b.len() < SOCKET_EVENT_HDR_LEN {
-        return Err(DecodeError::Short {
-            len: b.len(),
-            need: SOCKET_EVENT_HDR_LEN,
-        });
+        return Err(DecodeError::Short { len: b.len(), need: SOCKET_EVENT_HDR_LEN });
     }
     let kind = u32_at(b, 0);
     let pid = u32_at(b, 4);
@@ -327,36 +316,21 @@ fn decode_socket(b: &[u8]) -> Result<Event, DecodeError> {
     let l4 = match b[54] {
         6 => L4Proto::Tcp,
         17 => L4Proto::Udp,
-        other => {
-            return Err(DecodeError::BadField {
-                field: "l4_proto",
-                value: u64::from(other),
-            })
-        }
+        other => return Err(DecodeError::BadField { field: "l4_proto", value: u64::from(other) }),
     };
     let direction = match b[55] {
         DIR_EGRESS => Direction::Egress,
         DIR_INGRESS => Direction::Ingress,
-        other => {
-            return Err(DecodeError::BadField {
-                field: "direction",
-                value: u64::from(other),
-            })
-        }
+        other => return Err(DecodeError::BadField { field: "direction", value: u64::from(other) }),
     };
-    let hook = Hook::from_raw(b[56]).ok_or(DecodeError::BadField {
-        field: "hook",
-        value: u64::from(b[56]),
-    })?;
+    let hook = Hook::from_raw(b[56])
+        .ok_or(DecodeError::BadField { field: "hook", value: u64::from(b[56]) })?;
     let src = addr(family, &b[64..80], sport)?;
     let dst = addr(family, &b[80..96], dport)?;
     let comm = c_string(&b[96..112]);
     let payload_end = SOCKET_EVENT_HDR_LEN + cap_len;
     if cap_len > MAX_CAPTURE_BYTES as usize || payload_end > b.len() {
-        return Err(DecodeError::BadField {
-            field: "cap_len",
-            value: cap_len as u64,
-        });
+        return Err(DecodeError::BadField { field: "cap_len", value: cap_len as u64 });
     }
 
     let kind = match kind {
@@ -382,36 +356,18 @@ fn decode_socket(b: &[u8]) -> Result<Event, DecodeError> {
         EVENT_ACCEPT => SocketEventKind::Accept,
         _ => SocketEventKind::Close,
     };
-    Ok(Event::Socket(SocketEvent {
-        kind,
-        ts_ns,
-        pid,
-        tid,
-        fd,
-        comm,
-        src,
-        dst,
-        l4,
-        tcp_seq,
-    }))
+    Ok(Event::Socket(SocketEvent { kind, ts_ns, pid, tid, fd, comm, src, dst, l4, tcp_seq }))
 }
 
 fn decode_process(b: &[u8]) -> Result<Event, DecodeError> {
     if b.len() < PROCESS_EVENT_LEN {
-        return Err(DecodeError::Short {
-            len: b.len(),
-            need: PROCESS_EVENT_LEN,
-        });
+        return Err(DecodeError::Short { len: b.len(), need: PROCESS_EVENT_LEN });
     }
     let filename_len = (u32_at(b, 28) as usize).min(PROCESS_EVENT_LEN - 48);
     let kind = match u32_at(b, 0) {
-        EVENT_EXEC => ProcessEventKind::Exec {
-            filename: c_string(&b[48..48 + filename_len]),
-        },
+        EVENT_EXEC => ProcessEventKind::Exec { filename: c_string(&b[48..48 + filename_len]) },
         EVENT_FORK => ProcessEventKind::Fork,
-        _ => ProcessEventKind::Exit {
-            exit_code: u32_at(b, 24) as i32,
-        },
+        _ => ProcessEventKind::Exit { exit_code: u32_at(b, 24) as i32 },
     };
     Ok(Event::Process(ProcessEvent {
         kind,
@@ -474,38 +430,17 @@ mod tests {
     #[test]
     fn rejects_bad_records_without_panicking() {
         assert!(matches!(decode(&[]), Err(DecodeError::Short { .. })));
-        assert!(matches!(
-            decode(&[9, 0, 0, 0]),
-            Err(DecodeError::UnknownKind(9))
-        ));
+        assert!(matches!(decode(&[9, 0, 0, 0]), Err(DecodeError::UnknownKind(9))));
         let mut rec = socket_record(EVENT_DATA, b"abc");
         rec.truncate(SOCKET_EVENT_HDR_LEN + 1); // cap_len says 3
-        assert!(matches!(
-            decode(&rec),
-            Err(DecodeError::BadField {
-                field: "cap_len",
-                ..
-            })
-        ));
+        assert!(matches!(decode(&rec), Err(DecodeError::BadField { field: "cap_len", .. })));
         let mut rec = socket_record(EVENT_DATA, b"");
         rec[48] = 1; // AF_UNIX
-        assert!(matches!(
-            decode(&rec),
-            Err(DecodeError::BadField {
-                field: "family",
-                ..
-            })
-        ));
+        assert!(matches!(decode(&rec), Err(DecodeError::BadField { field: "family", .. })));
         let mut rec = socket_record(EVENT_DATA, b"");
         rec[56] = 200;
-        assert!(matches!(
-            decode(&rec),
-            Err(DecodeError::BadField { field: "hook", .. })
-        ));
-        assert!(matches!(
-            decode(&EVENT_EXEC.to_ne_bytes()),
-            Err(DecodeError::Short { .. })
-        ));
+        assert!(matches!(decode(&rec), Err(DecodeError::BadField { field: "hook", .. })));
+        assert!(matches!(decode(&EVENT_EXEC.to_ne_bytes()), Err(DecodeError::Short { .. })));
     }
 
     #[test]
@@ -522,12 +457,7 @@ mod tests {
         };
         assert_eq!(ev.pid, 100);
         assert_eq!(ev.ppid, 1);
-        assert_eq!(
-            ev.kind,
-            ProcessEventKind::Exec {
-                filename: "/usr/bin/curl".into()
-            }
-        );
+        assert_eq!(ev.kind, ProcessEventKind::Exec { filename: "/usr/bin/curl".into() });
         // A lying filename_len is clamped to the record.
         b[28..32].copy_from_slice(&u32::MAX.to_ne_bytes());
         assert!(decode(&b).is_ok());

@@ -45,10 +45,7 @@ fn pattern(offset: usize, len: usize) -> Vec<u8> {
 /// and ingress events of its connection, in order.
 /// Also returns the ring buffer drops, to explain missing events.
 fn transfer(capture_bytes: u32, tag: &str) -> (Vec<SocketDataEvent>, Vec<SocketDataEvent>, u64) {
-    let mut capture = load_with(Config {
-        capture_bytes,
-        ..Config::default()
-    });
+    let mut capture = load_with(Config { capture_bytes, ..Config::default() });
     let dir = TempDir::new(tag);
     let script = dir.0.join("transfer.py");
     std::fs::write(&script, SCRIPT).unwrap();
@@ -60,11 +57,7 @@ fn transfer(capture_bytes: u32, tag: &str) -> (Vec<SocketDataEvent>, Vec<SocketD
         .expect("start python3");
     let pid = child.id();
     let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let client_port: u16 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
 
     let of_conn = |events: &[Event], direction: Direction| -> Vec<SocketDataEvent> {
@@ -89,18 +82,11 @@ fn transfer(capture_bytes: u32, tag: &str) -> (Vec<SocketDataEvent>, Vec<SocketD
             && total(&of_conn(events, Direction::Ingress)) >= TOTAL as u64
     });
     let drops = capture.counters().unwrap().ring_buffer_drops;
-    (
-        of_conn(&events, Direction::Egress),
-        of_conn(&events, Direction::Ingress),
-        drops,
-    )
+    (of_conn(&events, Direction::Egress), of_conn(&events, Direction::Ingress), drops)
 }
 
 fn check_side(events: &[SocketDataEvent], capture_bytes: usize, what: &str, drops: u64) {
-    assert!(
-        !events.is_empty(),
-        "{what}: no events ({drops} ring buffer drops)"
-    );
+    assert!(!events.is_empty(), "{what}: no events ({drops} ring buffer drops)");
     assert_eq!(
         events.iter().map(|d| d.syscall_len).sum::<u64>(),
         TOTAL as u64,
@@ -115,16 +101,8 @@ fn check_side(events: &[SocketDataEvent], capture_bytes: usize, what: &str, drop
             "{what}: sequence number of the message at offset {offset}"
         );
         let len = d.syscall_len as usize;
-        assert_eq!(
-            d.payload.len(),
-            len.min(capture_bytes),
-            "{what}: capture size"
-        );
-        assert_eq!(
-            d.payload,
-            pattern(offset, d.payload.len()),
-            "{what}: bytes at {offset}"
-        );
+        assert_eq!(d.payload.len(), len.min(capture_bytes), "{what}: capture size");
+        assert_eq!(d.payload, pattern(offset, d.payload.len()), "{what}: bytes at {offset}");
         offset += len;
     }
 }
@@ -134,15 +112,8 @@ fn large_transfer_capture_is_bounded_and_sequenced() {
     let (egress, ingress, drops) = transfer(100, "capture-100");
     check_side(&egress, 100, "sender", drops);
     check_side(&ingress, 100, "receiver", drops);
-    assert_eq!(
-        egress[0].tcp_seq, ingress[0].tcp_seq,
-        "same first byte at both ends"
-    );
-    assert!(
-        ingress.len() >= 2,
-        "64 KiB reads of 200000 bytes: {}",
-        ingress.len()
-    );
+    assert_eq!(egress[0].tcp_seq, ingress[0].tcp_seq, "same first byte at both ends");
+    assert!(ingress.len() >= 2, "64 KiB reads of 200000 bytes: {}", ingress.len());
     assert!(ingress.iter().all(|d| d.is_truncated()));
 }
 

@@ -29,29 +29,20 @@ fn unprivileged_load_fails_with_a_clear_error() {
         .expect("run setpriv (util-linux)");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
-    assert!(
-        stderr.contains("not permitted to load eBPF programs"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("not permitted to load eBPF programs"), "{stderr}");
     assert!(stderr.contains("euid 65534"), "{stderr}");
     assert!(stderr.contains("CAP_BPF"), "{stderr}");
 }
 
 #[test]
 fn invalid_config_is_rejected_before_loading() {
-    let too_big = EbpfCapture::load(Config {
-        capture_bytes: 4097,
-        ..Config::default()
-    });
+    let too_big = EbpfCapture::load(Config { capture_bytes: 4097, ..Config::default() });
     assert!(
         matches!(&too_big, Err(CaptureError::InvalidConfig(m)) if m.contains("4097")),
         "{:?}",
         too_big.err()
     );
-    let odd_ring = EbpfCapture::load(Config {
-        ring_buffer_bytes: 3 * 4096,
-        ..Config::default()
-    });
+    let odd_ring = EbpfCapture::load(Config { ring_buffer_bytes: 3 * 4096, ..Config::default() });
     assert!(
         matches!(&odd_ring, Err(CaptureError::InvalidConfig(m)) if m.contains("power of two")),
         "{:?}",
@@ -81,20 +72,14 @@ fn full_ring_buffer_counts_drops_and_keeps_working() {
     let counters = capture.counters().expect("read counters");
     assert!(counters.ring_buffer_drops > 0, "{counters:?}");
     let drained: Vec<Event> = capture.poll(Duration::from_millis(0)).unwrap().collect();
-    assert!(
-        !drained.is_empty(),
-        "what fit in the ring buffer is still delivered"
-    );
+    assert!(!drained.is_empty(), "what fit in the ring buffer is still delivered");
 
     // With the ring drained, new events flow again. Other processes' events
     // share the one-page ring, so a marker may be crowded out: try a few.
     let me = std::process::id();
     let mut seen = false;
     for attempt in 0..50u32 {
-        capture
-            .poll(Duration::from_millis(0))
-            .unwrap()
-            .for_each(drop);
+        capture.poll(Duration::from_millis(0)).unwrap().for_each(drop);
         let marker = format!("after the drops {attempt:02}");
         client.write_all(marker.as_bytes()).unwrap();
         server.read_exact(&mut sink[..marker.len()]).unwrap();
@@ -128,18 +113,10 @@ fn bad_ssl_libraries_are_reported_not_fatal() {
     };
     let gone = find(&missing);
     assert!(gone.functions.is_empty());
-    assert!(
-        gone.error
-            .as_deref()
-            .is_some_and(|e| e.contains("cannot open")),
-        "{gone:?}"
-    );
+    assert!(gone.error.as_deref().is_some_and(|e| e.contains("cannot open")), "{gone:?}");
     let wrong = find(&not_openssl);
     assert!(wrong.functions.is_empty());
-    assert!(
-        wrong.error.as_deref().is_some_and(|e| e.contains("SSL_")),
-        "{wrong:?}"
-    );
+    assert!(wrong.error.as_deref().is_some_and(|e| e.contains("SSL_")), "{wrong:?}");
     // The system's OpenSSL is still probed, and nothing is reported twice.
     assert!(libraries.iter().any(|l| l.error.is_none()), "{libraries:?}");
     assert!(capture.attach_new_ssl_libraries().is_empty());

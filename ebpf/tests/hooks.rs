@@ -140,11 +140,7 @@ fn vectored_mmsg_udp_fork_and_trace_ids() {
         .expect("start python3");
     let pid = child.id();
     let out = child.wait_with_output().expect("wait for python3");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
     let events = collect_until(&mut capture, |events| {
         events.iter().any(|e| {
@@ -193,23 +189,10 @@ fn vectored_mmsg_udp_fork_and_trace_ids() {
     // the two threads have different ids.
     let mut ids = Vec::new();
     for n in 1..=2 {
-        let inbound = find(
-            &events,
-            pid,
-            Hook::Recvfrom,
-            format!("proxy-in-{n}").as_bytes(),
-        );
-        let upstream = find(
-            &events,
-            pid,
-            Hook::Sendto,
-            format!("proxy-out-{n}").as_bytes(),
-        );
+        let inbound = find(&events, pid, Hook::Recvfrom, format!("proxy-in-{n}").as_bytes());
+        let upstream = find(&events, pid, Hook::Sendto, format!("proxy-out-{n}").as_bytes());
         assert_eq!(inbound.tid, upstream.tid, "same thread");
-        assert_ne!(
-            inbound.tid, inbound.pid,
-            "a worker thread, not the main one"
-        );
+        assert_ne!(inbound.tid, inbound.pid, "a worker thread, not the main one");
         assert_ne!(inbound.syscall_trace_id, 0);
         assert_eq!(inbound.syscall_trace_id, upstream.syscall_trace_id);
         assert_ne!(inbound.dst, upstream.src, "two different sockets");
@@ -229,11 +212,7 @@ fn vectored_mmsg_udp_fork_and_trace_ids() {
     let got_aaaa = find(&events, pid, Hook::Recvmmsg, b"mmsg-query-AAAA");
     assert_eq!(got_aaaa.syscall_len, 15);
     assert_eq!(got_aaaa.direction, Direction::Ingress);
-    assert_eq!(
-        (got_aaaa.src, got_aaaa.dst),
-        (a.src, a.dst),
-        "peer from msg_name"
-    );
+    assert_eq!((got_aaaa.src, got_aaaa.dst), (a.src, a.dst), "peer from msg_name");
     let got_a = find(&events, pid, Hook::Recvmmsg, b"mmsg-query-A");
     assert_eq!(got_a.syscall_len, 12);
 
@@ -258,16 +237,12 @@ fn vectored_mmsg_udp_fork_and_trace_ids() {
         more
     };
     assert!(
-        events
-            .iter()
-            .any(|e| matches!(e, Event::Process(p) if p.pid == child
+        events.iter().any(|e| matches!(e, Event::Process(p) if p.pid == child
             && p.ppid == pid && p.kind == ProcessEventKind::Fork)),
         "no fork event for child {child} of {pid}"
     );
     assert!(
-        events
-            .iter()
-            .any(|e| matches!(e, Event::Process(p) if p.pid == child
+        events.iter().any(|e| matches!(e, Event::Process(p) if p.pid == child
             && p.kind == ProcessEventKind::Exit { exit_code: 3 << 8 })),
         "no exit event with status 3 for child {child}"
     );
@@ -311,11 +286,7 @@ fn only_inet_sockets_are_reported() {
         .expect("start python3");
     let pid = child.id();
     let out = child.wait_with_output().expect("wait for python3");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
     let events = collect_until(&mut capture, |events| {
         events.iter().any(|e| {
@@ -324,9 +295,7 @@ fn only_inet_sockets_are_reported() {
         })
     });
     assert!(
-        events
-            .iter()
-            .any(|e| matches!(e, Event::Data(d) if d.pid == pid
+        events.iter().any(|e| matches!(e, Event::Data(d) if d.pid == pid
             && d.payload == b"fathom-tcp-control")),
         "the TCP control message was not seen"
     );
@@ -339,8 +308,5 @@ fn only_inet_sockets_are_reported() {
             _ => None,
         })
         .collect();
-    assert!(
-        leaked.is_empty(),
-        "file, pipe or unix socket data reported: {leaked:?}"
-    );
+    assert!(leaked.is_empty(), "file, pipe or unix socket data reported: {leaked:?}");
 }

@@ -29,10 +29,7 @@ fn data(
 }
 
 fn concat(events: &[&SocketDataEvent]) -> Vec<u8> {
-    events
-        .iter()
-        .flat_map(|d| d.payload.iter().copied())
-        .collect()
+    events.iter().flat_map(|d| d.payload.iter().copied()).collect()
 }
 
 /// Each message starts where the previous one on the connection ended.
@@ -57,13 +54,7 @@ fn curl_to_python_http_server() {
     let mut server = Proc::spawn(
         "python3 -m http.server",
         Command::new("python3")
-            .args([
-                "-m",
-                "http.server",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-            ])
+            .args(["-m", "http.server", &port.to_string(), "--bind", "127.0.0.1"])
             .arg("--directory")
             .arg(&dir.0)
             .stdout(Stdio::null())
@@ -81,11 +72,7 @@ fn curl_to_python_http_server() {
         .expect("start curl");
     let curl_pid = curl.id();
     let out = curl.wait_with_output().expect("wait for curl");
-    assert!(
-        out.status.success(),
-        "curl failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "curl failed: {}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(out.stdout, body, "curl got the file");
     let request =
         format!("GET /hello.txt HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: fathom-test\r\nAccept: */*\r\n\r\n");
@@ -132,31 +119,19 @@ fn curl_to_python_http_server() {
     assert_eq!(curl_req.dst, SocketAddr::from(([127, 0, 0, 1], port)));
     assert_ne!(curl_req.src.port(), 0);
     assert_ne!(curl_req.tcp_seq, 0);
-    assert!(matches!(
-        curl_req.hook,
-        Hook::Sendto | Hook::Write | Hook::Sendmsg | Hook::Writev
-    ));
+    assert!(matches!(curl_req.hook, Hook::Sendto | Hook::Write | Hook::Sendmsg | Hook::Writev));
     let conn = (curl_req.src, curl_req.dst);
 
     // The same bytes arriving at the server, same tuple, same sequence.
     let server_in = data(&events, server_pid, Direction::Ingress, conn);
-    assert!(
-        !server_in.is_empty(),
-        "no ingress at the server (pid {server_pid})"
-    );
+    assert!(!server_in.is_empty(), "no ingress at the server (pid {server_pid})");
     for d in &server_in {
         assert_eq!((d.src, d.dst), conn, "ingress tuple at the server: {d:?}");
         assert!(d.fd > 2);
     }
     assert_eq!(String::from_utf8_lossy(&concat(&server_in)), request);
-    assert_eq!(
-        server_in.iter().map(|d| d.syscall_len).sum::<u64>(),
-        request.len() as u64
-    );
-    assert_eq!(
-        server_in[0].tcp_seq, curl_req.tcp_seq,
-        "request seq at both ends"
-    );
+    assert_eq!(server_in.iter().map(|d| d.syscall_len).sum::<u64>(), request.len() as u64);
+    assert_eq!(server_in[0].tcp_seq, curl_req.tcp_seq, "request seq at both ends");
     assert_contiguous(&server_in, "server ingress");
 
     // The response, server egress versus curl ingress.
@@ -166,32 +141,17 @@ fn curl_to_python_http_server() {
     assert!(!curl_in.is_empty(), "no response ingress at curl");
     for d in &server_out {
         assert_eq!((d.dst, d.src), conn, "egress tuple at the server: {d:?}");
-        assert_eq!(
-            d.payload.len() as u64,
-            d.syscall_len,
-            "response part fully captured"
-        );
+        assert_eq!(d.payload.len() as u64, d.syscall_len, "response part fully captured");
     }
     let response = concat(&server_out);
-    assert!(
-        response.starts_with(b"HTTP/1.0 200 OK\r\n"),
-        "{}",
-        String::from_utf8_lossy(&response)
-    );
+    assert!(response.starts_with(b"HTTP/1.0 200 OK\r\n"), "{}", String::from_utf8_lossy(&response));
     assert!(response.ends_with(&body));
-    assert_eq!(
-        concat(&curl_in),
-        response,
-        "curl read what the server wrote"
-    );
+    assert_eq!(concat(&curl_in), response, "curl read what the server wrote");
     assert_eq!(
         curl_in.iter().map(|d| d.syscall_len).sum::<u64>(),
         server_out.iter().map(|d| d.syscall_len).sum::<u64>()
     );
-    assert_eq!(
-        server_out[0].tcp_seq, curl_in[0].tcp_seq,
-        "response seq at both ends"
-    );
+    assert_eq!(server_out[0].tcp_seq, curl_in[0].tcp_seq, "response seq at both ends");
     assert_contiguous(&server_out, "server egress");
     assert_contiguous(&curl_in, "curl ingress");
 
@@ -204,25 +164,19 @@ fn curl_to_python_http_server() {
 
     // Lifecycle, attributed to the processes (not to softirq context).
     assert!(
-        events.iter().any(
-            |e| matches!(e, Event::Socket(s) if s.kind == SocketEventKind::Connect
-            && s.pid == curl_pid && s.fd == curl_req.fd && (s.src, s.dst) == conn)
-        ),
+        events.iter().any(|e| matches!(e, Event::Socket(s) if s.kind == SocketEventKind::Connect
+            && s.pid == curl_pid && s.fd == curl_req.fd && (s.src, s.dst) == conn)),
         "no connect event from curl for {conn:?}"
     );
     assert!(
-        events.iter().any(
-            |e| matches!(e, Event::Socket(s) if s.kind == SocketEventKind::Accept
-            && s.pid == server_pid && s.fd == server_in[0].fd && (s.src, s.dst) == conn)
-        ),
+        events.iter().any(|e| matches!(e, Event::Socket(s) if s.kind == SocketEventKind::Accept
+            && s.pid == server_pid && s.fd == server_in[0].fd && (s.src, s.dst) == conn)),
         "no accept event at the server for {conn:?}"
     );
 
     assert!(
-        events.iter().any(
-            |e| matches!(e, Event::Socket(s) if s.kind == SocketEventKind::Close
-            && s.pid == server_pid && (s.dst, s.src) == conn)
-        ),
+        events.iter().any(|e| matches!(e, Event::Socket(s) if s.kind == SocketEventKind::Close
+            && s.pid == server_pid && (s.dst, s.src) == conn)),
         "no close event at the server for {conn:?}"
     );
 
@@ -233,9 +187,7 @@ fn curl_to_python_http_server() {
         "no exec event for curl"
     );
     assert!(
-        events
-            .iter()
-            .any(|e| matches!(e, Event::Process(p) if p.pid == curl_pid
+        events.iter().any(|e| matches!(e, Event::Process(p) if p.pid == curl_pid
             && p.kind == ProcessEventKind::Exit { exit_code: 0 })),
         "no exit event for curl"
     );

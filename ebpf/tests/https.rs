@@ -36,20 +36,14 @@ impl Nginx {
         let dir = TempDir::new(tag);
         let root = &dir.0;
         let gen = Command::new("openssl")
-            .args([
-                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-            ])
+            .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"])
             .args(["-subj", "/CN=localhost", "-keyout"])
             .arg(root.join("key.pem"))
             .arg("-out")
             .arg(root.join("cert.pem"))
             .output()
             .expect("run openssl");
-        assert!(
-            gen.status.success(),
-            "{}",
-            String::from_utf8_lossy(&gen.stderr)
-        );
+        assert!(gen.status.success(), "{}", String::from_utf8_lossy(&gen.stderr));
         let body = b"secret over tls\n".repeat(8);
         std::fs::create_dir_all(root.join("html")).unwrap();
         std::fs::write(root.join("html/hello.txt"), &body).unwrap();
@@ -78,12 +72,7 @@ impl Nginx {
                 .stderr(Stdio::null()),
         );
         proc.wait_for_port(port);
-        Nginx {
-            proc,
-            port,
-            body,
-            _dir: dir,
-        }
+        Nginx { proc, port, body, _dir: dir }
     }
 }
 
@@ -107,11 +96,7 @@ fn curl_to_nginx_over_tls() {
         .expect("start curl");
     let curl_pid = curl.id();
     let out = curl.wait_with_output().expect("wait for curl");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(out.stdout, body);
 
     let request = format!(
@@ -125,10 +110,7 @@ fn curl_to_nginx_over_tls() {
     });
 
     let sent = tls(&events, curl_pid, Hook::SslWrite, b"GET /hello.txt").unwrap_or_else(|| {
-        panic!(
-            "no SSL_write plaintext from curl; counters {:?}",
-            capture.counters()
-        )
+        panic!("no SSL_write plaintext from curl; counters {:?}", capture.counters())
     });
     assert_eq!(String::from_utf8_lossy(&sent.payload), request);
     assert_eq!(sent.syscall_len, request.len() as u64);
@@ -142,11 +124,7 @@ fn curl_to_nginx_over_tls() {
         .expect("no SSL_read plaintext in nginx");
     assert_eq!(received.payload, sent.payload);
     assert_eq!(received.direction, Direction::Ingress);
-    assert_eq!(
-        (received.src, received.dst),
-        (sent.src, sent.dst),
-        "same connection"
-    );
+    assert_eq!((received.src, received.dst), (sent.src, sent.dst), "same connection");
     assert!(received.fd > 2);
 
     let answered = tls(&events, nginx_pid, Hook::SslWrite, b"HTTP/1.1 200 OK")
@@ -168,9 +146,7 @@ fn curl_to_nginx_over_tls() {
         "curl's plaintext reads do not contain the body"
     );
     // The plaintext request never appears as a syscall payload: it was encrypted.
-    assert!(!events
-        .iter()
-        .any(|e| matches!(e, Event::Data(d) if !d.is_tls()
+    assert!(!events.iter().any(|e| matches!(e, Event::Data(d) if !d.is_tls()
         && d.pid == curl_pid && d.payload.starts_with(b"GET /hello.txt"))));
     let counters = capture.counters().unwrap();
     assert!(counters.hook(Hook::SslWrite).events >= 2, "{counters:?}");
@@ -210,11 +186,7 @@ fn libssl_loaded_later_is_probed_on_rescan() {
     let maps = format!("/proc/{client_pid}/maps");
     let deadline = std::time::Instant::now() + common::PATIENCE;
     while !std::fs::read_to_string(&maps).is_ok_and(|m| m.contains(copy.to_str().unwrap())) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "s_client never mapped {}",
-            copy.display()
-        );
+        assert!(std::time::Instant::now() < deadline, "s_client never mapped {}", copy.display());
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 
@@ -223,10 +195,7 @@ fn libssl_loaded_later_is_probed_on_rescan() {
         found.iter().any(|l| l.path == copy && l.error.is_none()),
         "the copy was not probed: {found:?}"
     );
-    assert!(
-        capture.attach_new_ssl_libraries().is_empty(),
-        "a rescan probes nothing twice"
-    );
+    assert!(capture.attach_new_ssl_libraries().is_empty(), "a rescan probes nothing twice");
 
     let request = b"GET /hello.txt HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
     client

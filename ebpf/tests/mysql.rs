@@ -26,10 +26,7 @@ fn on_conn(
 }
 
 fn concat(events: &[&SocketDataEvent]) -> Vec<u8> {
-    events
-        .iter()
-        .flat_map(|d| d.payload.iter().copied())
-        .collect()
+    events.iter().flat_map(|d| d.payload.iter().copied()).collect()
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
@@ -71,14 +68,7 @@ fn mariadb_client_to_server() {
 
     let query = "SELECT 'fathom-probe' AS probe";
     let client = Command::new("mariadb")
-        .args([
-            "--no-defaults",
-            "--skip-ssl",
-            "-h",
-            "127.0.0.1",
-            "-u",
-            "root",
-        ])
+        .args(["--no-defaults", "--skip-ssl", "-h", "127.0.0.1", "-u", "root"])
         .arg(format!("-P{port}"))
         .args(["-e", query])
         .stdout(Stdio::piped())
@@ -87,11 +77,7 @@ fn mariadb_client_to_server() {
         .expect("start the mariadb client");
     let client_pid = client.id();
     let out = client.wait_with_output().expect("wait for the client");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("fathom-probe"));
 
     // COM_QUERY: 3-byte length, sequence 0, command 0x03, the SQL text.
@@ -106,13 +92,11 @@ fn mariadb_client_to_server() {
         });
         let Some(sent) = sent else { return false };
         let conn = (sent.src, sent.dst);
-        contains(
-            &concat(&on_conn(events, server_pid, Direction::Ingress, conn)),
-            &packet,
-        ) && contains(
-            &concat(&on_conn(events, client_pid, Direction::Ingress, conn)),
-            b"fathom-probe",
-        )
+        contains(&concat(&on_conn(events, server_pid, Direction::Ingress, conn)), &packet)
+            && contains(
+                &concat(&on_conn(events, client_pid, Direction::Ingress, conn)),
+                b"fathom-probe",
+            )
     });
 
     let sent = events
@@ -132,11 +116,7 @@ fn mariadb_client_to_server() {
     let server_out = on_conn(&events, server_pid, Direction::Egress, conn);
     assert!(!server_out.is_empty(), "no server egress on {conn:?}");
     let greeting = server_out[0];
-    assert_eq!(
-        greeting.payload.get(3..5),
-        Some(&[0u8, 10][..]),
-        "{greeting:?}"
-    );
+    assert_eq!(greeting.payload.get(3..5), Some(&[0u8, 10][..]), "{greeting:?}");
     assert_eq!(greeting.comm, "mariadbd");
 
     // The server read the same bytes at the same sequence number.

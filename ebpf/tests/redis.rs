@@ -44,11 +44,7 @@ fn redis_cli_to_redis_server() {
         .expect("start redis-cli");
     let cli_pid = cli.id();
     let out = cli.wait_with_output().expect("wait for redis-cli");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "OK");
 
     let command: &[u8] = b"*3\r\n$3\r\nSET\r\n$10\r\nfathom:key\r\n$5\r\nvalue\r\n";

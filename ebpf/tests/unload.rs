@@ -16,22 +16,12 @@ fn prog_loaded(id: u32) -> bool {
 
 /// Program ids that have a BPF link (the tracepoint attachments).
 fn linked_programs() -> Vec<u32> {
-    let out = Command::new("bpftool")
-        .args(["link", "list"])
-        .output()
-        .expect("run bpftool link list");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out =
+        Command::new("bpftool").args(["link", "list"]).output().expect("run bpftool link list");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout);
     let words: Vec<&str> = text.split_whitespace().collect();
-    words
-        .windows(2)
-        .filter(|w| w[0] == "prog")
-        .filter_map(|w| w[1].parse().ok())
-        .collect()
+    words.windows(2).filter(|w| w[0] == "prog").filter_map(|w| w[1].parse().ok()).collect()
 }
 
 #[test]
@@ -46,36 +36,16 @@ fn drop_unloads_every_program() {
         capture.ssl_libraries()
     );
     for &id in &ids {
-        assert!(
-            prog_loaded(id),
-            "program {id} not visible to bpftool while loaded"
-        );
+        assert!(prog_loaded(id), "program {id} not visible to bpftool while loaded");
     }
     let attached = linked_programs();
-    let unattached: Vec<u32> = ids
-        .iter()
-        .copied()
-        .filter(|id| !attached.contains(id))
-        .collect();
-    assert!(
-        unattached.is_empty(),
-        "programs without a link: {unattached:?}"
-    );
+    let unattached: Vec<u32> = ids.iter().copied().filter(|id| !attached.contains(id)).collect();
+    assert!(unattached.is_empty(), "programs without a link: {unattached:?}");
 
     drop(capture);
     let left: Vec<u32> = ids.iter().copied().filter(|&id| prog_loaded(id)).collect();
-    assert!(
-        left.is_empty(),
-        "programs still loaded after drop: {left:?}"
-    );
+    assert!(left.is_empty(), "programs still loaded after drop: {left:?}");
     let attached = linked_programs();
-    let still: Vec<u32> = ids
-        .iter()
-        .copied()
-        .filter(|id| attached.contains(id))
-        .collect();
-    assert!(
-        still.is_empty(),
-        "programs still attached after drop: {still:?}"
-    );
+    let still: Vec<u32> = ids.iter().copied().filter(|id| attached.contains(id)).collect();
+    assert!(still.is_empty(), "programs still attached after drop: {still:?}");
 }

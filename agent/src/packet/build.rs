@@ -71,6 +71,8 @@ impl FrameBuilder {
                 out.extend_from_slice(&ethertype.to_be_bytes());
                 out.extend_from_slice(&[0, 0, 0, 0, 0, 2, 0, 1, 0, 6, 2, 0, 0, 0, 0, 1, 0, 0]);
             }
+            // No header we know how to build: the frame starts at IP.
+            LinkType::Other(_) => {}
         }
         let l4_len = match self.transport {
             Transport::Tcp { .. } => 20,

@@ -52,7 +52,11 @@ impl Emitter {
         }
     }
 
-    fn write_metrics(&mut self, red: Vec<crate::metrics::RedMetric>, net: Vec<crate::metrics::NetworkMetric>) {
+    fn write_metrics(
+        &mut self,
+        red: Vec<crate::metrics::RedMetric>,
+        net: Vec<crate::metrics::NetworkMetric>,
+    ) {
         TELEMETRY.metric_rows.add((red.len() + net.len()) as u64);
         for m in red {
             self.write(OutputRecord::RedMetric(m));

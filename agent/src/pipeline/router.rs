@@ -1,7 +1,7 @@
 //! Runs on a capture thread: decides each packet's shard from its flow key
 //! (both directions of a flow land on the same shard) and ships batches.
 
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use actix::prelude::SendError;
@@ -46,7 +46,15 @@ impl Router {
 
     /// Route one frame. Frames that do not decode go to shard 0, which
     /// counts them.
-    pub fn route(&mut self, frame: &[u8], wire_len: u32, ts_us: u64) {
+    pub fn route(&mut self, link: LinkType, frame: &[u8], wire_len: u32, ts_us: u64) {
+        if link != self.link {
+            // pcapng files may mix link types: batches carry one each.
+            self.ship_all();
+            self.link = link;
+            for b in &mut self.pending {
+                b.link = link;
+            }
+        }
         TELEMETRY.packets.add(1);
         TELEMETRY.packet_bytes.add(u64::from(wire_len));
         let idx = match packet::decode(self.link, frame, wire_len, ts_us) {
@@ -60,9 +68,7 @@ impl Router {
                     Some(proto) => {
                         let (key, _) =
                             FlowKey::of(p.src_ip, p.src_port, p.dst_ip, p.dst_port, proto);
-                        let mut h = self.hasher.build_hasher();
-                        key.hash(&mut h);
-                        (h.finish() % self.shards.len() as u64) as usize
+                        (self.hasher.hash_one(key) % self.shards.len() as u64) as usize
                     }
                     None => 0,
                 }

@@ -112,7 +112,8 @@ impl Handler<PacketBatch> for FlowShard {
         let i = self.engine(&batch.interface);
         let (_, engine, _) = &mut self.engines[i];
         for (frame, slot) in batch.frames() {
-            let _ = engine.process_frame(batch.link, frame, slot.wire_len, slot.ts_us, &mut self.sink);
+            let _ =
+                engine.process_frame(batch.link, frame, slot.wire_len, slot.ts_us, &mut self.sink);
             self.last_packet_us = self.last_packet_us.max(slot.ts_us);
         }
         if self.clock == Clock::Packets {

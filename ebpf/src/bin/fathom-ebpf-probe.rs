@@ -38,11 +38,7 @@ fn main() -> ExitCode {
     println!("loaded {} programs", capture.program_ids().len());
     for library in capture.ssl_libraries() {
         match &library.error {
-            None => println!(
-                "ssl: {} ({})",
-                library.path.display(),
-                library.functions.join(", ")
-            ),
+            None => println!("ssl: {} ({})", library.path.display(), library.functions.join(", ")),
             Some(err) => println!("ssl: {} not probed: {err}", library.path.display()),
         }
     }

@@ -53,10 +53,7 @@ impl Proc {
         let child = command
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {name}: {e} (is it installed?)"));
-        Proc {
-            child,
-            name: name.to_string(),
-        }
+        Proc { child, name: name.to_string() }
     }
 
     pub fn pid(&self) -> u32 {
@@ -73,11 +70,7 @@ impl Proc {
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("{} exited before listening on {port}: {status}", self.name);
             }
-            assert!(
-                Instant::now() < deadline,
-                "{} did not listen on port {port}",
-                self.name
-            );
+            assert!(Instant::now() < deadline, "{} did not listen on port {port}", self.name);
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -99,17 +92,11 @@ pub fn collect_until(
     let deadline = Instant::now() + PATIENCE;
     let mut events = Vec::new();
     while Instant::now() < deadline {
-        let polled = capture
-            .poll(Duration::from_millis(100))
-            .expect("poll the ring buffer");
+        let polled = capture.poll(Duration::from_millis(100)).expect("poll the ring buffer");
         events.extend(polled);
         if done(&events) {
             // Anything from the same moment is already in the ring buffer.
-            events.extend(
-                capture
-                    .poll(Duration::from_millis(0))
-                    .expect("poll the ring buffer"),
-            );
+            events.extend(capture.poll(Duration::from_millis(0)).expect("poll the ring buffer"));
             return events;
         }
     }
