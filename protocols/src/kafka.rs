@@ -1054,26 +1054,8 @@ mod tests {
         resp(corr, true, &b)
     }
 
-    fn run(msgs: &[(Direction, Vec<u8>)], bytewise: bool) -> Vec<L7Record> {
-        let mut s = Session::new(KafkaParser::new(Transport::Tcp));
-        let mut out = Vec::new();
-        for (i, (dir, m)) in msgs.iter().enumerate() {
-            if bytewise {
-                for b in m.chunks(1) {
-                    s.feed(*dir, b, 0, i as u64, &mut |e| out.push(e.record.clone()));
-                }
-            } else {
-                s.feed(*dir, m, 0, i as u64, &mut |e| out.push(e.record.clone()));
-            }
-        }
-        s.close(&mut |e| out.push(e.record.clone()));
-        out
-    }
-
     fn both(msgs: &[(Direction, Vec<u8>)]) -> Vec<L7Record> {
-        let a = run(msgs, false);
-        assert_eq!(a, run(msgs, true), "whole and bytewise feeding differ");
-        a
+        crate::test_support::whole_and_bytewise(|| KafkaParser::new(Transport::Tcp), msgs)
     }
 
     #[test]

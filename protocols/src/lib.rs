@@ -22,6 +22,8 @@ pub mod parser;
 pub mod record;
 pub mod redis;
 pub mod session;
+#[cfg(test)]
+mod test_support;
 pub mod trace;
 
 pub use parser::{Direction, L7Parser, Pairing, Progress, Transport};

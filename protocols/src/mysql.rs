@@ -1302,28 +1302,8 @@ mod tests {
         v
     }
 
-    fn run(msgs: &[(Direction, Vec<u8>)], bytewise: bool) -> Vec<L7Record> {
-        let mut s = Session::new(MySqlParser::new(Transport::Tcp));
-        let mut out = Vec::new();
-        for (i, (dir, m)) in msgs.iter().enumerate() {
-            let ts = i as u64 * 10;
-            if bytewise {
-                for b in m.chunks(1) {
-                    s.feed(*dir, b, 0, ts, &mut |e| out.push(e.record.clone()));
-                }
-            } else {
-                s.feed(*dir, m, 0, ts, &mut |e| out.push(e.record.clone()));
-            }
-        }
-        s.close(&mut |e| out.push(e.record.clone()));
-        out
-    }
-
     fn both(msgs: &[(Direction, Vec<u8>)]) -> Vec<L7Record> {
-        let a = run(msgs, false);
-        let b = run(msgs, true);
-        assert_eq!(a, b, "whole and bytewise feeding differ");
-        a
+        crate::test_support::whole_and_bytewise(|| MySqlParser::new(Transport::Tcp), msgs)
     }
 
     use Direction::{Request as Req, Response as Resp_};
