@@ -31,15 +31,16 @@ pub use record::{L7Protocol, L7Record, MessageType, ResponseStatus};
 pub use session::{L7Event, Session, SessionLimits, SessionStats};
 pub use trace::{TraceContext, TraceFormat};
 
-/// A parser for any supported protocol, chosen at run time without boxing.
+/// A parser for any supported protocol, chosen at run time. The two with
+/// large fixed tables are boxed so every flow's session stays small.
 #[derive(Debug)]
 pub enum AnyParser {
     Http1(http1::Http1Parser),
     Http2(http2::Http2Parser),
     Dns(dns::DnsParser),
     Redis(redis::RedisParser),
-    MySql(mysql::MySqlParser),
-    Kafka(kafka::KafkaParser),
+    MySql(Box<mysql::MySqlParser>),
+    Kafka(Box<kafka::KafkaParser>),
     Dubbo(dubbo::DubboParser),
 }
 
@@ -53,8 +54,8 @@ impl AnyParser {
             }
             L7Protocol::Dns => AnyParser::Dns(dns::DnsParser::new(transport)),
             L7Protocol::Redis => AnyParser::Redis(redis::RedisParser::new(transport)),
-            L7Protocol::MySql => AnyParser::MySql(mysql::MySqlParser::new(transport)),
-            L7Protocol::Kafka => AnyParser::Kafka(kafka::KafkaParser::new(transport)),
+            L7Protocol::MySql => AnyParser::MySql(Box::new(mysql::MySqlParser::new(transport))),
+            L7Protocol::Kafka => AnyParser::Kafka(Box::new(kafka::KafkaParser::new(transport))),
             L7Protocol::Dubbo => AnyParser::Dubbo(dubbo::DubboParser::new(transport)),
             L7Protocol::Unknown => return None,
         })
