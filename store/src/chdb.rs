@@ -383,7 +383,13 @@ impl EmbeddedStore {
         Ok(self.run(Arc::new(sql.as_bytes().to_vec())).await?.body)
     }
 
-    async fn insert<T: Serialize + clickhouse::Row>(&self, table: &str, rows: &[T]) -> Result<()> {
+    /// Inserts rows of any `Row` type into `table` (`db.name`), as RowBinary,
+    /// in chunks of `max_rows_per_insert`, with retries.
+    pub async fn insert_rows<T: Serialize + clickhouse::Row>(
+        &self,
+        table: &str,
+        rows: &[T],
+    ) -> Result<()> {
         for chunk in rows.chunks(self.config.max_rows_per_insert.max(1)) {
             // The payload goes through a file, not after the SQL in the query
             // buffer: chDB's client splits inline INSERT data at the first
@@ -427,15 +433,15 @@ impl Store for EmbeddedStore {
     }
 
     async fn insert_l7(&self, rows: &[L7Row]) -> Result<()> {
-        self.insert("flow_log.l7_flow_log", rows).await
+        self.insert_rows("flow_log.l7_flow_log", rows).await
     }
 
     async fn insert_l4(&self, rows: &[L4Row]) -> Result<()> {
-        self.insert("flow_log.l4_flow_log", rows).await
+        self.insert_rows("flow_log.l4_flow_log", rows).await
     }
 
     async fn insert_app_metrics(&self, g: Granularity, rows: &[AppMetricRow]) -> Result<()> {
-        self.insert(g.app_table(), rows).await
+        self.insert_rows(g.app_table(), rows).await
     }
 
     async fn insert_network_metrics(
@@ -443,11 +449,11 @@ impl Store for EmbeddedStore {
         g: Granularity,
         rows: &[NetworkMetricRow],
     ) -> Result<()> {
-        self.insert(g.network_table(), rows).await
+        self.insert_rows(g.network_table(), rows).await
     }
 
     async fn upsert_tags(&self, rows: &[TagRow]) -> Result<()> {
-        self.insert("flow_tag.tag_dict", rows).await
+        self.insert_rows("flow_tag.tag_dict", rows).await
     }
 
     async fn query(&self, sql: &str) -> Result<QueryResult> {

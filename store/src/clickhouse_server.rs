@@ -29,6 +29,8 @@ pub struct ClickHouseConfig {
     pub validation: bool,
     /// Create and migrate the schema on connect.
     pub migrate: bool,
+    /// LZ4-compress inserts and results (ClickHouse's `compress=1`).
+    pub lz4: bool,
 }
 
 impl ClickHouseConfig {
@@ -43,6 +45,7 @@ impl ClickHouseConfig {
             max_rows_per_insert: 1_000_000,
             validation: false,
             migrate: true,
+            lz4: true,
         }
     }
 }
@@ -71,7 +74,12 @@ impl ClickHouseStore {
     pub async fn connect(config: ClickHouseConfig) -> Result<ClickHouseStore> {
         let mut client = clickhouse::Client::default()
             .with_url(config.url.clone())
-            .with_validation(config.validation);
+            .with_validation(config.validation)
+            .with_compression(if config.lz4 {
+                clickhouse::Compression::Lz4
+            } else {
+                clickhouse::Compression::None
+            });
         if let Some(u) = &config.user {
             client = client.with_user(u.clone());
         }
@@ -106,7 +114,9 @@ impl ClickHouseStore {
         insert.end().await.map_err(map_err)
     }
 
-    async fn insert<T>(&self, table: &str, rows: &[T]) -> Result<()>
+    /// Inserts rows of any `Row` type into `table` (`db.name`, unescaped),
+    /// in chunks, with retries, waiting for a free insert slot.
+    pub async fn insert_rows<T>(&self, table: &str, rows: &[T]) -> Result<()>
     where
         T: clickhouse::RowOwned + clickhouse::RowWrite + Sync,
     {
@@ -125,15 +135,15 @@ impl Store for ClickHouseStore {
     }
 
     async fn insert_l7(&self, rows: &[L7Row]) -> Result<()> {
-        self.insert("flow_log.l7_flow_log", rows).await
+        self.insert_rows("flow_log.l7_flow_log", rows).await
     }
 
     async fn insert_l4(&self, rows: &[L4Row]) -> Result<()> {
-        self.insert("flow_log.l4_flow_log", rows).await
+        self.insert_rows("flow_log.l4_flow_log", rows).await
     }
 
     async fn insert_app_metrics(&self, g: Granularity, rows: &[AppMetricRow]) -> Result<()> {
-        self.insert(g.app_table(), rows).await
+        self.insert_rows(g.app_table(), rows).await
     }
 
     async fn insert_network_metrics(
@@ -141,11 +151,11 @@ impl Store for ClickHouseStore {
         g: Granularity,
         rows: &[NetworkMetricRow],
     ) -> Result<()> {
-        self.insert(g.network_table(), rows).await
+        self.insert_rows(g.network_table(), rows).await
     }
 
     async fn upsert_tags(&self, rows: &[TagRow]) -> Result<()> {
-        self.insert("flow_tag.tag_dict", rows).await
+        self.insert_rows("flow_tag.tag_dict", rows).await
     }
 
     async fn query(&self, sql: &str) -> Result<QueryResult> {
