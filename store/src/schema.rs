@@ -4,7 +4,8 @@
 //! - hourly partitions (`toStartOfHour`) with `ttl_only_drop_parts = 1`:
 //!   retention drops whole parts instead of rewriting them;
 //! - tags are UInt32 SmartEncoding ids (names in `flow_tag.tag_dict`),
-//!   low-cardinality strings are `LowCardinality(String)`;
+//!   compressed with T64 + ZSTD; low-cardinality strings are
+//!   `LowCardinality(String)`;
 //! - sort keys follow the common queries: logs of one service/endpoint
 //!   (`l7_protocol, process_id_1, server_port, endpoint, time`), RED of one
 //!   service (`l7_protocol, service_id, process_id, server_port, endpoint,
@@ -44,17 +45,23 @@ pub const TABLES: &[&str] = &[
     "flow_tag.schema_version",
 ];
 
+/// Tag ids: T64 drops the unused high bits of each block of ids, ZSTD
+/// entropy-codes the rest. On 5000-value tags it stores 1.5-1.6 bytes per
+/// id against 2.8-3.0 with the default LZ4 and 2.1-2.2 for
+/// LowCardinality(String) (benches/smartencoding.rs).
+const TAG_CODEC: &str = "CODEC(T64, ZSTD(1))";
+
 fn side_tags(out: &mut String) {
     for side in ["0", "1"] {
         for tag in crate::rows::SIDE_TAGS {
-            let _ = writeln!(out, "    {tag}_{side} UInt32,");
+            let _ = writeln!(out, "    {tag}_{side} UInt32 {TAG_CODEC},");
         }
     }
 }
 
 fn server_tags(out: &mut String) {
     for tag in crate::rows::SIDE_TAGS {
-        let _ = writeln!(out, "    {tag} UInt32,");
+        let _ = writeln!(out, "    {tag} UInt32 {TAG_CODEC},");
     }
 }
 

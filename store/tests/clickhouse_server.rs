@@ -111,7 +111,7 @@ fn row(i: u32) -> CompatRow {
         host_id: i % 7,
         server_port: 8080,
         endpoint: format!("/api/{i}?a=1\n\n;'\\"),
-        request_id: if i % 3 == 0 { None } else { Some(u64::MAX - i as u64) },
+        request_id: if i.is_multiple_of(3) { None } else { Some(u64::MAX - i as u64) },
         latencies: (0..i % 4).map(|k| k as u64 * 1000).collect(),
         ip: fathom_store::ip_column(format!("10.0.{}.{}", i / 256, i % 256).parse().unwrap()),
         ok: (i % 2) as u8,
