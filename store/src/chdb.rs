@@ -470,3 +470,11 @@ impl Store for EmbeddedStore {
         Ok(r)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn paths_are_quoted_for_sql() {
+        assert_eq!(super::sql_quote(r"/a/b'c\d"), r"/a/b\'c\\d");
+    }
+}
