@@ -1,1 +1,0 @@
-//! fathomctl: fleet administration across regions.
