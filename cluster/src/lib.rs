@@ -9,7 +9,7 @@ pub mod sm_store;
 pub mod state;
 pub mod types;
 
-pub use node::{AdminOp, ClusterStatus, MetaConfig, MetaError, MetaNode};
-pub use state::{Command, MetaState, Response};
 pub use cluster::{Cluster, ClusterConfig, ClusterError};
 pub use membership::{Load, Membership, MembershipConfig, NodeInfo, Role};
+pub use node::{AdminOp, ClusterStatus, MetaConfig, MetaError, MetaNode};
+pub use state::{Command, MetaState, Response};

@@ -158,11 +158,7 @@ pub fn parse_node(id: &ChitchatId, s: &NodeState) -> Option<NodeInfo> {
         id: s.get(K_ID)?.parse().ok()?,
         region: s.get(K_REGION)?.to_string(),
         az: s.get(K_AZ)?.to_string(),
-        roles: s
-            .get(K_ROLES)?
-            .split(',')
-            .filter_map(Role::parse)
-            .collect(),
+        roles: s.get(K_ROLES)?.split(',').filter_map(Role::parse).collect(),
         raft_addr: s.get(K_RAFT)?.to_string(),
         api_addr: s.get(K_API).unwrap_or_default().to_string(),
         gossip_addr: id.gossip_advertise_addr,
@@ -194,15 +190,10 @@ fn to_infos(m: &BTreeMap<ChitchatId, NodeState>) -> Vec<NodeInfo> {
 
 impl Membership {
     pub async fn start(config: MembershipConfig) -> Result<Membership, MembershipError> {
-        let generation = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
-        let chitchat_id = ChitchatId::new(
-            config.node.id.to_string(),
-            generation,
-            config.node.gossip_addr,
-        );
+        let generation =
+            SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+        let chitchat_id =
+            ChitchatId::new(config.node.id.to_string(), generation, config.node.gossip_addr);
         let failure_detector_config = FailureDetectorConfig {
             phi_threshold: config.phi_threshold,
             initial_interval: config.gossip_interval * 2,

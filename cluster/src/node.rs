@@ -165,7 +165,10 @@ impl MetaNode {
         Self::start_with(config, Transport::plain()).await
     }
 
-    pub async fn start_with(config: MetaConfig, transport: Transport) -> Result<MetaNode, MetaError> {
+    pub async fn start_with(
+        config: MetaConfig,
+        transport: Transport,
+    ) -> Result<MetaNode, MetaError> {
         let raft_cfg = openraft::Config {
             cluster_name: "fathom".into(),
             heartbeat_interval: config.heartbeat_interval.as_millis() as u64,
@@ -562,7 +565,10 @@ async fn append(
     Json(n.inner.raft.append_entries(req).await)
 }
 
-async fn vote(State(n): State<MetaNode>, Json(req): Json<VoteRequest<NodeId>>) -> Rpc<VoteResponse<NodeId>> {
+async fn vote(
+    State(n): State<MetaNode>,
+    Json(req): Json<VoteRequest<NodeId>>,
+) -> Rpc<VoteResponse<NodeId>> {
     Json(n.inner.raft.vote(req).await)
 }
 

@@ -117,11 +117,7 @@ impl Default for TagDict {
 
 impl TagDict {
     fn block_of(&self, id: u32) -> Option<&TagBlock> {
-        self.blocks
-            .range(..=id)
-            .next_back()
-            .map(|(_, b)| b)
-            .filter(|b| id < b.end)
+        self.blocks.range(..=id).next_back().map(|(_, b)| b).filter(|b| id < b.end)
     }
 }
 
@@ -132,27 +128,57 @@ impl TagDict {
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Command {
     UpsertNode(NodeRecord),
-    RemoveNode { id: u64 },
+    RemoveNode {
+        id: u64,
+    },
     UpsertRegion(Region),
     UpsertAz(Az),
     UpsertPool(Pool),
     UpsertAgent(AgentRecord),
-    SetAgentStatus { id: String, status: AgentStatus },
-    AssignIngest { agent: String, node: Option<u64> },
+    SetAgentStatus {
+        id: String,
+        status: AgentStatus,
+    },
+    AssignIngest {
+        agent: String,
+        node: Option<u64>,
+    },
     /// Heartbeats arrive in batches: one entry per flush, not per agent beat.
-    AgentHeartbeats { beats: Vec<(String, u64)> },
+    AgentHeartbeats {
+        beats: Vec<(String, u64)>,
+    },
     CreateToken(EnrollmentToken),
     /// Single use: fails when the token is expired, revoked or already used by another agent.
-    ConsumeToken { id: String, agent: String, now_ms: u64 },
-    RevokeToken { id: String },
-    SetAgentConfig { pool: String, body: String },
+    ConsumeToken {
+        id: String,
+        agent: String,
+        now_ms: u64,
+    },
+    RevokeToken {
+        id: String,
+    },
+    SetAgentConfig {
+        pool: String,
+        body: String,
+    },
     /// Reserve `count` fresh ids of `tag_type` for `node`.
-    ReserveTagIds { tag_type: String, node: u64, count: u32 },
+    ReserveTagIds {
+        tag_type: String,
+        node: u64,
+        count: u32,
+    },
     /// Bind names to ids that `node` took from its reserved blocks. A name already bound
     /// keeps its id (the offered one is retired); the result lists the id each name has.
-    BindTags { tag_type: String, node: u64, pairs: Vec<(String, u32)> },
+    BindTags {
+        tag_type: String,
+        node: u64,
+        pairs: Vec<(String, u32)>,
+    },
     /// A no-op used to measure and to test replication.
-    Put { key: String, value: String },
+    Put {
+        key: String,
+        value: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -160,10 +186,19 @@ pub enum Command {
 pub enum Response {
     Ok,
     /// The command was valid Raft-wise but rejected by the metadata rules.
-    Rejected { reason: String },
-    ConfigVersion { version: u64 },
-    TagBlock { start: u32, end: u32 },
-    TagIds { ids: Vec<u32> },
+    Rejected {
+        reason: String,
+    },
+    ConfigVersion {
+        version: u64,
+    },
+    TagBlock {
+        start: u32,
+        end: u32,
+    },
+    TagIds {
+        ids: Vec<u32>,
+    },
 }
 
 impl Response {

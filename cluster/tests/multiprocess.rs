@@ -51,7 +51,10 @@ impl Netns {
             let ns = n.ns(i);
             let v = format!("fcl{k}n{i}");
             sh(&["netns", "add", &ns])?;
-            sh(&["link", "add", &v, "netns", &br, "type", "veth", "peer", "name", "eth0", "netns", &ns])?;
+            sh(&[
+                "link", "add", &v, "netns", &br, "type", "veth", "peer", "name", "eth0", "netns",
+                &ns,
+            ])?;
             sh(&["-n", &br, "link", "set", &v, "master", "br0", "up"])?;
             sh(&["-n", &ns, "addr", "add", &format!("{}/24", n.ip(i)), "dev", "eth0"])?;
             sh(&["-n", &ns, "link", "set", "eth0", "up"])?;
@@ -362,7 +365,8 @@ async fn three_nodes_replicate_fail_over_and_catch_up_by_snapshot() {
 
     // Tag ids: three nodes allocate overlapping name sets at once.
     let batch = |i: usize, round: usize| -> Vec<String> {
-        let mut v: Vec<String> = (0..100).map(|j| format!("pod-{}", (j * (i + 1) + round * 37) % 150)).collect();
+        let mut v: Vec<String> =
+            (0..100).map(|j| format!("pod-{}", (j * (i + 1) + round * 37) % 150)).collect();
         v.extend((0..50).map(|j| format!("own-{i}-{round}-{j}")));
         v
     };
@@ -372,7 +376,8 @@ async fn three_nodes_replicate_fail_over_and_catch_up_by_snapshot() {
             let names = batch(i, round);
             let c = &c;
             async move {
-                let ids = c.post(i, "/tags", json!({"tag_type": "pod", "names": names})).await.unwrap();
+                let ids =
+                    c.post(i, "/tags", json!({"tag_type": "pod", "names": names})).await.unwrap();
                 let ids: Vec<u64> = serde_json::from_value(ids).unwrap();
                 names.into_iter().zip(ids).collect::<Vec<_>>()
             }
@@ -401,16 +406,24 @@ async fn three_nodes_replicate_fail_over_and_catch_up_by_snapshot() {
     let mut n = 0;
     for b in 0..20 {
         let names: Vec<String> = (0..500).map(|j| format!("svc-{b}-{j}")).collect();
-        let ids = c.post(follower, "/tags", json!({"tag_type": "service", "names": names})).await.unwrap();
+        let ids = c
+            .post(follower, "/tags", json!({"tag_type": "service", "names": names}))
+            .await
+            .unwrap();
         n += ids.as_array().unwrap().len();
     }
     let secs = t.elapsed().as_secs_f64();
     eprintln!("FIGURE tag ids allocated: {n} new names in {secs:.2}s = {:.0} ids/s (batches of 500, via follower)", n as f64 / secs);
     let t = Instant::now();
     for j in 0..100 {
-        c.post(follower, "/tags", json!({"tag_type": "host", "names": [format!("h{j}")]})).await.unwrap();
+        c.post(follower, "/tags", json!({"tag_type": "host", "names": [format!("h{j}")]}))
+            .await
+            .unwrap();
     }
-    eprintln!("FIGURE single-name allocations: {:.0}/s (one Raft entry each, via follower)", 100.0 / t.elapsed().as_secs_f64());
+    eprintln!(
+        "FIGURE single-name allocations: {:.0}/s (one Raft entry each, via follower)",
+        100.0 / t.elapsed().as_secs_f64()
+    );
 
     // kill -9 the leader: a new one is elected and nothing committed is lost.
     let li = leader as usize;
@@ -490,7 +503,14 @@ async fn membership_changes_and_a_partitioned_leader() {
 
     // Garbage on the Raft port is refused, and the node carries on.
     let url = format!("http://{}/raft/append", c.node(2).raft);
-    let r = c.http.post(url).header("content-type", "application/json").body("{\"vote\": 7").send().await.unwrap();
+    let r = c
+        .http
+        .post(url)
+        .header("content-type", "application/json")
+        .body("{\"vote\": 7")
+        .send()
+        .await
+        .unwrap();
     assert!(r.status().is_client_error(), "{}", r.status());
 
     c.start(4);
@@ -523,7 +543,10 @@ async fn membership_changes_and_a_partitioned_leader() {
             (l != leader).then_some(l)
         })
         .await;
-        eprintln!("FIGURE partition failover: node {nl} leads {:.2}s after cutting node {leader} off", t.elapsed().as_secs_f64());
+        eprintln!(
+            "FIGURE partition failover: node {nl} leads {:.2}s after cutting node {leader} off",
+            t.elapsed().as_secs_f64()
+        );
         for j in 0..30 {
             c.put(majority[j % 2], &format!("maj-{j}")).await.unwrap();
         }
@@ -563,5 +586,61 @@ impl Drop for TestCluster {
         if std::thread::panicking() {
             self.dump_logs();
         }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn five_nodes_converge_and_detect_a_dead_node() {
+    let mut c = TestCluster::new(3, 5, &["--bootstrap-expect", "5"]);
+    let t = Instant::now();
+    for i in 1..=5 {
+        c.start(i);
+    }
+    let all = [1, 2, 3, 4, 5];
+    poll("gossip to show 5 live nodes everywhere", LONG, || async {
+        for i in all {
+            if c.get(i, "/gossip").await.ok()?["live"].as_array()?.len() != 5 {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+    eprintln!("FIGURE gossip convergence, 5 nodes: {:.2}s from spawn", t.elapsed().as_secs_f64());
+    let leader = poll("5 voters everywhere", LONG, || c.agreed(&all, &[1, 2, 3, 4, 5])).await;
+    eprintln!("FIGURE 5-node cluster formed: {:.2}s from spawn", t.elapsed().as_secs_f64());
+
+    let li = leader as usize;
+    c.nodes[li - 1].kill9();
+    let killed = Instant::now();
+    let rest: Vec<usize> = all.into_iter().filter(|&i| i != li).collect();
+    poll("the failure detector to declare the leader dead", LONG, || async {
+        for &i in &rest {
+            let g = c.get(i, "/gossip").await.ok()?;
+            let dead: Vec<u64> = serde_json::from_value(g["dead"].clone()).ok()?;
+            let live = g["live"].as_array()?;
+            if dead != [leader] || live.iter().any(|n| n["id"] == leader) {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+    eprintln!("FIGURE gossip failure detection: {:.2}s", killed.elapsed().as_secs_f64());
+    let nl = poll("a new leader", LONG, || async {
+        let l = c.agreed(&rest, &[1, 2, 3, 4, 5]).await?;
+        (l != leader).then_some(l)
+    })
+    .await;
+    eprintln!(
+        "FIGURE 5-node failover: node {nl} leads {:.2}s after kill -9",
+        killed.elapsed().as_secs_f64()
+    );
+    for &i in &rest {
+        c.put(i, &format!("after-{i}")).await.unwrap();
+    }
+    for &i in &rest {
+        let k = keys(&c.state(i, true).await.unwrap());
+        assert!(rest.iter().all(|j| k.contains(&format!("after-{j}"))));
     }
 }
