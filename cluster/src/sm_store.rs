@@ -2,7 +2,8 @@
 //!
 //! The state is rebuilt at start from the newest snapshot file; openraft then re-applies
 //! the committed log entries after it (the committed id is persisted by the log store).
-//! A snapshot file is the JSON of [`SnapshotFile`], written atomically.
+//! A snapshot file holds the snapshot meta and the [`Applied`] state as JSON, written
+//! atomically.
 
 use std::io::{self, Cursor};
 use std::path::{Path, PathBuf};
