@@ -65,9 +65,11 @@ impl MetaConfig {
             listen_addr,
             advertise_addr: listen_addr.to_string(),
             data_dir: data_dir.into(),
-            heartbeat_interval: Duration::from_millis(250),
-            election_timeout_min: Duration::from_millis(1000),
-            election_timeout_max: Duration::from_millis(2000),
+            // A follower waits out the leader's lease (election_timeout_max) plus a random
+            // election timeout before it campaigns: failover takes about 2 s with these.
+            heartbeat_interval: Duration::from_millis(200),
+            election_timeout_min: Duration::from_millis(600),
+            election_timeout_max: Duration::from_millis(1200),
             snapshot_every: 5000,
             keep_logs_after_snapshot: 1000,
             request_timeout: Duration::from_secs(15),
@@ -402,6 +404,20 @@ impl MetaNode {
         // One allocation at a time per node: blocks are handed out in order, and the
         // lock is held only across this node's own Raft writes.
         let mut blocks = self.inner.tag_blocks.lock().await;
+        // A concurrent call may have bound some of these names while this one waited.
+        self.read(|s| {
+            let Some(dict) = s.tags.get(tag_type) else { return };
+            missing.retain(|name, positions| match dict.by_name.get(*name) {
+                Some(id) => {
+                    positions.iter().for_each(|&i| out[i] = *id);
+                    false
+                }
+                None => true,
+            });
+        });
+        if missing.is_empty() {
+            return Ok(out);
+        }
         let free = blocks.entry(tag_type.to_string()).or_default();
         let need = missing.len() as u64;
         while free.iter().map(|r| (r.end - r.start) as u64).sum::<u64>() < need {

@@ -20,6 +20,8 @@ impl StoreBuilder<TypeConfig, FileLogStore, FileStateMachine, tempfile::TempDir>
 }
 
 #[test]
-fn file_stores_pass_the_openraft_suite() -> Result<(), StorageError<NodeId>> {
-    Suite::test_all(Builder)
+fn file_stores_pass_the_openraft_suite() {
+    if let Err(e) = Suite::test_all(Builder) {
+        panic!("storage suite: {e}");
+    }
 }

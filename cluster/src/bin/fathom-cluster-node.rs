@@ -56,6 +56,12 @@ struct Args {
     keep_logs: u64,
     #[arg(long, env = "FATHOM_TAG_BLOCK", default_value_t = 4096)]
     tag_block: u32,
+    /// Raft election timeout range in ms, "MIN-MAX" (the leader lease is MAX).
+    #[arg(long, env = "FATHOM_ELECTION_TIMEOUT", default_value = "600-1200")]
+    election_timeout: String,
+    /// Raft heartbeat interval in ms.
+    #[arg(long, env = "FATHOM_HEARTBEAT_MS", default_value_t = 200)]
+    heartbeat_ms: u64,
 }
 
 type App = Arc<Cluster>;
@@ -148,6 +154,20 @@ async fn run(a: Args) -> Result<(), Box<dyn std::error::Error>> {
     meta.snapshot_every = a.snapshot_every;
     meta.keep_logs_after_snapshot = a.keep_logs;
     meta.tag_block_size = a.tag_block;
+    let (lo, hi) = a
+        .election_timeout
+        .split_once('-')
+        .and_then(|(l, h)| Some((l.trim().parse::<u64>().ok()?, h.trim().parse::<u64>().ok()?)))
+        .filter(|(l, h)| l < h && *l > a.heartbeat_ms)
+        .ok_or_else(|| {
+            format!(
+                "--election-timeout {:?}: want MIN-MAX in ms with heartbeat < MIN < MAX",
+                a.election_timeout
+            )
+        })?;
+    meta.election_timeout_min = Duration::from_millis(lo);
+    meta.election_timeout_max = Duration::from_millis(hi);
+    meta.heartbeat_interval = Duration::from_millis(a.heartbeat_ms);
     let info = NodeInfo {
         id: a.id,
         region: a.region,
