@@ -1,1 +1,56 @@
 //! Gossip membership (chitchat) and Raft-replicated metadata (openraft).
+//!
+//! Two layers, both running on every server node:
+//!
+//! - [`Membership`]: who is alive and what it offers. chitchat gossips each node's id,
+//!   region, AZ, roles, addresses, version and load over UDP (port 20041) and runs a
+//!   phi-accrual failure detector. It is eventually consistent and cheap: placement and
+//!   load balancing read it, nothing that must never be lost is kept in it.
+//! - [`MetaNode`]: the metadata that must be agreed on (nodes, regions, AZs, pools,
+//!   agents, enrollment tokens, SmartEncoding dictionaries, agent config versions) as a
+//!   deterministic state machine ([`MetaState`]) replicated by openraft. Writes go to the
+//!   leader (followers forward them); reads are local, or linearizable through the
+//!   leader's read index.
+//!
+//! [`Cluster`] composes the two and turns a seed list into a cluster: once
+//! `bootstrap_expect` controllers gossip, the lowest id initializes Raft with them.
+//!
+//! ## Choices
+//!
+//! - **Log store**: an append-only file of CRC-checked JSON records with fsync per append
+//!   batch, plus atomically replaced files for the vote, committed id and purge point
+//!   ([`log_store`]); the state machine lives in memory and is snapshotted to one JSON file
+//!   ([`sm_store`]). The metadata is small and compacted often, so an embedded database
+//!   (sled, redb) would add a dependency without removing any of the work; both stores
+//!   pass openraft's storage conformance suite.
+//! - **Transport**: JSON over HTTP/1.1 (axum server, reqwest client) on port 20040 for
+//!   Raft RPC, write forwarding, read-index and membership changes ([`network`]).
+//!   openraft's messages already serialize with serde, so there is no .proto to mirror
+//!   them and no protoc in the build. It is plain TCP today; [`network::Transport`] is where
+//!   the controller's mTLS client identity and https scheme plug in (the listener side
+//!   needs a rustls acceptor in the same place).
+//! - **One Raft group per `MetaNode`**: a `MetaNode` is one group with its own data
+//!   directory and port. The cluster runs one global group today. Region sharding (a group
+//!   per region so a region cut off from the others keeps enrolling agents and allocating
+//!   tag ids, plus a small global group for regions and the CA) is built by running one
+//!   `MetaNode` per group on the nodes of that region; the regions crate owns that choice.
+//! - **Tag ids**: a node reserves blocks of ids through Raft (`ReserveTagIds`) and binds a
+//!   whole batch of new names in one entry (`BindTags`): known names never touch Raft, new
+//!   names cost one entry per batch. The first binding of a name wins on every replica; an
+//!   id is never bound to two names and never reused.
+//! - **Determinism**: commands carry their own timestamps; applying them reads no clock
+//!   and no randomness, so replicas cannot diverge.
+
+pub mod cluster;
+pub mod log_store;
+pub mod membership;
+pub mod network;
+pub mod node;
+pub mod sm_store;
+pub mod state;
+pub mod types;
+
+pub use cluster::{Cluster, ClusterConfig, ClusterError};
+pub use membership::{Load, Membership, MembershipConfig, NodeInfo, Role};
+pub use node::{AdminOp, ClusterStatus, MetaConfig, MetaError, MetaNode};
+pub use state::{Command, MetaState, Response};

@@ -1,0 +1,542 @@
+//! The replicated metadata: commands, their results and the deterministic state machine
+//! that applies them. Everything here is pure (no I/O, no clock), so every replica that
+//! applies the same log reaches the same state.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Id 0 means "no tag / unknown" in the columnar tables, so dictionaries start at 1.
+pub const FIRST_TAG_ID: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    pub id: u64,
+    pub region: String,
+    pub az: String,
+    pub roles: Vec<String>,
+    pub raft_addr: String,
+    /// A drained node keeps its data but gets no new agents.
+    pub drained: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Region {
+    pub name: String,
+    pub description: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Az {
+    pub name: String,
+    pub region: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pool {
+    pub name: String,
+    pub region: String,
+    pub az: String,
+    /// "k8s", "vm" or "bare-metal".
+    pub kind: String,
+    pub arch: String,
+    pub kernel_range: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentStatus {
+    Enrolled,
+    Active,
+    Lost,
+    Revoked,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentRecord {
+    pub id: String,
+    pub host: String,
+    pub pool: String,
+    pub region: String,
+    pub az: String,
+    pub cert_serial: String,
+    pub status: AgentStatus,
+    pub ingest_node: Option<u64>,
+    /// Unix milliseconds, as stamped by the proposing node.
+    pub last_heartbeat_ms: u64,
+    pub config_version: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnrollmentToken {
+    /// A hash of the secret, never the secret itself.
+    pub id: String,
+    pub region: String,
+    pub az: String,
+    pub pool: String,
+    pub expires_at_ms: u64,
+    pub used_by: Option<String>,
+    pub revoked: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentConfig {
+    pub version: u64,
+    pub body: String,
+}
+
+/// A range of ids `[start, end)` reserved for one node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TagBlock {
+    pub start: u32,
+    pub end: u32,
+    pub node: u64,
+}
+
+/// One SmartEncoding dictionary: a bijection between names and ids that only grows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TagDict {
+    /// The next id never reserved: ids below it are never handed out again.
+    pub next_id: u32,
+    pub by_name: BTreeMap<String, u32>,
+    pub by_id: BTreeMap<u32, String>,
+    /// Every block ever reserved, keyed by start: a binding must come from its node's block.
+    pub blocks: BTreeMap<u32, TagBlock>,
+}
+
+impl Default for TagDict {
+    fn default() -> Self {
+        TagDict {
+            next_id: FIRST_TAG_ID,
+            by_name: BTreeMap::new(),
+            by_id: BTreeMap::new(),
+            blocks: BTreeMap::new(),
+        }
+    }
+}
+
+impl TagDict {
+    fn block_of(&self, id: u32) -> Option<&TagBlock> {
+        self.blocks.range(..=id).next_back().map(|(_, b)| b).filter(|b| id < b.end)
+    }
+}
+
+/// A write to the metadata. Every command is idempotent where a retried forward could
+/// apply it twice (upserts, bindings), and carries its own timestamps so that applying it
+/// never reads a clock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Command {
+    UpsertNode(NodeRecord),
+    RemoveNode {
+        id: u64,
+    },
+    UpsertRegion(Region),
+    UpsertAz(Az),
+    UpsertPool(Pool),
+    UpsertAgent(AgentRecord),
+    SetAgentStatus {
+        id: String,
+        status: AgentStatus,
+    },
+    AssignIngest {
+        agent: String,
+        node: Option<u64>,
+    },
+    /// Heartbeats arrive in batches: one entry per flush, not per agent beat.
+    AgentHeartbeats {
+        beats: Vec<(String, u64)>,
+    },
+    CreateToken(EnrollmentToken),
+    /// Single use: fails when the token is expired, revoked or already used by another agent.
+    ConsumeToken {
+        id: String,
+        agent: String,
+        now_ms: u64,
+    },
+    RevokeToken {
+        id: String,
+    },
+    SetAgentConfig {
+        pool: String,
+        body: String,
+    },
+    /// Reserve `count` fresh ids of `tag_type` for `node`.
+    ReserveTagIds {
+        tag_type: String,
+        node: u64,
+        count: u32,
+    },
+    /// Bind names to ids that `node` took from its reserved blocks. A name already bound
+    /// keeps its id (the offered one is retired); the result lists the id each name has.
+    BindTags {
+        tag_type: String,
+        node: u64,
+        pairs: Vec<(String, u32)>,
+    },
+    /// A no-op used to measure and to test replication.
+    Put {
+        key: String,
+        value: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum Response {
+    Ok,
+    /// The command was valid Raft-wise but rejected by the metadata rules.
+    Rejected {
+        reason: String,
+    },
+    ConfigVersion {
+        version: u64,
+    },
+    TagBlock {
+        start: u32,
+        end: u32,
+    },
+    TagIds {
+        ids: Vec<u32>,
+    },
+}
+
+impl Response {
+    fn rejected(reason: impl Into<String>) -> Self {
+        Response::Rejected { reason: reason.into() }
+    }
+}
+
+/// Blocks are bounded so that a bad request cannot exhaust a dictionary in one entry.
+pub const MAX_TAG_BLOCK: u32 = 1 << 20;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetaState {
+    pub nodes: BTreeMap<u64, NodeRecord>,
+    pub regions: BTreeMap<String, Region>,
+    pub azs: BTreeMap<String, Az>,
+    pub pools: BTreeMap<String, Pool>,
+    pub agents: BTreeMap<String, AgentRecord>,
+    pub tokens: BTreeMap<String, EnrollmentToken>,
+    pub tags: BTreeMap<String, TagDict>,
+    pub agent_configs: BTreeMap<String, AgentConfig>,
+    pub kv: BTreeMap<String, String>,
+}
+
+impl MetaState {
+    pub fn apply(&mut self, cmd: Command) -> Response {
+        match cmd {
+            Command::UpsertNode(n) => {
+                self.nodes.insert(n.id, n);
+                Response::Ok
+            }
+            Command::RemoveNode { id } => {
+                self.nodes.remove(&id);
+                for a in self.agents.values_mut() {
+                    if a.ingest_node == Some(id) {
+                        a.ingest_node = None;
+                    }
+                }
+                Response::Ok
+            }
+            Command::UpsertRegion(r) => {
+                if r.name.is_empty() {
+                    return Response::rejected("region name is empty");
+                }
+                self.regions.insert(r.name.clone(), r);
+                Response::Ok
+            }
+            Command::UpsertAz(az) => {
+                if !self.regions.contains_key(&az.region) {
+                    return Response::rejected(format!("unknown region {:?}", az.region));
+                }
+                if let Some(old) = self.azs.get(&az.name) {
+                    if old.region != az.region {
+                        return Response::rejected(format!(
+                            "az {:?} already belongs to region {:?}",
+                            az.name, old.region
+                        ));
+                    }
+                }
+                self.azs.insert(az.name.clone(), az);
+                Response::Ok
+            }
+            Command::UpsertPool(p) => match self.azs.get(&p.az) {
+                Some(az) if az.region == p.region => {
+                    self.pools.insert(p.name.clone(), p);
+                    Response::Ok
+                }
+                Some(az) => Response::rejected(format!(
+                    "az {:?} is in region {:?}, not {:?}",
+                    p.az, az.region, p.region
+                )),
+                None => Response::rejected(format!("unknown az {:?}", p.az)),
+            },
+            Command::UpsertAgent(a) => {
+                if a.id.is_empty() {
+                    return Response::rejected("agent id is empty");
+                }
+                self.agents.insert(a.id.clone(), a);
+                Response::Ok
+            }
+            Command::SetAgentStatus { id, status } => match self.agents.get_mut(&id) {
+                Some(a) => {
+                    a.status = status;
+                    Response::Ok
+                }
+                None => Response::rejected(format!("unknown agent {id:?}")),
+            },
+            Command::AssignIngest { agent, node } => {
+                if let Some(n) = node {
+                    if !self.nodes.contains_key(&n) {
+                        return Response::rejected(format!("unknown node {n}"));
+                    }
+                }
+                match self.agents.get_mut(&agent) {
+                    Some(a) => {
+                        a.ingest_node = node;
+                        Response::Ok
+                    }
+                    None => Response::rejected(format!("unknown agent {agent:?}")),
+                }
+            }
+            Command::AgentHeartbeats { beats } => {
+                for (id, at) in beats {
+                    if let Some(a) = self.agents.get_mut(&id) {
+                        // Beats may be re-ordered by forwarding: time only moves forward.
+                        a.last_heartbeat_ms = a.last_heartbeat_ms.max(at);
+                        if a.status == AgentStatus::Lost || a.status == AgentStatus::Enrolled {
+                            a.status = AgentStatus::Active;
+                        }
+                    }
+                }
+                Response::Ok
+            }
+            Command::CreateToken(t) => {
+                if self.tokens.contains_key(&t.id) {
+                    return Response::rejected("token id already exists");
+                }
+                self.tokens.insert(t.id.clone(), t);
+                Response::Ok
+            }
+            Command::ConsumeToken { id, agent, now_ms } => {
+                let Some(t) = self.tokens.get_mut(&id) else {
+                    return Response::rejected("unknown token");
+                };
+                if t.revoked {
+                    return Response::rejected("token revoked");
+                }
+                if now_ms >= t.expires_at_ms {
+                    return Response::rejected("token expired");
+                }
+                match &t.used_by {
+                    Some(by) if *by == agent => Response::Ok,
+                    Some(_) => Response::rejected("token already used"),
+                    None => {
+                        t.used_by = Some(agent);
+                        Response::Ok
+                    }
+                }
+            }
+            Command::RevokeToken { id } => match self.tokens.get_mut(&id) {
+                Some(t) => {
+                    t.revoked = true;
+                    Response::Ok
+                }
+                None => Response::rejected("unknown token"),
+            },
+            Command::SetAgentConfig { pool, body } => {
+                let c = self
+                    .agent_configs
+                    .entry(pool)
+                    .or_insert(AgentConfig { version: 0, body: String::new() });
+                if c.body != body || c.version == 0 {
+                    c.version += 1;
+                    c.body = body;
+                }
+                Response::ConfigVersion { version: c.version }
+            }
+            Command::ReserveTagIds { tag_type, node, count } => {
+                if count == 0 || count > MAX_TAG_BLOCK {
+                    return Response::rejected(format!(
+                        "block size {count} outside 1..={MAX_TAG_BLOCK}"
+                    ));
+                }
+                let dict = self.tags.entry(tag_type).or_default();
+                let start = dict.next_id;
+                let Some(end) = start.checked_add(count) else {
+                    return Response::rejected("tag id space exhausted");
+                };
+                dict.next_id = end;
+                dict.blocks.insert(start, TagBlock { start, end, node });
+                Response::TagBlock { start, end }
+            }
+            Command::BindTags { tag_type, node, pairs } => {
+                let dict = self.tags.entry(tag_type).or_default();
+                // Validate first so that a bad pair rejects the whole entry, not half of it.
+                for (name, id) in &pairs {
+                    if dict.by_name.contains_key(name) {
+                        continue;
+                    }
+                    if let Some(owner) = dict.by_id.get(id) {
+                        return Response::rejected(format!(
+                            "id {id} is already bound to {owner:?}"
+                        ));
+                    }
+                    match dict.block_of(*id) {
+                        Some(b) if b.node == node => {}
+                        _ => {
+                            return Response::rejected(format!(
+                                "id {id} is not in a block reserved for node {node}"
+                            ))
+                        }
+                    }
+                }
+                let mut ids = Vec::with_capacity(pairs.len());
+                for (name, id) in pairs {
+                    if let Some(existing) = dict.by_name.get(&name) {
+                        ids.push(*existing);
+                        continue;
+                    }
+                    if dict.by_id.contains_key(&id) {
+                        // Same id offered twice for two names in one entry.
+                        return Response::rejected(format!("id {id} offered twice"));
+                    }
+                    dict.by_name.insert(name.clone(), id);
+                    dict.by_id.insert(id, name);
+                    ids.push(id);
+                }
+                Response::TagIds { ids }
+            }
+            Command::Put { key, value } => {
+                self.kv.insert(key, value);
+                Response::Ok
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reserve(s: &mut MetaState, node: u64, count: u32) -> (u32, u32) {
+        match s.apply(Command::ReserveTagIds { tag_type: "pod".into(), node, count }) {
+            Response::TagBlock { start, end } => (start, end),
+            r => panic!("{r:?}"),
+        }
+    }
+
+    #[test]
+    fn tag_blocks_never_overlap_and_bindings_are_first_wins() {
+        let mut s = MetaState::default();
+        let (a0, a1) = reserve(&mut s, 1, 10);
+        let (b0, b1) = reserve(&mut s, 2, 10);
+        assert_eq!((a0, a1), (1, 11));
+        assert_eq!((b0, b1), (11, 21));
+        let r = s.apply(Command::BindTags {
+            tag_type: "pod".into(),
+            node: 1,
+            pairs: vec![("web".into(), a0), ("db".into(), a0 + 1)],
+        });
+        assert_eq!(r, Response::TagIds { ids: vec![1, 2] });
+        // Node 2 offers its own id for "web": the existing id wins, node 2's is retired.
+        let r = s.apply(Command::BindTags {
+            tag_type: "pod".into(),
+            node: 2,
+            pairs: vec![("web".into(), b0), ("cache".into(), b0 + 1)],
+        });
+        assert_eq!(r, Response::TagIds { ids: vec![1, 12] });
+        // Binding another node's id, or an id bound to another name, is refused whole.
+        let r = s.apply(Command::BindTags {
+            tag_type: "pod".into(),
+            node: 2,
+            pairs: vec![("x".into(), a0 + 5)],
+        });
+        assert!(matches!(r, Response::Rejected { .. }), "{r:?}");
+        let r = s.apply(Command::BindTags {
+            tag_type: "pod".into(),
+            node: 1,
+            pairs: vec![("y".into(), a0 + 1)],
+        });
+        assert!(matches!(r, Response::Rejected { .. }), "{r:?}");
+        assert!(!s.tags["pod"].by_name.contains_key("y"));
+        // Re-applying the same binding (a retried forward) is harmless.
+        let r = s.apply(Command::BindTags {
+            tag_type: "pod".into(),
+            node: 1,
+            pairs: vec![("db".into(), a0 + 1)],
+        });
+        assert_eq!(r, Response::TagIds { ids: vec![2] });
+        let d = &s.tags["pod"];
+        assert_eq!(d.by_name.len(), d.by_id.len());
+    }
+
+    #[test]
+    fn reserve_rejects_bad_sizes_and_exhaustion() {
+        let mut s = MetaState::default();
+        assert!(matches!(
+            s.apply(Command::ReserveTagIds { tag_type: "t".into(), node: 1, count: 0 }),
+            Response::Rejected { .. }
+        ));
+        s.tags.entry("t".into()).or_default().next_id = u32::MAX - 5;
+        assert!(matches!(
+            s.apply(Command::ReserveTagIds { tag_type: "t".into(), node: 1, count: 10 }),
+            Response::Rejected { .. }
+        ));
+    }
+
+    #[test]
+    fn tokens_are_single_use_and_expire() {
+        let mut s = MetaState::default();
+        let t = EnrollmentToken {
+            id: "h1".into(),
+            region: "r".into(),
+            az: "z".into(),
+            pool: "p".into(),
+            expires_at_ms: 1000,
+            used_by: None,
+            revoked: false,
+        };
+        assert_eq!(s.apply(Command::CreateToken(t.clone())), Response::Ok);
+        let consume = |agent: &str, now_ms| Command::ConsumeToken {
+            id: "h1".into(),
+            agent: agent.into(),
+            now_ms,
+        };
+        assert_eq!(s.apply(consume("a", 10)), Response::Ok);
+        assert_eq!(s.apply(consume("a", 11)), Response::Ok);
+        assert!(matches!(s.apply(consume("b", 12)), Response::Rejected { .. }));
+        let mut t2 = t;
+        t2.id = "h2".into();
+        s.apply(Command::CreateToken(t2));
+        let late = Command::ConsumeToken { id: "h2".into(), agent: "c".into(), now_ms: 1000 };
+        assert!(matches!(s.apply(late), Response::Rejected { .. }));
+    }
+
+    #[test]
+    fn topology_is_checked_and_config_versions_grow() {
+        let mut s = MetaState::default();
+        let az = Az { name: "z1".into(), region: "r1".into() };
+        assert!(matches!(s.apply(Command::UpsertAz(az.clone())), Response::Rejected { .. }));
+        s.apply(Command::UpsertRegion(Region { name: "r1".into(), description: String::new() }));
+        assert_eq!(s.apply(Command::UpsertAz(az)), Response::Ok);
+        let set = |body: &str| Command::SetAgentConfig { pool: "p".into(), body: body.into() };
+        assert_eq!(s.apply(set("a")), Response::ConfigVersion { version: 1 });
+        assert_eq!(s.apply(set("a")), Response::ConfigVersion { version: 1 });
+        assert_eq!(s.apply(set("b")), Response::ConfigVersion { version: 2 });
+    }
+
+    #[test]
+    fn state_round_trips_through_json() {
+        let mut s = MetaState::default();
+        reserve(&mut s, 1, 4);
+        s.apply(Command::BindTags {
+            tag_type: "pod".into(),
+            node: 1,
+            pairs: vec![("web".into(), 1)],
+        });
+        let back: MetaState = serde_json::from_slice(&serde_json::to_vec(&s).unwrap()).unwrap();
+        assert_eq!(back, s);
+    }
+}
