@@ -150,8 +150,20 @@ impl Agent {
         }
     }
 
+    /// The agent's stderr, colour escapes removed.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+        let raw = std::fs::read_to_string(&self.stderr).unwrap_or_default();
+        let mut out = String::with_capacity(raw.len());
+        let mut it = raw.chars();
+        while let Some(c) = it.next() {
+            if c == '\x1b' {
+                // CSI: ESC [ parameters final-byte.
+                it.by_ref().find(|c| c.is_ascii_alphabetic());
+            } else {
+                out.push(c);
+            }
+        }
+        out
     }
 
     /// The agent's own metrics (`name -> value`), None if it does not answer.
@@ -214,6 +226,15 @@ impl Agent {
     /// Polls the output until `pred` holds for some record.
     pub fn wait_record(&self, what: &str, limit: Duration, pred: impl Fn(&Value) -> bool) -> Value {
         poll(what, limit, || self.records().into_iter().find(|r| pred(r)))
+    }
+
+    /// Whether the process has ended (a zombie not yet reaped, or gone).
+    pub fn exited(&self) -> bool {
+        match std::fs::read_to_string(format!("/proc/{}/stat", self.pid)) {
+            // The state follows the parenthesised command name.
+            Ok(stat) => stat.rsplit_once(") ").is_none_or(|(_, rest)| rest.starts_with('Z')),
+            Err(_) => true,
+        }
     }
 
     /// Peak RSS so far, KiB, from /proc/<pid>/status.
