@@ -326,7 +326,6 @@ fn write_short_flows(path: &std::path::Path) -> u64 {
             }
         }
     }
-    drop(put);
     w.into_writer().into_inner().unwrap().sync_all().unwrap();
     n
 }
