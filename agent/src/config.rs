@@ -141,7 +141,10 @@ impl AgentConfig {
             }
             fig = fig.merge(Toml::file(path));
         }
-        fig = fig.merge(Env::prefixed("FATHOM_AGENT_").split("__"));
+        // FATHOM_AGENT_LOG (log filter) and FATHOM_AGENT_CONFIG (the file)
+        // share the prefix but are not configuration keys.
+        let env = Env::prefixed("FATHOM_AGENT_").ignore(&["LOG", "CONFIG"]).split("__");
+        fig = fig.merge(env);
         fig.extract().map_err(|e| format!("invalid configuration: {e}"))
     }
 }
@@ -160,6 +163,8 @@ mod tests {
                 "[flow]\nmax_flows = 5000\n[capture]\ninterfaces = [\"lo\"]\n",
             )?;
             jail.set_env("FATHOM_AGENT_FLOW__L7_TIMEOUT_MS", "2500");
+            jail.set_env("FATHOM_AGENT_LOG", "debug");
+            jail.set_env("FATHOM_AGENT_CONFIG", "agent.toml");
             let c = AgentConfig::load(Some(Path::new("agent.toml"))).unwrap();
             assert_eq!(c.flow.max_flows, 5000);
             assert_eq!(c.flow.l7_timeout_ms, 2500);

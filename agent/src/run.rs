@@ -191,6 +191,10 @@ pub fn replay(path: &Path, cfg: AgentConfig) -> Result<u64, String> {
     let sys = System::new();
     sys.block_on(async move {
         let (emitter, shards) = start_actors(&cfg, Clock::Packets, CaptureSource::Pcap)?;
+        // The same /metrics as live; a replay still runs if the port is taken.
+        if let Err(e) = crate::http::serve(&cfg.http.listen).await {
+            tracing::warn!("{e}");
+        }
         let mut router = Router::new(shards.clone(), &name, link).reliable();
         let (tx, rx) = tokio::sync::oneshot::channel();
         let reader = thread::spawn(move || {
