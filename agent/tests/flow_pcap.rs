@@ -3,16 +3,18 @@
 //! compared with what the clients did and with `tshark -z conv,tcp`.
 //! Needs root (capturing on lo) and fails loudly without it.
 
-use std::collections::HashMap;
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod support;
+
 use fathom_agent::flow::{FlowConfig, FlowEngine, VecSink};
 use fathom_agent::packet::LinkType;
 use fathom_agent::records::{CaptureSource, CloseType, L4Protocol};
+use support::e2e::{tshark_conversations, tshark_frame_bytes, Bytes};
 
 /// Kills the child it owns when dropped, so a failed assertion leaves no servers.
 struct Proc(Child);
@@ -97,60 +99,6 @@ fn replay(file: &Path) -> (VecSink, FlowEngine) {
 }
 
 /// Bytes as tshark's conversation table prints them: exact below 10 kB.
-#[derive(Clone, Copy, Debug)]
-enum Bytes {
-    Exact(u64),
-    Kilo(u64),
-}
-
-/// tshark's TCP conversation table: (A, B) -> (frames, bytes) A->B and B->A.
-fn tshark_conversations(file: &Path) -> HashMap<(SocketAddr, SocketAddr), [(u64, Bytes); 2]> {
-    let out = run(Command::new("tshark").arg("-r").arg(file).args(["-q", "-z", "conv,tcp"]));
-    let mut convs = HashMap::new();
-    for line in out.lines().filter(|l| l.contains("<->")) {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        assert_eq!(f[1], "<->", "{line}");
-        let n = |i: usize| f[i].replace(',', "").parse::<u64>().unwrap();
-        let bytes = |i: usize| match f[i + 1] {
-            "bytes" => Bytes::Exact(n(i)),
-            "kB" => Bytes::Kilo(n(i)),
-            u => panic!("unit {u} in {line}"),
-        };
-        let a: SocketAddr = f[0].parse().unwrap();
-        let b: SocketAddr = f[2].parse().unwrap();
-        // "<-" is B to A, "->" is A to B.
-        convs.insert((a, b), [(n(6), bytes(7)), (n(3), bytes(4))]);
-    }
-    convs
-}
-
-/// Exact frame bytes per (src, dst) from tshark's per-frame fields, for
-/// conversations the table prints in kB.
-fn tshark_frame_bytes(file: &Path) -> HashMap<(SocketAddr, SocketAddr), u64> {
-    let out = run(Command::new("tshark").arg("-r").arg(file).args([
-        "-T",
-        "fields",
-        "-e",
-        "ip.src",
-        "-e",
-        "tcp.srcport",
-        "-e",
-        "ip.dst",
-        "-e",
-        "tcp.dstport",
-        "-e",
-        "frame.len",
-    ]));
-    let mut m = HashMap::new();
-    for l in out.lines() {
-        let f: Vec<&str> = l.split('\t').collect();
-        let src = SocketAddr::new(f[0].parse().unwrap(), f[1].parse().unwrap());
-        let dst = SocketAddr::new(f[2].parse().unwrap(), f[3].parse().unwrap());
-        *m.entry((src, dst)).or_default() += f[4].parse::<u64>().unwrap();
-    }
-    m
-}
-
 fn check_against_tshark(file: &Path, sink: &VecSink) {
     let convs = tshark_conversations(file);
     let frame_bytes = tshark_frame_bytes(file);
