@@ -960,7 +960,7 @@ fn expr(ctx: &mut Ctx, e: &Expr, clause: Clause, in_agg: bool) -> Result<String>
             if let Some(tag) =
                 tag_of(ctx, x).filter(|t| !matches!(t.kind, TagKind::Resource { .. }))
             {
-                let mut bound = |ctx: &mut Ctx, b: &Expr| match literal(b) {
+                let bound = |ctx: &mut Ctx, b: &Expr| match literal(b) {
                     Some(l) => coerce(ctx, &tag.kind, &l),
                     None => expr(ctx, b, clause, in_agg),
                 };
@@ -1211,7 +1211,8 @@ fn aggregate(
             let Some(p) = p.filter(|p| *p > 0.0 && *p <= 100.0) else {
                 return err("Percentile's second argument is a percent in (0, 100]");
             };
-            let level = format!("{}", p / 100.0);
+            // Debug keeps the decimal point: ClickHouse wants a Float64 level.
+            let level = format!("{:?}", p / 100.0);
             if let Some(m) = metric_arg(ctx, e) {
                 if let MetricKind::Ratio { histogram, .. } = &m.kind {
                     let Some(h) = histogram else {
