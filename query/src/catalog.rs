@@ -21,25 +21,53 @@ pub struct Table {
     pub kind: TableKind,
     /// The `time` column is DateTime64(6) (logs) or DateTime (metric buckets).
     pub time64: bool,
+    /// Width of the stored metric buckets, seconds (0 for logs).
+    pub granularity: u32,
 }
 
 pub const TABLES: &[Table] = &[
-    Table { name: "l7_flow_log", db: "flow_log", kind: TableKind::L7, time64: true },
-    Table { name: "l4_flow_log", db: "flow_log", kind: TableKind::L4, time64: true },
+    Table {
+        name: "l7_flow_log",
+        db: "flow_log",
+        kind: TableKind::L7,
+        time64: true,
+        granularity: 0,
+    },
+    Table {
+        name: "l4_flow_log",
+        db: "flow_log",
+        kind: TableKind::L4,
+        time64: true,
+        granularity: 0,
+    },
     Table {
         name: "application_1s",
         db: "flow_metrics",
         kind: TableKind::Application,
         time64: false,
+        granularity: 1,
     },
     Table {
         name: "application_1m",
         db: "flow_metrics",
         kind: TableKind::Application,
         time64: false,
+        granularity: 60,
     },
-    Table { name: "network_1s", db: "flow_metrics", kind: TableKind::Network, time64: false },
-    Table { name: "network_1m", db: "flow_metrics", kind: TableKind::Network, time64: false },
+    Table {
+        name: "network_1s",
+        db: "flow_metrics",
+        kind: TableKind::Network,
+        time64: false,
+        granularity: 1,
+    },
+    Table {
+        name: "network_1m",
+        db: "flow_metrics",
+        kind: TableKind::Network,
+        time64: false,
+        granularity: 60,
+    },
 ];
 
 /// Finds a table by its short name (or `db.name`), checking it belongs to

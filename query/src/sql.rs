@@ -336,6 +336,8 @@ struct Ctx {
     bucket: Option<u32>,
     /// Output aliases and the SQL they stand for, in SELECT order.
     aliases: Vec<(String, String)>,
+    /// Current expression nesting.
+    depth: usize,
 }
 
 fn select(db: Option<&str>, q: &Query, limits: &Limits) -> Result<String> {
@@ -421,12 +423,13 @@ fn select(db: Option<&str>, q: &Query, limits: &Limits) -> Result<String> {
         Some(_) => return err("DISTINCT ON is not supported"),
     };
     let table = from_table(db, from)?;
-    let mut ctx = Ctx { table, dicts: BTreeSet::new(), bucket: None, aliases: Vec::new() };
+    let mut ctx =
+        Ctx { table, dicts: BTreeSet::new(), bucket: None, aliases: Vec::new(), depth: 0 };
 
     // The bucket first: PerSecond anywhere needs its width.
     for item in projection {
         if let SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } = item {
-            find_bucket(e, &mut ctx.bucket)?;
+            find_bucket(e, &mut ctx.bucket, 0)?;
         }
     }
     let group_exprs = match group_by {
@@ -439,7 +442,7 @@ fn select(db: Option<&str>, q: &Query, limits: &Limits) -> Result<String> {
         GroupByExpr::All(_) => return err("GROUP BY ALL is not supported: name the groups"),
     };
     for e in group_exprs {
-        find_bucket(e, &mut ctx.bucket)?;
+        find_bucket(e, &mut ctx.bucket, 0)?;
     }
 
     let mut items = Vec::new();
@@ -673,7 +676,10 @@ fn by_item(ctx: &mut Ctx, e: &Expr, clause: Clause) -> Result<String> {
 }
 
 /// Finds the time(N) bucket in an expression.
-fn find_bucket(e: &Expr, bucket: &mut Option<u32>) -> Result<()> {
+fn find_bucket(e: &Expr, bucket: &mut Option<u32>, depth: usize) -> Result<()> {
+    if depth >= MAX_DEPTH {
+        return err(format!("expression nested deeper than {MAX_DEPTH} levels"));
+    }
     match e {
         Expr::Function(f) => {
             if fn_name(f).as_deref() == Some("time") {
@@ -687,16 +693,24 @@ fn find_bucket(e: &Expr, bucket: &mut Option<u32>) -> Result<()> {
             } else if let FunctionArguments::List(l) = &f.args {
                 for a in &l.args {
                     if let FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) = a {
-                        find_bucket(e, bucket)?;
+                        find_bucket(e, bucket, depth + 1)?;
                     }
                 }
             }
         }
-        Expr::BinaryOp { left, right, .. } => {
-            find_bucket(left, bucket)?;
-            find_bucket(right, bucket)?;
+        Expr::BinaryOp { .. } => {
+            let (first, rest) = left_chain(e);
+            if !rest.is_empty() {
+                find_bucket(first, bucket, depth + 1)?;
+                for (_, r) in rest {
+                    find_bucket(r, bucket, depth + 1)?;
+                }
+            } else if let Expr::BinaryOp { left, right, .. } = e {
+                find_bucket(left, bucket, depth + 1)?;
+                find_bucket(right, bucket, depth + 1)?;
+            }
         }
-        Expr::Nested(e) | Expr::UnaryOp { expr: e, .. } => find_bucket(e, bucket)?,
+        Expr::Nested(e) | Expr::UnaryOp { expr: e, .. } => find_bucket(e, bucket, depth + 1)?,
         _ => {}
     }
     Ok(())
@@ -870,7 +884,38 @@ fn flip(op: &'static str) -> &'static str {
 const AGGREGATES: &[&str] =
     &["count", "sum", "avg", "max", "min", "uniq", "percentile", "persecond"];
 
+/// Deepest expression nesting accepted (chains of binary operators are
+/// walked in a loop and do not count).
+const MAX_DEPTH: usize = 64;
+
+/// The operands of a left-deep chain of binary operators (`a OR b OR c`,
+/// `a + b - c`): the parser builds them left-deep and as long as the text,
+/// so they are walked in a loop, not recursively. Comparisons end a chain.
+fn left_chain(e: &Expr) -> (&Expr, Vec<(&BinaryOperator, &Expr)>) {
+    let mut rest = Vec::new();
+    let mut cur = e;
+    while let Expr::BinaryOp { left, op, right } = cur {
+        if cmp_op(op).is_some() {
+            break;
+        }
+        rest.push((op, right.as_ref()));
+        cur = left;
+    }
+    rest.reverse();
+    (cur, rest)
+}
+
 fn expr(ctx: &mut Ctx, e: &Expr, clause: Clause, in_agg: bool) -> Result<String> {
+    if ctx.depth >= MAX_DEPTH {
+        return err(format!("expression nested deeper than {MAX_DEPTH} levels"));
+    }
+    ctx.depth += 1;
+    let r = expr_at(ctx, e, clause, in_agg);
+    ctx.depth -= 1;
+    r
+}
+
+fn expr_at(ctx: &mut Ctx, e: &Expr, clause: Clause, in_agg: bool) -> Result<String> {
     match e {
         Expr::Identifier(i) => ident(ctx, &i.value, clause, in_agg),
         Expr::CompoundIdentifier(parts) => err(format!(
@@ -894,28 +939,33 @@ fn expr(ctx: &mut Ctx, e: &Expr, clause: Clause, in_agg: bool) -> Result<String>
                 _ => err(format!("unsupported operator {op}")),
             }
         }
-        Expr::BinaryOp { left, op, right } => {
-            if let Some(c) = cmp_op(op) {
-                if let Some(special) = tag_comparison(ctx, left, c, right, clause)? {
-                    return Ok(special);
-                }
+        Expr::BinaryOp { left, op, right } if cmp_op(op).is_some() => {
+            let c = cmp_op(op).unwrap_or("=");
+            if let Some(special) = tag_comparison(ctx, left, c, right, clause)? {
+                return Ok(special);
             }
-            let sym = match op {
-                BinaryOperator::Plus => "+",
-                BinaryOperator::Minus => "-",
-                BinaryOperator::Multiply => "*",
-                BinaryOperator::Divide => "/",
-                BinaryOperator::Modulo => "%",
-                BinaryOperator::And => "AND",
-                BinaryOperator::Or => "OR",
-                op => match cmp_op(op) {
-                    Some(c) => c,
-                    None => return err(format!("unsupported operator {op}")),
-                },
-            };
             let l = expr(ctx, left, clause, in_agg)?;
             let r = expr(ctx, right, clause, in_agg)?;
-            Ok(format!("({l} {sym} {r})"))
+            Ok(format!("({l} {c} {r})"))
+        }
+        Expr::BinaryOp { .. } => {
+            let (first, rest) = left_chain(e);
+            let mut out = expr(ctx, first, clause, in_agg)?;
+            for (op, right) in rest {
+                let sym = match op {
+                    BinaryOperator::Plus => "+",
+                    BinaryOperator::Minus => "-",
+                    BinaryOperator::Multiply => "*",
+                    BinaryOperator::Divide => "/",
+                    BinaryOperator::Modulo => "%",
+                    BinaryOperator::And => "AND",
+                    BinaryOperator::Or => "OR",
+                    op => return err(format!("unsupported operator {op}")),
+                };
+                let r = expr(ctx, right, clause, in_agg)?;
+                out = format!("({out} {sym} {r})");
+            }
+            Ok(out)
         }
         Expr::IsNull(x) => Ok(format!("({} IS NULL)", expr(ctx, x, clause, in_agg)?)),
         Expr::IsNotNull(x) => Ok(format!("({} IS NOT NULL)", expr(ctx, x, clause, in_agg)?)),
@@ -1107,6 +1157,17 @@ fn function(ctx: &mut Ctx, f: &Function, clause: Clause, in_agg: bool) -> Result
     let args = plain_args(f)?;
     if name == "time" {
         let secs = bucket_secs(f)?;
+        if ctx.bucket.is_some_and(|b| b != secs) {
+            return err("one time bucket per query: time() is used with two widths");
+        }
+        let g = ctx.table.granularity;
+        if g > 1 && secs % g != 0 {
+            // a finer bucket would split stored buckets and skew PerSecond
+            return err(format!(
+                "{} holds {g}-second buckets; time() must be a multiple of {g}s",
+                ctx.table.name
+            ));
+        }
         return Ok(format!("toStartOfInterval(time, toIntervalSecond({secs}))"));
     }
     if name == "now" {

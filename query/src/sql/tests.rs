@@ -351,3 +351,37 @@ fn show_statements() {
         assert!(m.contains(why), "{q}: {m}");
     }
 }
+
+#[test]
+fn long_and_chains_are_bounded_not_a_stack_overflow() {
+    // run on a 2 MiB stack, as a tokio worker has
+    let t = std::thread::Builder::new()
+        .stack_size(2 << 20)
+        .spawn(|| {
+            let chain = vec!["endpoint='a'"; 3900].join(" OR ");
+            let q = format!("SELECT time FROM l7_flow_log WHERE {chain}");
+            assert!(q.len() < Limits::default().max_sql_bytes);
+            translate(Some("flow_log"), &q, &Limits::default())
+        })
+        .unwrap();
+    match t.join().expect("no stack overflow") {
+        Ok(Translation::Sql(s)) => assert_eq!(s.matches(" OR ").count(), 3899),
+        Ok(t) => panic!("{t:?}"),
+        Err(e) => assert!(e.0.contains("nested deeper"), "{e}"),
+    }
+    let deep = format!(
+        "SELECT time FROM l7_flow_log WHERE {}endpoint = 'a'{}",
+        "NOT (".repeat(100),
+        ")".repeat(100)
+    );
+    let m = translate(Some("flow_log"), &deep, &Limits::default()).unwrap_err().0;
+    assert!(m.contains("nested deeper") || m.contains("recursion"), "{m}");
+    // a reasonable chain passes
+    let chain = vec!["endpoint = 'a'"; 100].join(" OR ");
+    assert!(translate(
+        Some("flow_log"),
+        &format!("SELECT time FROM l7_flow_log WHERE {chain}"),
+        &Limits::default()
+    )
+    .is_ok());
+}
