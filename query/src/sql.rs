@@ -1107,7 +1107,16 @@ fn tag_comparison(
             _ => return Ok(None),
         };
     if let TagKind::Resource { column, tag_type } = &tag.kind {
+        // '' is how an id without a name shows: match ids absent from the dictionary
+        let unnamed = |not: &str| {
+            format!(
+                "{column} {not}IN (SELECT id FROM flow_tag.tag_dict FINAL WHERE tag_type = {})",
+                quote_str(tag_type)
+            )
+        };
         return match (&lit, op) {
+            (Lit::Str(s), "=") if s.is_empty() => Ok(Some(unnamed("NOT "))),
+            (Lit::Str(s), "!=") if s.is_empty() => Ok(Some(unnamed(""))),
             (Lit::Str(s), "=") => {
                 Ok(Some(dict_filter(column, tag_type, false, &format!("= {}", quote_str(s)))))
             }

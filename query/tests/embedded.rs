@@ -243,6 +243,9 @@ async fn every_query_shape_runs_on_the_embedded_engine() {
     for (cond, want) in [
         ("host = 'db-2'", 2),
         ("host = 'db-1'", 0),
+        ("host_0 = ''", 8),
+        ("host != ''", 8),
+        ("pod = ''", 8),
         ("host != 'web-1'", 2),
         ("host IN ('web-1', 'db-2')", 8),
         ("host LIKE 'web%'", 6),
