@@ -1135,10 +1135,15 @@ fn tag_comparison(
 }
 
 fn ident(ctx: &mut Ctx, name: &str, clause: Clause, in_agg: bool) -> Result<String> {
-    if matches!(clause, Clause::GroupBy | Clause::OrderBy | Clause::Having) && !in_agg {
+    // Output aliases: ORDER BY and HAVING see them first (as in standard
+    // SQL); GROUP BY only when no tag or metric has the name.
+    if !in_agg {
         if let Some((_, sql)) = ctx.aliases.iter().find(|(a, _)| a == name) {
-            if ctx.table.tag(name).is_none() && ctx.table.metric(name).is_none() {
-                return Ok(sql.clone());
+            let shadowed = ctx.table.tag(name).is_some() || ctx.table.metric(name).is_some();
+            match clause {
+                Clause::OrderBy | Clause::Having => return Ok(sql.clone()),
+                Clause::GroupBy if !shadowed => return Ok(sql.clone()),
+                _ => {}
             }
         }
     }
@@ -1152,11 +1157,6 @@ fn ident(ctx: &mut Ctx, name: &str, clause: Clause, in_agg: bool) -> Result<Stri
     }
     if let Some(t) = ctx.table.tag(name) {
         return Ok(tag_expr(&t.kind, &mut ctx.dicts));
-    }
-    if let Some((_, sql)) = ctx.aliases.iter().find(|(a, _)| a == name) {
-        if clause != Clause::Where && clause != Clause::Select {
-            return Ok(sql.clone());
-        }
     }
     Err(unknown_name(ctx.table, name))
 }

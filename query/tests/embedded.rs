@@ -404,6 +404,16 @@ async fn every_query_shape_runs_on_the_embedded_engine() {
         ),
     )
     .await;
+    // an output alias equal to a metric's name, used in HAVING and ORDER BY
+    let r2 = rows(
+        &app,
+        "flow_metrics",
+        "SELECT time(1m) AS t, Sum(request) AS request FROM application_1m WHERE request > 0 \
+         GROUP BY t HAVING request > 10 ORDER BY request DESC",
+    )
+    .await;
+    assert_eq!(r2.len(), 1, "{r2:?}");
+    assert_eq!(r2[0][1], json!(20));
     assert_eq!(r.len(), 2, "{r:?}");
     assert!(close(f(&r[0][1]), 10.0 / 60.0) && close(f(&r[1][1]), 20.0 / 60.0), "{r:?}");
     assert!(close(f(&r[0][2]), 95.0) && close(f(&r[1][2]), 1050.0), "{r:?}");
