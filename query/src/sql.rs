@@ -29,8 +29,9 @@ use sqlparser::ast::{
     UnaryOperator, Value,
 };
 use sqlparser::dialect::MySqlDialect;
+use sqlparser::keywords::Keyword;
 use sqlparser::parser::Parser;
-use sqlparser::tokenizer::{Token, Tokenizer};
+use sqlparser::tokenizer::{Token, Tokenizer, Word};
 
 use crate::catalog::{self, MetricKind, Table, TagKind, DATABASES, TABLES};
 
@@ -169,7 +170,27 @@ const SHOW_FORMS: &str = "SHOW DATABASES | SHOW TABLES [FROM db] | SHOW TAGS FRO
      SHOW METRICS FROM t | SHOW TAG x VALUES FROM t [LIMIT n]";
 
 fn show(db: Option<&str>, toks: &[&Token], limits: &Limits) -> Result<Translation> {
-    let mut toks = toks.to_vec();
+    // `db.table` becomes one word.
+    let mut merged: Vec<Token> = Vec::with_capacity(toks.len());
+    let mut i = 0;
+    while i < toks.len() {
+        if let (Some(Token::Word(a)), Some(Token::Period), Some(Token::Word(b))) =
+            (merged.last(), toks.get(i), toks.get(i + 1))
+        {
+            let value = format!("{}.{}", a.value, b.value);
+            merged.pop();
+            merged.push(Token::Word(Word {
+                value,
+                quote_style: None,
+                keyword: Keyword::NoKeyword,
+            }));
+            i += 2;
+            continue;
+        }
+        merged.push(toks[i].clone());
+        i += 1;
+    }
+    let mut toks: Vec<&Token> = merged.iter().collect();
     if matches!(toks.last(), Some(Token::SemiColon)) {
         toks.pop();
     }
@@ -234,7 +255,6 @@ fn show(db: Option<&str>, toks: &[&Token], limits: &Limits) -> Result<Translatio
                 ))
             }
         }
-        5 | 7 if is_kw(t(1), "tag") && is_kw(t(3), "values") && is_kw(t(4), "from") => bad(),
         6 | 8 if is_kw(t(1), "tag") && is_kw(t(3), "values") && is_kw(t(4), "from") => {
             let name =
                 word(t(2)).ok_or_else(|| DialectError("SHOW TAG needs a tag name".into()))?;

@@ -317,6 +317,10 @@ fn show_statements() {
     assert_eq!(c, ["name", "type", "description"]);
     assert!(r.iter().any(|r| r[0] == "host" && r[1] == "resource"));
     assert!(r.iter().any(|r| r[0] == "server_ip" && r[1] == "ip"));
+    let (_, r) = rows(None, "SHOW TAGS FROM flow_metrics.network_1s");
+    assert!(r.iter().any(|r| r[0] == "server_ip"));
+    assert!(refused("flow_metrics", "SHOW TAGS FROM flow_log.l7_flow_log")
+        .contains("not 'flow_metrics'"));
     let (_, r) = rows(Some("flow_metrics"), "SHOW METRICS FROM application_1m");
     assert!(r.iter().any(|r| r[0] == "rrt" && r[1] == "us"));
     let s = match translate(
