@@ -389,3 +389,102 @@ fn long_and_chains_are_bounded_not_a_stack_overflow() {
     )
     .is_ok());
 }
+
+mod never_panics {
+    use super::*;
+    use proptest::prelude::*;
+
+    const PIECES: &[&str] = &[
+        "SELECT",
+        "FROM",
+        "WHERE",
+        "GROUP BY",
+        "ORDER BY",
+        "HAVING",
+        "LIMIT",
+        "OFFSET",
+        "SHOW",
+        "TAG",
+        "TAGS",
+        "VALUES",
+        "METRICS",
+        "TABLES",
+        "DATABASES",
+        "l7_flow_log",
+        "application_1m",
+        "network_1s",
+        "flow_log.",
+        "system.",
+        "host",
+        "host_0",
+        "endpoint",
+        "time",
+        "rrt",
+        "request",
+        "server_ip",
+        "Count(*)",
+        "Sum(",
+        "Avg(",
+        "Percentile(",
+        "PerSecond(",
+        "Uniq(",
+        "time(",
+        "60s",
+        "1m",
+        "now()",
+        "(",
+        ")",
+        ",",
+        "'",
+        "''",
+        "\\",
+        "'x'",
+        "'10.0.0.1'",
+        "=",
+        "!=",
+        "<",
+        ">=",
+        "AND",
+        "OR",
+        "NOT",
+        "IN",
+        "LIKE",
+        "BETWEEN",
+        "INTERVAL 1 HOUR",
+        "AS",
+        "`a`",
+        "*",
+        "+",
+        "-",
+        "/",
+        "1",
+        "95",
+        "0.5",
+        ";",
+        "--",
+        "/*",
+        "*/",
+        "UNION",
+        "SETTINGS",
+        "FORMAT",
+        "DROP",
+        "INTO",
+        "NULL",
+        "IS",
+        "DISTINCT",
+    ];
+
+    proptest! {
+        #[test]
+        fn translating_any_token_soup_returns(idx in proptest::collection::vec(0..PIECES.len(), 0..24)) {
+            let q: Vec<&str> = idx.iter().map(|&i| PIECES[i]).collect();
+            let _ = translate(Some("flow_log"), &q.join(" "), &Limits::default());
+            let _ = translate(None, &format!("SELECT {} FROM l7_flow_log", q.join(" ")), &Limits::default());
+        }
+
+        #[test]
+        fn translating_any_text_returns(s in "\\PC{0,200}") {
+            let _ = translate(None, &s, &Limits::default());
+        }
+    }
+}
