@@ -63,6 +63,12 @@ pub struct Telemetry {
     pub output_errors: Metric,
     pub ebpf_events: Metric,
     pub ebpf_lost: Metric,
+    pub ebpf_malformed: Metric,
+    pub ebpf_batches_dropped: Metric,
+    pub ebpf_events_dropped: Metric,
+    pub ebpf_sockets_active: Metric,
+    pub ebpf_sockets_undetected: Metric,
+    pub ebpf_sockets_evicted: Metric,
     pub rss: Metric,
 }
 
@@ -110,11 +116,35 @@ pub static TELEMETRY: Telemetry = Telemetry {
         "fathom_agent_ebpf_lost_total",
         "eBPF events lost because the ring buffer was full.",
     ),
+    ebpf_malformed: Metric::counter(
+        "fathom_agent_ebpf_malformed_total",
+        "eBPF ring buffer records that did not decode.",
+    ),
+    ebpf_batches_dropped: Metric::counter(
+        "fathom_agent_ebpf_batches_dropped_total",
+        "eBPF event batches dropped because an eBPF shard was behind.",
+    ),
+    ebpf_events_dropped: Metric::counter(
+        "fathom_agent_ebpf_events_dropped_total",
+        "eBPF events in those dropped batches.",
+    ),
+    ebpf_sockets_active: Metric::gauge(
+        "fathom_agent_ebpf_sockets_active",
+        "Sockets tracked from eBPF events now.",
+    ),
+    ebpf_sockets_undetected: Metric::counter(
+        "fathom_agent_ebpf_sockets_undetected_total",
+        "Sockets seen by eBPF whose protocol was not recognised (TLS ciphertext included).",
+    ),
+    ebpf_sockets_evicted: Metric::counter(
+        "fathom_agent_ebpf_sockets_evicted_total",
+        "Sockets evicted to stay within the eBPF socket table capacity.",
+    ),
     rss: Metric::gauge("fathom_agent_resident_memory_bytes", "Resident set size."),
 };
 
 impl Telemetry {
-    fn all(&self) -> [&Metric; 17] {
+    fn all(&self) -> [&Metric; 23] {
         [
             &self.packets,
             &self.packet_bytes,
@@ -132,6 +162,12 @@ impl Telemetry {
             &self.output_errors,
             &self.ebpf_events,
             &self.ebpf_lost,
+            &self.ebpf_malformed,
+            &self.ebpf_batches_dropped,
+            &self.ebpf_events_dropped,
+            &self.ebpf_sockets_active,
+            &self.ebpf_sockets_undetected,
+            &self.ebpf_sockets_evicted,
             &self.rss,
         ]
     }
