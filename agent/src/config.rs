@@ -211,7 +211,8 @@ impl AgentConfig {
             }
             fig = fig.merge(Toml::file(path));
         }
-        fig = fig.merge(Env::prefixed("FATHOM_AGENT_").split("__"));
+        // FATHOM_AGENT_LOG and FATHOM_AGENT_CONFIG are the command line's, not keys.
+        fig = fig.merge(Env::prefixed("FATHOM_AGENT_").ignore(&["log", "config"]).split("__"));
         fig.extract().map_err(|e| format!("invalid configuration: {e}"))
     }
 }
@@ -265,6 +266,8 @@ mod tests {
             let c = AgentConfig::load(Some(Path::new("req.toml"))).unwrap();
             assert_eq!(c.capture.ebpf, EbpfMode::Required);
             assert!(!c.capture.afpacket);
+            jail.set_env("FATHOM_AGENT_LOG", "debug");
+            jail.set_env("FATHOM_AGENT_CONFIG", "req.toml");
             jail.set_env("FATHOM_AGENT_CAPTURE__EBPF", "true");
             assert_eq!(AgentConfig::load(None).unwrap().capture.ebpf, EbpfMode::Auto);
             jail.set_env("FATHOM_AGENT_CAPTURE__EBPF", "off");

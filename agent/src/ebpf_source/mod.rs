@@ -155,6 +155,12 @@ pub fn spawn_reader(
                 }
             }
         }
+        // What came in since the last poll, before the programs detach.
+        if let Ok(events) = capture.poll(Duration::ZERO) {
+            for event in events {
+                router.route(event);
+            }
+        }
         router.ship_all();
     })
 }
