@@ -45,6 +45,47 @@ impl Metric {
     }
 }
 
+const HOOKS: usize = fathom_ebpf::Hook::ALL.len();
+
+/// The eBPF programs' own per-hook counters (cumulative in the kernel, so
+/// set rather than added), rendered with a `hook` label.
+pub struct HookMetrics {
+    calls: [AtomicU64; HOOKS],
+    events: [AtomicU64; HOOKS],
+}
+
+impl HookMetrics {
+    /// Copy the kernel's totals.
+    pub fn set(&self, counters: &fathom_ebpf::Counters) {
+        for c in &counters.hooks {
+            if let Some(i) = fathom_ebpf::Hook::ALL.iter().position(|h| *h == c.hook) {
+                self.calls[i].store(c.calls, Ordering::Relaxed);
+                self.events[i].store(c.events, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn render(&self, out: &mut String) {
+        for (name, help, values) in [
+            (
+                "fathom_agent_ebpf_hook_calls_total",
+                "Socket syscalls (or scheduler events) each eBPF hook saw.",
+                &self.calls,
+            ),
+            (
+                "fathom_agent_ebpf_hook_events_total",
+                "Events each eBPF hook delivered.",
+                &self.events,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for (hook, v) in fathom_ebpf::Hook::ALL.iter().zip(values) {
+                let _ = writeln!(out, "{name}{{hook=\"{hook}\"}} {}", v.load(Ordering::Relaxed));
+            }
+        }
+    }
+}
+
 /// Every metric the agent exports.
 pub struct Telemetry {
     pub packets: Metric,
@@ -70,6 +111,7 @@ pub struct Telemetry {
     pub ebpf_sockets_undetected: Metric,
     pub ebpf_sockets_evicted: Metric,
     pub rss: Metric,
+    pub ebpf_hooks: HookMetrics,
 }
 
 pub static TELEMETRY: Telemetry = Telemetry {
@@ -141,6 +183,10 @@ pub static TELEMETRY: Telemetry = Telemetry {
         "Sockets evicted to stay within the eBPF socket table capacity.",
     ),
     rss: Metric::gauge("fathom_agent_resident_memory_bytes", "Resident set size."),
+    ebpf_hooks: HookMetrics {
+        calls: [const { AtomicU64::new(0) }; HOOKS],
+        events: [const { AtomicU64::new(0) }; HOOKS],
+    },
 };
 
 impl Telemetry {
@@ -198,6 +244,7 @@ impl Telemetry {
                 m.get()
             );
         }
+        self.ebpf_hooks.render(&mut out);
         out
     }
 }
@@ -224,6 +271,7 @@ mod tests {
         let v: u64 = line.split(' ').nth(1).unwrap().parse().unwrap();
         assert!(v >= 3);
         assert!(rss_bytes().unwrap() > 0);
+        assert!(text.contains("fathom_agent_ebpf_hook_events_total{hook=\"SSL_write\"} "));
         // Every sample line is `name value`.
         for l in text.lines().filter(|l| !l.starts_with('#')) {
             let mut it = l.split(' ');

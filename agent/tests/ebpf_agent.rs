@@ -238,6 +238,18 @@ fn curl_to_python_http_server_names_both_processes() {
     agent.wait_for(|r| {
         !l7_of(r, curl_pid, "syscall").is_empty() && !l7_of(r, server_pid, "syscall").is_empty()
     });
+    // The kernel's per-hook counters reach /metrics within a second or so.
+    let deadline = Instant::now() + PATIENCE;
+    let mut text = agent.metrics();
+    while metric(&text, "fathom_agent_ebpf_hook_events_total{hook=\"connect\"}") == 0
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(200));
+        text = agent.metrics();
+    }
+    assert!(metric(&text, "fathom_agent_ebpf_hook_events_total{hook=\"connect\"}") >= 1, "{text}");
+    assert!(metric(&text, "fathom_agent_ebpf_events_total") >= 4, "{text}");
+    assert!(metric(&text, "fathom_agent_l7_records_total") >= 2, "{text}");
     let records = agent.stop();
     let all = summary(&records);
     let client = l7_of(&records, curl_pid, "syscall");

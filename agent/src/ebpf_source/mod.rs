@@ -137,6 +137,7 @@ pub fn spawn_reader(
             if last_counters.elapsed() >= COUNTERS_EVERY {
                 last_counters = Instant::now();
                 if let Ok(c) = capture.counters() {
+                    TELEMETRY.ebpf_hooks.set(&c);
                     TELEMETRY.ebpf_events.add(c.delivered.saturating_sub(delivered));
                     TELEMETRY.ebpf_lost.add(c.ring_buffer_drops.saturating_sub(lost));
                     TELEMETRY.ebpf_malformed.add(c.malformed.saturating_sub(malformed));
