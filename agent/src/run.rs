@@ -45,6 +45,7 @@ pub fn socket_flow_config(
     let mut sc = SocketFlowConfig {
         capacity: (f.max_flows / shards.max(1)).max(1),
         idle_timeout: Duration::from_secs(f.tcp_idle_timeout_s),
+        udp_idle_timeout: Duration::from_secs(f.udp_idle_timeout_s),
         l7_request_timeout: Duration::from_millis(f.l7_timeout_ms),
         unix_offset_ns,
         ..SocketFlowConfig::default()

@@ -342,3 +342,26 @@ proptest! {
         prop_assert!(e.is_empty());
     }
 }
+
+#[test]
+fn idle_sockets_end_after_their_protocol_timeout() {
+    let mut e = engine();
+    let mut sink = VecSink::default();
+    let dns_peer = Ep { fd: 9, local: "127.0.0.1:5353", remote: "127.0.0.1:40001", ..SRV };
+    let mut udp = recv(&dns_peer, 1, 0, 0, b"\x00\x01binary");
+    if let Event::Data(d) = &mut udp {
+        d.l4 = L4Proto::Udp;
+    }
+    e.process(udp, &mut sink);
+    e.process(send(&CURL, 1, 0, 0, b"\x00\x01binary"), &mut sink);
+    assert_eq!(e.len(), 2);
+    e.tick(29_000_000, &mut sink);
+    assert_eq!(e.len(), 2);
+    e.tick(31_000_001, &mut sink);
+    assert_eq!(e.len(), 1, "the UDP peer went first");
+    e.tick(299_000_000, &mut sink);
+    assert_eq!(e.len(), 1);
+    e.tick(301_000_001, &mut sink);
+    assert!(e.is_empty());
+    assert_eq!(e.stats().sockets_idle, 2);
+}

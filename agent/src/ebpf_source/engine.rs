@@ -13,7 +13,7 @@
 //!   accept(2) the server (ingress = request). A socket opened before the
 //!   agent started takes its role from L7 detection.
 //! - Entries end on close(2), when their process exits (processed at the
-//!   next tick), after `idle_timeout` without events, or by LRU eviction
+//!   next tick), after an idle timeout without events, or by LRU eviction
 //!   beyond `capacity`; their unanswered requests are then reported as
 //!   timeouts.
 
@@ -36,8 +36,10 @@ use crate::records::{CaptureSource, FlowTuple, L4Protocol};
 pub struct SocketFlowConfig {
     /// Sockets tracked at once; the least recently used is evicted.
     pub capacity: usize,
-    /// A socket without events for this long is forgotten.
+    /// A TCP socket without events for this long is forgotten.
     pub idle_timeout: Duration,
+    /// Likewise a UDP peer (UDP has no close for most sockets' peers).
+    pub udp_idle_timeout: Duration,
     /// A request with no response after this is reported as timed out.
     pub l7_request_timeout: Duration,
     /// Messages with payload tried for L7 detection before a socket is
@@ -57,6 +59,7 @@ impl Default for SocketFlowConfig {
         SocketFlowConfig {
             capacity: 100_000,
             idle_timeout: Duration::from_secs(300),
+            udp_idle_timeout: Duration::from_secs(30),
             l7_request_timeout: Duration::from_secs(10),
             detect_messages: 4,
             session_limits: SessionLimits::default(),
@@ -390,7 +393,8 @@ impl SocketFlowEngine {
     /// socket: call it about once a second.
     pub fn tick(&mut self, now_us: u64, sink: &mut dyn RecordSink) {
         let timeout_us = self.cfg.l7_request_timeout.as_micros() as u64;
-        let idle_us = self.cfg.idle_timeout.as_micros() as u64;
+        let tcp_idle_us = self.cfg.idle_timeout.as_micros() as u64;
+        let udp_idle_us = self.cfg.udp_idle_timeout.as_micros() as u64;
         self.exited.sort_unstable();
         self.exited.dedup();
         let SocketFlowEngine { table, stats, exited, expired, .. } = self;
@@ -398,7 +402,9 @@ impl SocketFlowEngine {
             if exited.binary_search(&key.pid).is_ok() {
                 stats.sockets_exited += 1;
                 expired.push(*key);
-            } else if now_us.saturating_sub(flow.last_us) >= idle_us {
+            } else if now_us.saturating_sub(flow.last_us)
+                >= if key.l4 == L4Proto::Udp { udp_idle_us } else { tcp_idle_us }
+            {
                 stats.sockets_idle += 1;
                 expired.push(*key);
             } else if let L7::Active(l7) = &mut flow.l7 {
