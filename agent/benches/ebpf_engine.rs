@@ -25,7 +25,8 @@ const CONNS: u32 = 64;
 const CALLS: u32 = 64;
 
 fn events() -> Vec<Event> {
-    let req = b"GET /api/items?id=42 HTTP/1.1\r\nHost: svc\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n";
+    let req =
+        b"GET /api/items?id=42 HTTP/1.1\r\nHost: svc\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n";
     let resp = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 13\r\n\r\n{\"ok\":true}\r\n";
     let server: SocketAddr = "10.0.0.2:8080".parse().unwrap();
     let mut out = Vec::new();
