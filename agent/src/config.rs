@@ -31,6 +31,66 @@ pub struct CaptureSection {
     pub retire_timeout_ms: u32,
     /// Ports never captured (e.g. the agent's own connection to the server).
     pub exclude_ports: Vec<u16>,
+    /// Capture packets with AF_PACKET at all (false: eBPF only).
+    pub afpacket: bool,
+    /// The eBPF source: socket syscalls and OpenSSL plaintext, with process identity.
+    pub ebpf: EbpfMode,
+    /// Bytes of each socket message the eBPF programs copy (0..=4096).
+    pub ebpf_capture_bytes: u32,
+}
+
+/// Whether to load the eBPF programs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum EbpfMode {
+    /// Load them when possible (root or CAP_BPF+CAP_PERFMON, kernel BTF);
+    /// when not, warn with the reason and run on packets alone.
+    #[default]
+    Auto,
+    /// Never load them.
+    Off,
+    /// Load them or refuse to start.
+    Required,
+}
+
+impl EbpfMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EbpfMode::Auto => "auto",
+            EbpfMode::Off => "off",
+            EbpfMode::Required => "required",
+        }
+    }
+}
+
+impl Serialize for EbpfMode {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+/// `true`/`false` are accepted for `auto`/`off`, so `ebpf = false` reads naturally.
+impl<'de> Deserialize<'de> for EbpfMode {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = EbpfMode;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("\"auto\", \"off\", \"required\", true or false")
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<EbpfMode, E> {
+                Ok(if v { EbpfMode::Auto } else { EbpfMode::Off })
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<EbpfMode, E> {
+                match v.to_ascii_lowercase().as_str() {
+                    "auto" | "true" | "on" => Ok(EbpfMode::Auto),
+                    "off" | "false" => Ok(EbpfMode::Off),
+                    "required" => Ok(EbpfMode::Required),
+                    _ => Err(E::invalid_value(serde::de::Unexpected::Str(v), &self)),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 impl Default for CaptureSection {
@@ -42,6 +102,9 @@ impl Default for CaptureSection {
             ring_block_count: 32,
             retire_timeout_ms: 50,
             exclude_ports: Vec::new(),
+            afpacket: true,
+            ebpf: EbpfMode::Auto,
+            ebpf_capture_bytes: 1024,
         }
     }
 }
@@ -116,6 +179,13 @@ Configuration (TOML file; each key also FATHOM_AGENT_<SECTION>__<KEY>):
     ring_block_count = 32      blocks per interface ring
     retire_timeout_ms = 50     hand over a partly filled block after this long
     exclude_ports = []         ports never captured
+    afpacket = true            capture packets with AF_PACKET; false = eBPF only
+    ebpf = \"auto\"              eBPF socket + OpenSSL hooks (L7 records with process identity):
+                               \"auto\" (or true) loads them when possible (root or CAP_BPF +
+                               CAP_PERFMON, kernel BTF) and otherwise warns why and runs on
+                               packets alone; \"off\" (or false) never; \"required\" refuses
+                               to start without them
+    ebpf_capture_bytes = 1024  bytes of each socket message copied by eBPF (0..=4096)
   [flow]
     shards = 0                 flow shard actors; 0 = one per CPU
     max_flows = 100000         flows tracked at once; least recently seen evicted beyond
@@ -185,6 +255,30 @@ mod tests {
             assert!(e.contains("max_flows"), "{e}");
             let e = AgentConfig::load(Some(Path::new("missing.toml"))).unwrap_err();
             assert!(e.contains("does not exist"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn ebpf_mode_takes_words_and_booleans() {
+        figment::Jail::expect_with(|jail| {
+            assert_eq!(AgentConfig::default().capture.ebpf, EbpfMode::Auto);
+            jail.create_file("off.toml", "[capture]\nebpf = false\n")?;
+            let c = AgentConfig::load(Some(Path::new("off.toml"))).unwrap();
+            assert_eq!(c.capture.ebpf, EbpfMode::Off);
+            jail.create_file("req.toml", "[capture]\nebpf = \"required\"\nafpacket = false\n")?;
+            let c = AgentConfig::load(Some(Path::new("req.toml"))).unwrap();
+            assert_eq!(c.capture.ebpf, EbpfMode::Required);
+            assert!(!c.capture.afpacket);
+            jail.set_env("FATHOM_AGENT_LOG", "debug");
+            jail.set_env("FATHOM_AGENT_CONFIG", "req.toml");
+            jail.set_env("FATHOM_AGENT_CAPTURE__EBPF", "true");
+            assert_eq!(AgentConfig::load(None).unwrap().capture.ebpf, EbpfMode::Auto);
+            jail.set_env("FATHOM_AGENT_CAPTURE__EBPF", "off");
+            assert_eq!(AgentConfig::load(None).unwrap().capture.ebpf, EbpfMode::Off);
+            jail.set_env("FATHOM_AGENT_CAPTURE__EBPF", "sometimes");
+            let e = AgentConfig::load(None).unwrap_err();
+            assert!(e.contains("sometimes") && e.contains("required"), "{e}");
             Ok(())
         });
     }

@@ -5,6 +5,7 @@
 //! |---|---|
 //! | [`packet`] | zero-copy decode of Ethernet / VLAN / IPv4 / IPv6 / TCP / UDP headers |
 //! | [`capture`] | packet sources: AF_PACKET TPACKET_V3 rings, pcap files |
+//! | [`ebpf_source`] | eBPF socket and TLS events -> per-socket L7 sessions with process identity |
 //! | [`flow`] | the flow table and per-flow state: TCP tracking, reassembly, L7 sessions, L4 counters |
 //! | [`metrics`] | 1 s / 1 min RED and network metrics with mergeable histograms |
 //! | [`output`] | newline-delimited JSON of tagged records, to stdout or a file |
@@ -17,6 +18,7 @@
 
 pub mod capture;
 pub mod config;
+pub mod ebpf_source;
 pub mod flow;
 pub mod http;
 pub mod metrics;

@@ -8,7 +8,8 @@ use std::time::Duration;
 use actix::prelude::*;
 
 use crate::capture::{interfaces, AfPacketConfig, AfPacketSource, CaptureError, PcapSource};
-use crate::config::AgentConfig;
+use crate::config::{AgentConfig, EbpfMode};
+use crate::ebpf_source::{spawn_reader, EbpfRouter, EbpfShard, SocketFlowConfig};
 use crate::flow::FlowConfig;
 use crate::output::OutputWriter;
 use crate::pipeline::{
@@ -32,6 +33,50 @@ pub fn flow_config(cfg: &AgentConfig, shards: usize, source: CaptureSource) -> F
     };
     fc.session_limits.max_buffer = f.max_buffer_per_direction;
     fc
+}
+
+/// The socket engine settings a config asks for, per eBPF shard.
+pub fn socket_flow_config(
+    cfg: &AgentConfig,
+    shards: usize,
+    unix_offset_ns: u64,
+) -> SocketFlowConfig {
+    let f = &cfg.flow;
+    let mut sc = SocketFlowConfig {
+        capacity: (f.max_flows / shards.max(1)).max(1),
+        idle_timeout: Duration::from_secs(f.tcp_idle_timeout_s),
+        udp_idle_timeout: Duration::from_secs(f.udp_idle_timeout_s),
+        l7_request_timeout: Duration::from_millis(f.l7_timeout_ms),
+        unix_offset_ns,
+        ..SocketFlowConfig::default()
+    };
+    sc.session_limits.max_buffer = f.max_buffer_per_direction;
+    sc
+}
+
+/// Load the eBPF programs as `capture.ebpf` asks: None when off, or when
+/// they cannot be loaded and are not required (with a warning saying why).
+fn load_ebpf(cfg: &AgentConfig) -> Result<Option<fathom_ebpf::EbpfCapture>, String> {
+    let mode = cfg.capture.ebpf;
+    if mode == EbpfMode::Off {
+        return Ok(None);
+    }
+    let ec = fathom_ebpf::Config {
+        capture_bytes: cfg.capture.ebpf_capture_bytes,
+        ..fathom_ebpf::Config::default()
+    };
+    match fathom_ebpf::EbpfCapture::load(ec) {
+        Ok(c) => {
+            let ssl = c.ssl_libraries().iter().filter(|l| l.error.is_none()).count();
+            tracing::info!(ssl_libraries = ssl, "eBPF programs loaded");
+            Ok(Some(c))
+        }
+        Err(e) if mode == EbpfMode::Required => Err(format!("eBPF capture (required): {e}")),
+        Err(e) => {
+            tracing::warn!("eBPF capture not loaded: {e}; set capture.ebpf = \"off\" to silence");
+            Ok(None)
+        }
+    }
 }
 
 fn shard_count(cfg: &AgentConfig) -> usize {
@@ -82,8 +127,11 @@ fn start_actors(
     Ok((emitter, shards))
 }
 
-async fn drain(emitter: &Addr<Emitter>, shards: &[Addr<FlowShard>]) {
+async fn drain(emitter: &Addr<Emitter>, shards: &[Addr<FlowShard>], ebpf: &[Addr<EbpfShard>]) {
     for s in shards {
+        let _ = s.send(Flush).await;
+    }
+    for s in ebpf {
         let _ = s.send(Flush).await;
     }
     let _ = emitter.send(Shutdown).await;
@@ -91,8 +139,11 @@ async fn drain(emitter: &Addr<Emitter>, shards: &[Addr<FlowShard>]) {
 
 /// Capture live traffic until SIGINT or SIGTERM, then flush everything.
 pub fn run_live(cfg: AgentConfig) -> Result<(), String> {
+    let ebpf = load_ebpf(&cfg)?;
     let all = cfg.capture.interfaces.is_empty();
-    let names = if all {
+    let names = if !cfg.capture.afpacket {
+        Vec::new()
+    } else if all {
         interfaces::list_up().map_err(|e| e.to_string())?
     } else {
         cfg.capture.interfaces.clone()
@@ -118,8 +169,12 @@ pub fn run_live(cfg: AgentConfig) -> Result<(), String> {
             Err(e) => return Err(format!("{name}: {e}")),
         }
     }
-    if sources.is_empty() {
-        return Err("no network interface is up to capture from".into());
+    if sources.is_empty() && ebpf.is_none() {
+        return Err(if cfg.capture.afpacket {
+            "no network interface is up to capture from".into()
+        } else {
+            "nothing to capture: capture.afpacket is false and eBPF is not loaded".into()
+        });
     }
     let sys = System::new();
     sys.block_on(async move {
@@ -154,15 +209,37 @@ pub fn run_live(cfg: AgentConfig) -> Result<(), String> {
                     .map_err(|e| format!("cannot start capture thread: {e}"))?,
             );
         }
+        let mut ebpf_shards = Vec::new();
+        if let Some(capture) = ebpf {
+            let offset = capture.to_unix_ns(0);
+            let sc = socket_flow_config(&cfg, shards.len(), offset);
+            ebpf_shards = (0..shards.len())
+                .map(|_| {
+                    let arbiter = Arbiter::new();
+                    let (c, e) = (sc.clone(), emitter.clone());
+                    EbpfShard::start_in_arbiter(&arbiter.handle(), move |_| EbpfShard::new(c, e))
+                })
+                .collect();
+            let router = EbpfRouter::new(ebpf_shards.clone(), emitter.clone(), offset);
+            threads.push(
+                spawn_reader(capture, router, stop.clone())
+                    .map_err(|e| format!("cannot start eBPF reader thread: {e}"))?,
+            );
+        }
         crate::http::serve(&cfg.http.listen).await?;
-        tracing::info!(interfaces = ?names, shards = shards.len(), "capturing");
+        tracing::info!(
+            interfaces = ?names,
+            shards = shards.len(),
+            ebpf = !ebpf_shards.is_empty(),
+            "capturing"
+        );
         wait_for_signal().await;
         tracing::info!("stopping: flushing flows and metrics");
         stop.stop();
         for t in threads {
             let _ = t.join();
         }
-        drain(&emitter, &shards).await;
+        drain(&emitter, &shards, &ebpf_shards).await;
         System::current().stop();
         Ok::<(), String>(())
     })?;
@@ -207,7 +284,7 @@ pub fn replay(path: &Path, cfg: AgentConfig) -> Result<u64, String> {
         let _ = rx.await;
         let read = reader.join().map_err(|_| "pcap reader panicked".to_string())?;
         let packets = read.map_err(|e| format!("{}: {e}", path.display()))?;
-        drain(&emitter, &shards).await;
+        drain(&emitter, &shards, &[]).await;
         System::current().stop();
         Ok::<u64, String>(packets)
     })

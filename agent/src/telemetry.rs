@@ -45,6 +45,47 @@ impl Metric {
     }
 }
 
+const HOOKS: usize = fathom_ebpf::Hook::ALL.len();
+
+/// The eBPF programs' own per-hook counters (cumulative in the kernel, so
+/// set rather than added), rendered with a `hook` label.
+pub struct HookMetrics {
+    calls: [AtomicU64; HOOKS],
+    events: [AtomicU64; HOOKS],
+}
+
+impl HookMetrics {
+    /// Copy the kernel's totals.
+    pub fn set(&self, counters: &fathom_ebpf::Counters) {
+        for c in &counters.hooks {
+            if let Some(i) = fathom_ebpf::Hook::ALL.iter().position(|h| *h == c.hook) {
+                self.calls[i].store(c.calls, Ordering::Relaxed);
+                self.events[i].store(c.events, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn render(&self, out: &mut String) {
+        for (name, help, values) in [
+            (
+                "fathom_agent_ebpf_hook_calls_total",
+                "Socket syscalls (or scheduler events) each eBPF hook saw.",
+                &self.calls,
+            ),
+            (
+                "fathom_agent_ebpf_hook_events_total",
+                "Events each eBPF hook delivered.",
+                &self.events,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for (hook, v) in fathom_ebpf::Hook::ALL.iter().zip(values) {
+                let _ = writeln!(out, "{name}{{hook=\"{hook}\"}} {}", v.load(Ordering::Relaxed));
+            }
+        }
+    }
+}
+
 /// Every metric the agent exports.
 pub struct Telemetry {
     pub packets: Metric,
@@ -63,7 +104,14 @@ pub struct Telemetry {
     pub output_errors: Metric,
     pub ebpf_events: Metric,
     pub ebpf_lost: Metric,
+    pub ebpf_malformed: Metric,
+    pub ebpf_batches_dropped: Metric,
+    pub ebpf_events_dropped: Metric,
+    pub ebpf_sockets_active: Metric,
+    pub ebpf_sockets_undetected: Metric,
+    pub ebpf_sockets_evicted: Metric,
     pub rss: Metric,
+    pub ebpf_hooks: HookMetrics,
 }
 
 pub static TELEMETRY: Telemetry = Telemetry {
@@ -110,11 +158,39 @@ pub static TELEMETRY: Telemetry = Telemetry {
         "fathom_agent_ebpf_lost_total",
         "eBPF events lost because the ring buffer was full.",
     ),
+    ebpf_malformed: Metric::counter(
+        "fathom_agent_ebpf_malformed_total",
+        "eBPF ring buffer records that did not decode.",
+    ),
+    ebpf_batches_dropped: Metric::counter(
+        "fathom_agent_ebpf_batches_dropped_total",
+        "eBPF event batches dropped because an eBPF shard was behind.",
+    ),
+    ebpf_events_dropped: Metric::counter(
+        "fathom_agent_ebpf_events_dropped_total",
+        "eBPF events in those dropped batches.",
+    ),
+    ebpf_sockets_active: Metric::gauge(
+        "fathom_agent_ebpf_sockets_active",
+        "Sockets tracked from eBPF events now.",
+    ),
+    ebpf_sockets_undetected: Metric::counter(
+        "fathom_agent_ebpf_sockets_undetected_total",
+        "Sockets seen by eBPF whose protocol was not recognised (TLS ciphertext included).",
+    ),
+    ebpf_sockets_evicted: Metric::counter(
+        "fathom_agent_ebpf_sockets_evicted_total",
+        "Sockets evicted to stay within the eBPF socket table capacity.",
+    ),
     rss: Metric::gauge("fathom_agent_resident_memory_bytes", "Resident set size."),
+    ebpf_hooks: HookMetrics {
+        calls: [const { AtomicU64::new(0) }; HOOKS],
+        events: [const { AtomicU64::new(0) }; HOOKS],
+    },
 };
 
 impl Telemetry {
-    fn all(&self) -> [&Metric; 17] {
+    fn all(&self) -> [&Metric; 23] {
         [
             &self.packets,
             &self.packet_bytes,
@@ -132,6 +208,12 @@ impl Telemetry {
             &self.output_errors,
             &self.ebpf_events,
             &self.ebpf_lost,
+            &self.ebpf_malformed,
+            &self.ebpf_batches_dropped,
+            &self.ebpf_events_dropped,
+            &self.ebpf_sockets_active,
+            &self.ebpf_sockets_undetected,
+            &self.ebpf_sockets_evicted,
             &self.rss,
         ]
     }
@@ -162,6 +244,7 @@ impl Telemetry {
                 m.get()
             );
         }
+        self.ebpf_hooks.render(&mut out);
         out
     }
 }
@@ -188,6 +271,7 @@ mod tests {
         let v: u64 = line.split(' ').nth(1).unwrap().parse().unwrap();
         assert!(v >= 3);
         assert!(rss_bytes().unwrap() > 0);
+        assert!(text.contains("fathom_agent_ebpf_hook_events_total{hook=\"SSL_write\"} "));
         // Every sample line is `name value`.
         for l in text.lines().filter(|l| !l.starts_with('#')) {
             let mut it = l.split(' ');

@@ -20,6 +20,16 @@ pub struct Records {
     pub l4: Vec<L4Flow>,
 }
 
+/// Process lifecycle from eBPF: keeps the process table current and writes
+/// a process record for each new process.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ProcessEvents {
+    pub events: Vec<fathom_ebpf::ProcessEvent>,
+    /// Added to the events' monotonic timestamps to get Unix time.
+    pub unix_offset_ns: u64,
+}
+
 /// Flush every metric window and the output, then reply.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -114,6 +124,36 @@ impl Handler<Records> for Emitter {
             self.last_record_us = self.last_record_us.max(flow.end_time_us);
             self.net.observe(&flow);
             self.write(OutputRecord::L4Flow(flow));
+        }
+    }
+}
+
+impl Handler<ProcessEvents> for Emitter {
+    type Result = ();
+
+    fn handle(&mut self, p: ProcessEvents, _: &mut Self::Context) {
+        use fathom_ebpf::ProcessEventKind;
+        let Some(table) = self.processes.as_mut() else { return };
+        let mut new = Vec::new();
+        for e in &p.events {
+            match e.kind {
+                ProcessEventKind::Exit { .. } => {
+                    table.on_exit(e.pid);
+                }
+                // A fork runs its parent's image: recorded once, then again
+                // if it execs.
+                ProcessEventKind::Fork if table.get(e.pid).is_some() => {}
+                ProcessEventKind::Fork | ProcessEventKind::Exec { .. } => {
+                    // Short-lived processes may be gone before /proc is read.
+                    let info = table.on_exec(e.pid).cloned().unwrap_or_else(|| {
+                        crate::ebpf_source::process_from_event(e, p.unix_offset_ns)
+                    });
+                    new.push(info);
+                }
+            }
+        }
+        for info in new {
+            self.write(OutputRecord::Process(info));
         }
     }
 }

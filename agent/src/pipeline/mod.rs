@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use batch::{PacketBatch, Slot};
-pub use emitter::{Emitter, Records, Shutdown};
+pub use emitter::{Emitter, ProcessEvents, Records, Shutdown};
 pub use router::Router;
 pub use shard::{FlowShard, Flush};
 
