@@ -1,0 +1,283 @@
+//! The store against the real ClickHouse engine (chDB 26.x, in-process).
+//! Needs libchdb.so: `bash scripts/fetch-chdb.sh` (CI runs it).
+//! chDB allows one open connection per process, so these tests take turns.
+
+mod common;
+
+use common::*;
+use fathom_store::{
+    migrate, rowbinary::encode_rows, EmbeddedConfig, EmbeddedStore, Granularity, Retention, Store,
+    StoreError, SCHEMA_VERSION,
+};
+use serde_json::json;
+
+static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+async fn open(dir: &std::path::Path) -> EmbeddedStore {
+    match EmbeddedStore::open(EmbeddedConfig::new(dir)).await {
+        Ok(s) => s,
+        Err(e) => panic!("embedded store did not open: {e}"),
+    }
+}
+
+async fn scalar(store: &dyn Store, sql: &str) -> serde_json::Value {
+    let r = store.query(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    assert_eq!(r.rows.len(), 1, "{sql}: {:?}", r.rows);
+    r.rows[0][0].clone()
+}
+
+#[tokio::test]
+async fn schema_applies_twice_and_data_survives_a_restart() {
+    let _turn = TURN.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    // open() migrated once; twice more must change nothing.
+    for _ in 0..2 {
+        let v = migrate(&store, &Retention::default()).await.unwrap();
+        assert_eq!(v, SCHEMA_VERSION);
+    }
+    let tables = store
+        .query(
+            "SELECT database || '.' || name FROM system.tables \
+             WHERE database IN ('flow_log', 'flow_metrics', 'flow_tag') ORDER BY 1",
+        )
+        .await
+        .unwrap();
+    let names: Vec<&str> = tables.rows.iter().map(|r| r[0].as_str().unwrap()).collect();
+    let mut want = fathom_store::schema::TABLES.to_vec();
+    want.sort();
+    assert_eq!(names, want);
+    assert_eq!(scalar(&store, "SELECT count() FROM flow_tag.schema_version FINAL").await, json!(1));
+    // Hourly partitions, TTL that drops whole parts.
+    let engine = scalar(
+        &store,
+        "SELECT engine_full FROM system.tables WHERE database = 'flow_log' AND name = 'l7_flow_log'",
+    )
+    .await;
+    let engine = engine.as_str().unwrap();
+    assert!(engine.contains("PARTITION BY toStartOfHour(time)"), "{engine}");
+    assert!(engine.contains("toIntervalDay(7)"), "{engine}");
+    assert!(engine.contains("ttl_only_drop_parts = 1"), "{engine}");
+
+    let base = base_time_us();
+    let rows: Vec<_> = (0..1000).map(|i| l7_row(i, base)).collect();
+    store.insert_l7(&rows).await.unwrap();
+    store.upsert_tags(&[tag_row(1)]).await.unwrap();
+    drop(store);
+
+    // Reopen with a shorter retention: data is there, the TTL follows config.
+    let mut config = EmbeddedConfig::new(dir.path());
+    config.retention.flow_log_days = 3;
+    let store = EmbeddedStore::open(config).await.unwrap();
+    assert_eq!(scalar(&store, "SELECT count() FROM flow_log.l7_flow_log").await, json!(1000));
+    assert_eq!(scalar(&store, "SELECT count() FROM flow_tag.tag_dict").await, json!(1));
+    let engine = scalar(
+        &store,
+        "SELECT engine_full FROM system.tables WHERE database = 'flow_log' AND name = 'l4_flow_log'",
+    )
+    .await;
+    assert!(engine.as_str().unwrap().contains("toIntervalDay(3)"), "{engine}");
+    assert_eq!(scalar(&store, "SELECT count() FROM flow_tag.schema_version FINAL").await, json!(1));
+}
+
+/// Inserts rows, reads them back as RowBinary in insertion order, and
+/// compares bytes with our own encoding: every field of every row survives.
+async fn round_trip<T: serde::Serialize>(
+    store: &EmbeddedStore,
+    table: &str,
+    cols: &[&str],
+    order: &str,
+    rows: &[T],
+) {
+    let sql = format!("SELECT {} FROM {table} ORDER BY {order} FORMAT RowBinary", cols.join(", "));
+    let got = store.query_raw(&sql).await.unwrap();
+    let mut want = Vec::new();
+    encode_rows(rows, &mut want).unwrap();
+    assert_eq!(got.len(), want.len(), "{table}: lengths differ");
+    assert!(got == want, "{table}: bytes differ");
+}
+
+#[tokio::test]
+async fn every_row_type_round_trips() {
+    use clickhouse::Row;
+    let _turn = TURN.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    let base = base_time_us();
+    let base_s = (base / 1_000_000) as u32;
+    let n = 2000;
+
+    let l7: Vec<_> = (0..n).map(|i| l7_row(i, base)).collect();
+    store.insert_l7(&l7).await.unwrap();
+    round_trip(&store, "flow_log.l7_flow_log", fathom_store::L7Row::COLUMN_NAMES, "time", &l7)
+        .await;
+
+    let l4: Vec<_> = (0..n).map(|i| l4_row(i, base)).collect();
+    store.insert_l4(&l4).await.unwrap();
+    round_trip(&store, "flow_log.l4_flow_log", fathom_store::L4Row::COLUMN_NAMES, "time", &l4)
+        .await;
+
+    for g in [Granularity::Second, Granularity::Minute] {
+        let app: Vec<_> = (0..n).map(|i| app_row(i, base_s)).collect();
+        store.insert_app_metrics(g, &app).await.unwrap();
+        round_trip(&store, g.app_table(), fathom_store::AppMetricRow::COLUMN_NAMES, "time", &app)
+            .await;
+        let net: Vec<_> = (0..n).map(|i| network_row(i, base_s)).collect();
+        store.insert_network_metrics(g, &net).await.unwrap();
+        round_trip(
+            &store,
+            g.network_table(),
+            fathom_store::NetworkMetricRow::COLUMN_NAMES,
+            "time",
+            &net,
+        )
+        .await;
+    }
+
+    let tags: Vec<_> = (0..n).map(tag_row).collect();
+    store.upsert_tags(&tags).await.unwrap();
+    let mut sorted = tags.clone();
+    sorted.sort_by(|a, b| (&a.tag_type, a.id).cmp(&(&b.tag_type, b.id)));
+    round_trip(
+        &store,
+        "flow_tag.tag_dict",
+        fathom_store::TagRow::COLUMN_NAMES,
+        "tag_type, id",
+        &sorted,
+    )
+    .await;
+
+    // The values mean what the row types say: µs times, IPv4-mapped
+    // addresses, 64-bit counters as exact JSON numbers, Nullable as null.
+    let r = store
+        .query(&format!(
+            "SELECT toUnixTimestamp64Micro(time), toString(ip_0), request_id, response_code, \
+             truncated, l7_protocol, request_resource \
+             FROM flow_log.l7_flow_log WHERE time = fromUnixTimestamp64Micro({})",
+            base + 11
+        ))
+        .await
+        .unwrap();
+    let want = &l7[11];
+    assert_eq!(r.rows.len(), 1);
+    assert_eq!(r.rows[0][0], json!(want.time));
+    assert_eq!(r.rows[0][1], json!("::ffff:10.0.0.11"));
+    assert_eq!(r.rows[0][2], json!(want.request_id.unwrap()));
+    assert_eq!(r.rows[0][3], json!(null));
+    assert_eq!(r.rows[0][4], json!(false));
+    assert_eq!(r.rows[0][5], json!("mysql"));
+    assert_eq!(r.rows[0][6], json!(want.request_resource));
+    assert_eq!(r.columns[2], ("request_id".into(), "Nullable(UInt64)".into()));
+    let max_rx = scalar(&store, "SELECT max(byte_rx) FROM flow_log.l4_flow_log").await;
+    assert_eq!(max_rx.as_u64(), Some(u64::MAX));
+
+    // The histogram answers percentiles: merge the buckets and read one back.
+    let r =
+        store.query("SELECT sumMap(rrt_histogram) FROM flow_metrics.application_1m").await.unwrap();
+    let merged = r.rows[0][0].as_object().unwrap();
+    let total: u64 = merged.values().map(|v| v.as_u64().unwrap()).sum();
+    let want_total: u64 = (0..n).map(|i| app_row(i, 0).rrt_histogram.values().sum::<u64>()).sum();
+    assert_eq!(total, want_total);
+}
+
+#[tokio::test]
+async fn a_bad_query_is_a_clear_error_and_the_store_keeps_working() {
+    let _turn = TURN.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    match store.query("SELEC count() FROM flow_log.l7_flow_log").await {
+        Err(StoreError::Query { code: Some(62), message }) => {
+            assert!(message.contains("Syntax error"), "{message}")
+        }
+        other => panic!("expected a syntax error, got {other:?}"),
+    }
+    match store.query("SELECT count() FROM flow_log.no_such_table").await {
+        Err(e @ StoreError::Query { code: Some(60), .. }) => {
+            assert!(e.to_string().contains("no_such_table"), "{e}");
+            assert!(!e.is_retryable());
+        }
+        other => panic!("expected UNKNOWN_TABLE, got {other:?}"),
+    }
+    // A truncated RowBinary payload is refused, not half-inserted.
+    let err = store
+        .query(
+            "INSERT INTO flow_tag.tag_dict (tag_type, id, name) FORMAT RowBinary\n\x04host\x01\x00",
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Query { .. }), "{err}");
+    assert_eq!(scalar(&store, "SELECT count() FROM flow_tag.tag_dict").await, json!(0));
+    assert_eq!(scalar(&store, "SELECT 1 + 1").await, json!(2));
+    store.insert_l7(&[l7_row(1, base_time_us())]).await.unwrap();
+    assert_eq!(scalar(&store, "SELECT count() FROM flow_log.l7_flow_log").await, json!(1));
+}
+
+#[tokio::test]
+async fn one_embedded_store_per_process() {
+    let _turn = TURN.lock().await;
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    let store = open(a.path()).await;
+    match EmbeddedStore::open(EmbeddedConfig::new(b.path())).await {
+        Err(StoreError::AlreadyOpen(path)) => {
+            assert!(path.contains(a.path().file_name().unwrap().to_str().unwrap()))
+        }
+        Err(e) => panic!("expected AlreadyOpen, got {e}"),
+        Ok(_) => panic!("a second store opened"),
+    }
+    drop(store);
+    let other = open(b.path()).await;
+    assert_eq!(scalar(&other, "SELECT 1").await, json!(1));
+}
+
+#[tokio::test]
+async fn inserts_100k_l7_rows_in_one_batch() {
+    let _turn = TURN.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    let base = base_time_us();
+    let rows: Vec<_> = (0..100_000).map(|i| l7_row(i, base)).collect();
+    let started = std::time::Instant::now();
+    store.insert_l7(&rows).await.unwrap();
+    let took = started.elapsed();
+    eprintln!("100K L7 rows inserted in {took:?}");
+    let r = store
+        .query(
+            "SELECT count(), sum(response_duration), uniqExact(endpoint), \
+             countIf(request_id IS NULL), sum(server_port) FROM flow_log.l7_flow_log",
+        )
+        .await
+        .unwrap();
+    let want_latency: u64 = rows.iter().map(|r| r.response_duration).sum();
+    let want_nulls = rows.iter().filter(|r| r.request_id.is_none()).count();
+    let want_ports: u64 = rows.iter().map(|r| r.server_port as u64).sum();
+    assert_eq!(
+        r.rows[0],
+        vec![json!(100_000), json!(want_latency), json!(13), json!(want_nulls), json!(want_ports)]
+    );
+}
+
+#[tokio::test]
+async fn concurrent_writers_are_queued_not_lost() {
+    let _turn = TURN.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = EmbeddedConfig::new(dir.path());
+    config.queue_depth = 1;
+    let store = std::sync::Arc::new(EmbeddedStore::open(config).await.unwrap());
+    let base = base_time_us();
+    let mut tasks = Vec::new();
+    for w in 0..8usize {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let rows: Vec<_> = (0..500).map(|i| l7_row(w * 500 + i, base)).collect();
+            store.insert_l7(&rows).await
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    assert_eq!(
+        scalar(&*store, "SELECT count(), uniqExact(time) FROM flow_log.l7_flow_log").await,
+        json!(4000)
+    );
+}
