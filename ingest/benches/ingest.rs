@@ -75,7 +75,7 @@ fn bench(c: &mut Criterion) {
     // Warm the dictionaries: steady state is known names.
     let mut created = Vec::new();
     let recs = decode_batch(&b, limits).unwrap();
-    tagger.convert(&b, &recs, &mut created).unwrap();
+    tagger.convert(&b, recs, &mut created).unwrap();
     for d in dicts.all() {
         d.publish();
     }
@@ -86,10 +86,19 @@ fn bench(c: &mut Criterion) {
         bench.iter(|| {
             let recs = decode_batch(&b, limits).unwrap();
             let mut created = Vec::new();
-            let rows = tagger.convert(&b, &recs, &mut created).unwrap();
+            let rows = tagger.convert(&b, recs, &mut created).unwrap();
             buf.clear();
             fathom_store::rowbinary::encode_rows(&rows.l7, &mut buf).unwrap();
             buf.len()
+        })
+    });
+    // The decode stage alone, to see where the time goes.
+    g.bench_function("decode_only_l7", |bench| {
+        bench.iter(|| decode_batch(&b, limits).unwrap().l7.len())
+    });
+    g.bench_function("zstd_only_l7", |bench| {
+        bench.iter(|| {
+            zstd::bulk::decompress(&b.payload, b.uncompressed_size as usize).unwrap().len()
         })
     });
     g.finish();

@@ -13,7 +13,7 @@ use fathom_proto as pb;
 use fathom_store::{
     latency_bucket, AppMetricRow, Granularity, L4Row, L7Row, NetworkMetricRow, TagRow,
 };
-use fathom_tagging::{tag_type, Dictionaries, Dictionary, TagError};
+use fathom_tagging::{tag_type, Dictionaries, Dictionary, Reader, TagError};
 
 use crate::decode::DecodeError;
 
@@ -113,6 +113,7 @@ struct Ctx<'a> {
     host_ips: &'a [IpAddr],
     host_id: u32,
     agent_id: u32,
+    process: Reader<'a>,
 }
 
 impl Ctx<'_> {
@@ -190,9 +191,9 @@ impl Tagger {
         out
     }
 
-    fn ensure<'a>(
+    fn ensure(
         dict: &Dictionary,
-        names: Vec<&'a str>,
+        names: Vec<&str>,
         created: &mut Vec<TagRow>,
     ) -> Result<(), TagError> {
         if names.is_empty() {
@@ -209,10 +210,10 @@ impl Tagger {
         Ok(())
     }
 
-    fn id(dict: &Dictionary, name: &str) -> u32 {
-        // Every name was ensured before: a miss here only means the
-        // snapshot has not been republished yet.
-        dict.lookup(name).or_else(|| dict.get_or_insert(name).ok()).unwrap_or(0)
+    fn id(dict: &Reader<'_>, name: &str) -> u32 {
+        // Every name was ensured before; 0 only for names refused as
+        // beyond the dictionary's bound.
+        dict.lookup(name).unwrap_or(0)
     }
 
     /// Converts a batch. New dictionary entries are appended to `created`
@@ -220,7 +221,7 @@ impl Tagger {
     pub fn convert(
         &self,
         batch: &pb::RecordBatch,
-        recs: &pb::Records,
+        recs: pb::Records,
         created: &mut Vec<TagRow>,
     ) -> Result<Rows, ConvertError> {
         let id = batch.batch_id;
@@ -269,22 +270,28 @@ impl Tagger {
         for (i, b) in batch.host_ips.iter().enumerate() {
             host_ips.push(ip(b, "host_ips", id, i)?);
         }
-        let ctx = Ctx { host_ips: &host_ips, host_id: Self::id(&self.host, &batch.host), agent_id };
+        let process = self.process.reader();
+        let ctx = Ctx {
+            host_ips: &host_ips,
+            host_id: Self::id(&self.host.reader(), &batch.host),
+            agent_id,
+            process,
+        };
         let mut rows = Rows { l7: Vec::with_capacity(recs.l7.len()), ..Default::default() };
-        for (i, r) in recs.l7.iter().enumerate() {
+        for (i, r) in recs.l7.into_iter().enumerate() {
             rows.l7.push(self.l7(&ctx, r, id, i)?);
         }
-        for (i, r) in recs.l4.iter().enumerate() {
+        for (i, r) in recs.l4.into_iter().enumerate() {
             rows.l4.push(self.l4(&ctx, r, id, i)?);
         }
-        for (i, r) in recs.red.iter().enumerate() {
+        for (i, r) in recs.red.into_iter().enumerate() {
             let (g, row) = self.red(&ctx, r, id, i)?;
             match g {
                 Granularity::Second => rows.app_1s.push(row),
                 Granularity::Minute => rows.app_1m.push(row),
             }
         }
-        for (i, r) in recs.network.iter().enumerate() {
+        for (i, r) in recs.network.into_iter().enumerate() {
             let (g, row) = self.network(&ctx, r, id, i)?;
             match g {
                 Granularity::Second => rows.net_1s.push(row),
@@ -294,7 +301,7 @@ impl Tagger {
         Ok(rows)
     }
 
-    fn l7(&self, ctx: &Ctx<'_>, r: &pb::L7Log, id: u64, i: usize) -> Result<L7Row, DecodeError> {
+    fn l7(&self, ctx: &Ctx<'_>, r: pb::L7Log, id: u64, i: usize) -> Result<L7Row, DecodeError> {
         let c = ip(&r.client_ip, "client_ip", id, i)?;
         let s = ip(&r.server_ip, "server_ip", id, i)?;
         let local = ctx.local(c, s);
@@ -310,24 +317,24 @@ impl Tagger {
             client_port: port(r.client_port, "client_port", id, i)?,
             server_port: port(r.server_port, "server_port", id, i)?,
             protocol: r.ip_protocol.min(255) as u8,
-            l7_protocol: r.l7_protocol.clone(),
-            version: r.version.clone(),
-            msg_type: r.msg_type.clone(),
-            request_type: r.request_type.clone(),
-            request_domain: r.request_domain.clone(),
-            request_resource: r.request_resource.clone(),
-            endpoint: r.endpoint.clone(),
+            l7_protocol: r.l7_protocol,
+            version: r.version,
+            msg_type: r.msg_type,
+            request_type: r.request_type,
+            request_domain: r.request_domain,
+            request_resource: r.request_resource,
+            endpoint: r.endpoint,
             request_id: r.request_id,
             response_code: r.response_code,
-            response_status: r.response_status.clone(),
-            response_exception: r.response_exception.clone(),
-            response_result: r.response_result.clone(),
+            response_status: r.response_status,
+            response_exception: r.response_exception,
+            response_result: r.response_result,
             request_length: r.request_length,
             response_length: r.response_length,
-            trace_id: r.trace_id.clone(),
-            span_id: r.span_id.clone(),
-            parent_span_id: r.parent_span_id.clone(),
-            x_request_id: r.x_request_id.clone(),
+            trace_id: r.trace_id,
+            span_id: r.span_id,
+            parent_span_id: r.parent_span_id,
+            x_request_id: r.x_request_id,
             syscall_trace_id_request: r.syscall_trace_id_request.unwrap_or(0),
             syscall_trace_id_response: r.syscall_trace_id_response.unwrap_or(0),
             req_tcp_seq: r.req_tcp_seq.unwrap_or(0),
@@ -349,7 +356,7 @@ impl Tagger {
         };
         if let Some(p) = &r.process {
             let side = process_side(p, local);
-            let pid = Self::id(&self.process, &p.name);
+            let pid = Self::id(&ctx.process, &p.name);
             side_tags!(row, side, self, ctx.host_id, Some(pid), p.pid);
             point = if side == 0 { "c-p" } else { "s-p" };
         }
@@ -357,7 +364,7 @@ impl Tagger {
         Ok(row)
     }
 
-    fn l4(&self, ctx: &Ctx<'_>, r: &pb::L4Flow, id: u64, i: usize) -> Result<L4Row, DecodeError> {
+    fn l4(&self, ctx: &Ctx<'_>, r: pb::L4Flow, id: u64, i: usize) -> Result<L4Row, DecodeError> {
         let c = ip(&r.client_ip, "client_ip", id, i)?;
         let s = ip(&r.server_ip, "server_ip", id, i)?;
         let local = ctx.local(c, s);
@@ -370,14 +377,14 @@ impl Tagger {
             duration: r.duration_us,
             agent_id: ctx.agent_id,
             capture_source: source.to_string(),
-            interface: r.interface.clone(),
+            interface: r.interface,
             ip_0: column(c),
             ip_1: column(s),
             client_port: port(r.client_port, "client_port", id, i)?,
             server_port: port(r.server_port, "server_port", id, i)?,
             protocol: r.ip_protocol.min(255) as u8,
-            l7_protocol: r.l7_protocol.clone().unwrap_or_default(),
-            close_type: r.close_type.clone(),
+            l7_protocol: r.l7_protocol.unwrap_or_default(),
+            close_type: r.close_type,
             byte_tx: tx.bytes,
             packet_tx: tx.packets,
             payload_byte_tx: tx.payload_bytes,
@@ -415,7 +422,7 @@ impl Tagger {
         };
         if let Some(p) = &r.process {
             let side = process_side(p, local);
-            let pid = Self::id(&self.process, &p.name);
+            let pid = Self::id(&ctx.process, &p.name);
             side_tags!(row, side, self, ctx.host_id, Some(pid), p.pid);
             point = if side == 0 { "c-p" } else { "s-p" };
         }
@@ -444,7 +451,7 @@ impl Tagger {
     fn red(
         &self,
         ctx: &Ctx<'_>,
-        r: &pb::RedMetric,
+        r: pb::RedMetric,
         id: u64,
         i: usize,
     ) -> Result<(Granularity, AppMetricRow), DecodeError> {
@@ -463,7 +470,7 @@ impl Tagger {
             *hist.entry(latency_bucket(bucket_lower(b.index, bits))).or_insert(0) +=
                 u64::from(b.count);
         }
-        let process_id = r.process_name.as_deref().map_or(0, |n| Self::id(&self.process, n));
+        let process_id = r.process_name.as_deref().map_or(0, |n| Self::id(&ctx.process, n));
         Ok((
             g,
             AppMetricRow {
@@ -477,8 +484,8 @@ impl Tagger {
                 ip: column(s),
                 server_port: port(r.server_port, "server_port", id, i)?,
                 protocol: r.ip_protocol.min(255) as u8,
-                l7_protocol: r.l7_protocol.clone(),
-                endpoint: r.endpoint.clone(),
+                l7_protocol: r.l7_protocol,
+                endpoint: r.endpoint,
                 request: r.requests,
                 response: r.responses,
                 client_error: r.client_errors,
@@ -496,7 +503,7 @@ impl Tagger {
     fn network(
         &self,
         ctx: &Ctx<'_>,
-        r: &pb::NetworkMetric,
+        r: pb::NetworkMetric,
         id: u64,
         i: usize,
     ) -> Result<(Granularity, NetworkMetricRow), DecodeError> {

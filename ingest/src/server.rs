@@ -122,6 +122,8 @@ pub struct IngestService {
 }
 
 impl IngestService {
+    // tonic's Status is what the handler returns anyway.
+    #[allow(clippy::result_large_err)]
     fn check_agent(&self, b: &RecordBatch) -> Result<(), Status> {
         if b.agent_id.is_empty() || b.agent_id.len() > MAX_AGENT_ID {
             return Err(Status::invalid_argument(format!(
@@ -165,7 +167,7 @@ impl AgentData for IngestService {
             let mut created = Vec::new();
             let res = decode_batch(&batch, limits)
                 .map_err(ConvertError::from)
-                .and_then(|recs| tagger.convert(&batch, &recs, &mut created));
+                .and_then(|recs| tagger.convert(&batch, recs, &mut created));
             (batch, res, created)
         })
         .await

@@ -91,7 +91,7 @@ fn every_record_arrives_once_across_a_server_restart() {
         .unwrap();
     assert_eq!(r.rows.len(), 7, "{:?}", r.rows);
     let with_process: u64 = r.rows.iter().map(|row| fathom_store::json_u64(&row[1]).unwrap()).sum();
-    assert_eq!(with_process, (1..=N).filter(|n| n % 3 == 0).count() as u64);
+    assert_eq!(with_process, (1..=N).filter(|n| n.is_multiple_of(3)).count() as u64);
     let r = rt
         .block_on(store.query(
             "SELECT count() FROM flow_log.l7_flow_log WHERE host_id_1 = 0 OR region_id_1 = 0",

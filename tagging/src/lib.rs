@@ -8,7 +8,8 @@
 pub mod dict;
 
 pub use dict::{
-    DictConfig, DictStats, Dictionaries, Dictionary, IdAllocator, LocalIdAllocator, TagError,
+    DictConfig, DictStats, Dictionaries, Dictionary, IdAllocator, LocalIdAllocator, Reader,
+    TagError,
 };
 
 /// The tag types ingest encodes; the names are the stems of the store's

@@ -99,6 +99,9 @@ pub struct SenderStats {
     pub spool_errors: AtomicU64,
 }
 
+// Unboxed like the emitter's records: an allocation per record would cost
+// more than the move.
+#[allow(clippy::large_enum_variant)]
 enum Msg {
     Record(OutputRecord),
     Flush(mpsc::Sender<()>),

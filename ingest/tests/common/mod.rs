@@ -33,7 +33,7 @@ pub fn l7(n: u64) -> OutputRecord {
         },
         source: CaptureSource::Packet,
         interface: Some("lo".into()),
-        process: (n % 3 == 0).then(|| ProcessRef {
+        process: n.is_multiple_of(3).then(|| ProcessRef {
             pid: 42,
             tid: 42,
             name: format!("svc-{}", n % 7),
