@@ -1,6 +1,6 @@
-//! Ingest hot path per core: zstd + protobuf decode of a batch, tags to
-//! SmartEncoding ids, conversion to store rows, RowBinary encoding of the
-//! rows (what the store sends to ClickHouse). Reported as L7 records/s.
+// Ingest hot path per core: zstd + protobuf decode of a batch, tags to
+// SmartEncoding ids, conversion to store rows, RowBinary encoding of the
+// rows (what the store sends to ClickHouse). Reported as L7 records/s.
 
 use std::sync::Arc;
 
