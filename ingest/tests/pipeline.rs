@@ -282,3 +282,59 @@ fn a_slow_store_holds_batches_back_in_the_agent_spool() {
     sender.shutdown(Duration::from_secs(1));
     server.stop();
 }
+
+/// Writes `calls` HTTP/1.1 exchanges, each on its own connection, as a pcap.
+fn http_pcap(path: &std::path::Path, calls: u32) {
+    use fathom_agent::packet::build::FrameBuilder;
+    use fathom_agent::packet::tcp_flags::{ACK, FIN, PSH, SYN};
+    use pcap_file::pcap::{PcapPacket, PcapWriter};
+    let mut w = PcapWriter::new(std::fs::File::create(path).unwrap()).unwrap();
+    let mut t = Duration::from_micros(now_us());
+    let req = b"GET /items/1 HTTP/1.1\r\nHost: shop.test\r\n\r\n";
+    let resp = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+    for i in 0..calls {
+        let c: std::net::SocketAddr = format!("10.9.0.1:{}", 30000 + i).parse().unwrap();
+        let s: std::net::SocketAddr = "10.9.0.2:80".parse().unwrap();
+        let (cs, ss) = (1000u32, 5000u32);
+        let rl = req.len() as u32;
+        let rsl = resp.len() as u32;
+        let frames = [
+            FrameBuilder::tcp(c, s, cs, 0, SYN).build(&[]),
+            FrameBuilder::tcp(s, c, ss, cs + 1, SYN | ACK).build(&[]),
+            FrameBuilder::tcp(c, s, cs + 1, ss + 1, ACK).build(&[]),
+            FrameBuilder::tcp(c, s, cs + 1, ss + 1, PSH | ACK).build(req),
+            FrameBuilder::tcp(s, c, ss + 1, cs + 1 + rl, PSH | ACK).build(resp),
+            FrameBuilder::tcp(c, s, cs + 1 + rl, ss + 1 + rsl, FIN | ACK).build(&[]),
+            FrameBuilder::tcp(s, c, ss + 1 + rsl, cs + 2 + rl, FIN | ACK).build(&[]),
+            FrameBuilder::tcp(c, s, cs + 2 + rl, ss + 2 + rsl, ACK).build(&[]),
+        ];
+        for f in &frames {
+            t += Duration::from_micros(100);
+            w.write_packet(&PcapPacket::new(t, f.len() as u32, f)).unwrap();
+        }
+    }
+}
+
+#[test]
+fn agent_replay_with_server_output_delivers_its_calls() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(MemStore::default());
+    let server =
+        RunningIngest::start(&ingest_config(dir.path(), "127.0.0.1:0"), store.clone()).unwrap();
+    let pcap = dir.path().join("http.pcap");
+    http_pcap(&pcap, 300);
+    let spool = tempfile::tempdir().unwrap();
+    let mut cfg = fathom_agent::config::AgentConfig::default();
+    cfg.output.format = "server".into();
+    cfg.sender = sender_config(&server.local_addr().to_string(), spool.path());
+    cfg.flow.shards = 1;
+    fathom_agent::run::replay(&pcap, cfg).expect("replay");
+    // replay() returns once the sender drained its spool (or gave up).
+    assert_eq!(store.l7.lock().unwrap().len(), 300, "one L7 row per call");
+    assert!(std::fs::read_dir(spool.path()).unwrap().all(|e| !e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .ends_with(".batch")));
+    server.stop();
+}
