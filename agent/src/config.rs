@@ -15,6 +15,7 @@ pub struct AgentConfig {
     pub flow: FlowSection,
     pub output: OutputSection,
     pub http: HttpSection,
+    pub sender: crate::sender::SenderConfig,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -144,7 +145,8 @@ impl Default for FlowSection {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct OutputSection {
-    /// Output format; `json` writes newline-delimited JSON records.
+    /// `json` writes newline-delimited JSON records to `path`; `server`
+    /// sends them to `[sender] server`; `both` does both.
     pub format: String,
     /// Where to write: `-` for stdout, or a file path.
     pub path: String,
@@ -195,10 +197,23 @@ Configuration (TOML file; each key also FATHOM_AGENT_<SECTION>__<KEY>):
     udp_idle_timeout_s = 30    idle UDP flows closed after this
     flow_report_interval_s = 60  long flows report L4 records this often
   [output]
-    format = \"json\"            newline-delimited JSON records
+    format = \"json\"            json (NDJSON to path), server ([sender]) or both
     path = \"-\"                 '-' = stdout, else a file
   [http]
     listen = \"127.0.0.1:38086\" serves /metrics (the agent's own Prometheus metrics)
+  [sender]                     used when output.format is server or both
+    server = \"\"                the server's data service, host:port (e.g. \"fathom:20033\")
+    agent_id = \"\"              this agent's identity at the server; empty = host name
+    spool_dir = \"/var/lib/fathom-agent/spool\"  unacknowledged batches, kept across restarts
+    spool_max_bytes = 1073741824  spool bound; the oldest batches are dropped beyond it
+    spool_fsync = true         fsync each spooled batch before it counts as kept
+    batch_max_records = 8192   a batch is cut at this many records,
+    batch_max_bytes = 4194304  or this many encoded bytes,
+    batch_linger_ms = 1000     or this long after its first record
+    zstd_level = 3             batch compression level (1..19)
+    queue_capacity = 65536     records queued for the batcher; more are dropped and counted
+    request_timeout_ms = 30000 deadline of one push to the server
+    max_backoff_ms = 5000      longest wait between retries
 ";
 
 impl AgentConfig {

@@ -12,6 +12,7 @@
 //! | [`process`] | the process table from /proc: names, command lines, start times, containers |
 //! | [`records`] | what the agent emits |
 //! | [`pipeline`] | the actors: flow shards, the emitter, routing packets to shards |
+//! | [`sender`] | batches, zstd, on-disk spool, gRPC push to the server |
 //! | [`run`] | live capture and pcap replay, start to clean shutdown |
 //! | [`config`] | TOML configuration with environment overrides |
 //! | [`telemetry`] | the agent's own Prometheus metrics |
@@ -28,4 +29,5 @@ pub mod pipeline;
 pub mod process;
 pub mod records;
 pub mod run;
+pub mod sender;
 pub mod telemetry;

@@ -17,7 +17,7 @@ struct Cli {
     #[arg(long = "interface", short = 'i', global = true)]
     interfaces: Vec<String>,
     /// Output format; overrides output.format.
-    #[arg(long, global = true, value_parser = ["json"])]
+    #[arg(long, global = true, value_parser = ["json", "server", "both"])]
     output: Option<String>,
     /// Output path ('-' = stdout); overrides output.path.
     #[arg(long, global = true)]

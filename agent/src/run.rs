@@ -17,6 +17,7 @@ use crate::pipeline::{
 };
 use crate::process::ProcessTable;
 use crate::records::CaptureSource;
+use crate::sender::{Sender, SenderHandle};
 use crate::telemetry::TELEMETRY;
 
 /// The flow engine settings a config asks for, per shard.
@@ -87,13 +88,19 @@ fn shard_count(cfg: &AgentConfig) -> usize {
     }
 }
 
-fn open_output(cfg: &AgentConfig) -> Result<OutputWriter, String> {
-    if cfg.output.format != "json" {
-        return Err(format!(
-            "output format {:?} is not supported (use \"json\")",
-            cfg.output.format
-        ));
+/// Which outputs the config asks for: (NDJSON, server).
+fn outputs(cfg: &AgentConfig) -> Result<(bool, bool), String> {
+    match cfg.output.format.as_str() {
+        "json" => Ok((true, false)),
+        "server" => Ok((false, true)),
+        "both" => Ok((true, true)),
+        other => Err(format!(
+            "output format {other:?} is not supported (use \"json\", \"server\" or \"both\")"
+        )),
     }
+}
+
+fn open_output(cfg: &AgentConfig) -> Result<OutputWriter, String> {
     if cfg.output.path == "-" {
         Ok(OutputWriter::stdout())
     } else {
@@ -107,12 +114,14 @@ fn start_actors(
     cfg: &AgentConfig,
     clock: Clock,
     source: CaptureSource,
+    sender: Option<SenderHandle>,
 ) -> Result<(Addr<Emitter>, Vec<Addr<FlowShard>>), String> {
-    let out = open_output(cfg)?;
+    let (json, _) = outputs(cfg)?;
+    let out = if json { Some(open_output(cfg)?) } else { None };
     let processes = (clock == Clock::Wall).then(ProcessTable::new);
     let emitter_arbiter = Arbiter::new();
     let emitter = Emitter::start_in_arbiter(&emitter_arbiter.handle(), move |_| {
-        Emitter::new(out, clock, processes)
+        Emitter::with_outputs(out, sender, clock, processes)
     });
     let n = shard_count(cfg);
     let template = flow_config(cfg, n, source);
@@ -126,6 +135,19 @@ fn start_actors(
         .collect();
     Ok((emitter, shards))
 }
+
+/// Starts the sender when the output goes to the server.
+fn start_sender(cfg: &AgentConfig) -> Result<Option<Sender>, String> {
+    let (_, server) = outputs(cfg)?;
+    if server {
+        Sender::start(cfg.sender.clone()).map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
+/// How long a stopping agent waits for the server to take the spool.
+const SENDER_DRAIN: Duration = Duration::from_secs(5);
 
 async fn drain(emitter: &Addr<Emitter>, shards: &[Addr<FlowShard>], ebpf: &[Addr<EbpfShard>]) {
     for s in shards {
@@ -176,9 +198,11 @@ pub fn run_live(cfg: AgentConfig) -> Result<(), String> {
             "nothing to capture: capture.afpacket is false and eBPF is not loaded".into()
         });
     }
+    let sender = start_sender(&cfg)?;
+    let handle = sender.as_ref().map(Sender::handle);
     let sys = System::new();
     sys.block_on(async move {
-        let (emitter, shards) = start_actors(&cfg, Clock::Wall, CaptureSource::Packet)?;
+        let (emitter, shards) = start_actors(&cfg, Clock::Wall, CaptureSource::Packet, handle)?;
         let stop = StopFlag::default();
         let mut threads = Vec::new();
         for mut src in sources {
@@ -243,6 +267,9 @@ pub fn run_live(cfg: AgentConfig) -> Result<(), String> {
         System::current().stop();
         Ok::<(), String>(())
     })?;
+    if let Some(s) = sender {
+        s.shutdown(SENDER_DRAIN);
+    }
     Ok(())
 }
 
@@ -265,9 +292,11 @@ pub fn replay(path: &Path, cfg: AgentConfig) -> Result<u64, String> {
     // pcapng gives each packet its own link type; the router follows it.
     let link = src.link_type().unwrap_or(crate::packet::LinkType::Ethernet);
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let sender = start_sender(&cfg)?;
+    let handle = sender.as_ref().map(Sender::handle);
     let sys = System::new();
-    sys.block_on(async move {
-        let (emitter, shards) = start_actors(&cfg, Clock::Packets, CaptureSource::Pcap)?;
+    let packets = sys.block_on(async move {
+        let (emitter, shards) = start_actors(&cfg, Clock::Packets, CaptureSource::Pcap, handle)?;
         // The same /metrics as live; a replay still runs if the port is taken.
         if let Err(e) = crate::http::serve(&cfg.http.listen).await {
             tracing::warn!("{e}");
@@ -287,5 +316,9 @@ pub fn replay(path: &Path, cfg: AgentConfig) -> Result<u64, String> {
         drain(&emitter, &shards, &[]).await;
         System::current().stop();
         Ok::<u64, String>(packets)
-    })
+    })?;
+    if let Some(s) = sender {
+        s.shutdown(SENDER_DRAIN);
+    }
+    Ok(packets)
 }

@@ -1,1 +1,8 @@
-//! Protobuf messages for agent<->server and server<->server traffic.
+//! Protobuf messages and gRPC services between agents and servers.
+//!
+//! The messages are hand-written prost structs (field numbers are the wire
+//! contract: never renumber or reuse one), so building needs no protoc.
+
+pub mod agent;
+
+pub use agent::*;

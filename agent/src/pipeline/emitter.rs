@@ -1,5 +1,6 @@
 //! The emitter: receives records from every shard, folds them into RED and
-//! network metrics, and writes everything to the output.
+//! network metrics, and writes everything to the outputs: NDJSON, the
+//! server (through the sender), or both.
 
 use std::time::Duration;
 
@@ -10,6 +11,7 @@ use crate::metrics::{NetworkAggregator, RedAggregator};
 use crate::output::{OutputRecord, OutputWriter};
 use crate::process::ProcessTable;
 use crate::records::{L4Flow, L7Log};
+use crate::sender::SenderHandle;
 use crate::telemetry::TELEMETRY;
 
 /// Records from one shard's batch.
@@ -36,7 +38,8 @@ pub struct ProcessEvents {
 pub struct Shutdown;
 
 pub struct Emitter {
-    out: OutputWriter,
+    out: Option<OutputWriter>,
+    sender: Option<SenderHandle>,
     red: RedAggregator,
     net: NetworkAggregator,
     processes: Option<ProcessTable>,
@@ -46,8 +49,19 @@ pub struct Emitter {
 
 impl Emitter {
     pub fn new(out: OutputWriter, clock: Clock, processes: Option<ProcessTable>) -> Emitter {
+        Self::with_outputs(Some(out), None, clock, processes)
+    }
+
+    /// An emitter writing to the NDJSON output, the sender, or both.
+    pub fn with_outputs(
+        out: Option<OutputWriter>,
+        sender: Option<SenderHandle>,
+        clock: Clock,
+        processes: Option<ProcessTable>,
+    ) -> Emitter {
         Emitter {
             out,
+            sender,
             red: RedAggregator::new(),
             net: NetworkAggregator::new(),
             processes,
@@ -57,8 +71,13 @@ impl Emitter {
     }
 
     fn write(&mut self, rec: OutputRecord) {
-        if self.out.write(&rec).is_err() {
-            TELEMETRY.output_errors.add(1);
+        if let Some(out) = self.out.as_mut() {
+            if out.write(&rec).is_err() {
+                TELEMETRY.output_errors.add(1);
+            }
+        }
+        if let Some(sender) = &self.sender {
+            sender.submit(rec);
         }
     }
 
@@ -84,7 +103,7 @@ impl Emitter {
         let red = self.red.flush(now);
         let net = self.net.flush(now);
         self.write_metrics(red, net);
-        if self.out.tick().is_err() {
+        if self.out.as_mut().is_some_and(|o| o.tick().is_err()) {
             TELEMETRY.output_errors.add(1);
         }
     }
@@ -165,8 +184,11 @@ impl Handler<Shutdown> for Emitter {
         let red = self.red.flush_all();
         let net = self.net.flush_all();
         self.write_metrics(red, net);
-        if self.out.flush().is_err() {
+        if self.out.as_mut().is_some_and(|o| o.flush().is_err()) {
             TELEMETRY.output_errors.add(1);
+        }
+        if let Some(sender) = &self.sender {
+            sender.flush();
         }
     }
 }

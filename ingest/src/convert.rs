@@ -1,0 +1,570 @@
+//! Records -> store rows, with resource tags encoded as dictionary ids.
+//!
+//! Which side of a call or flow is "this host": the side whose address is
+//! one of the batch's `host_ips` or a loopback address gets the host,
+//! region and AZ ids. A process goes to the side the agent says, else to
+//! the side that is this host (the server side when both are).
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
+
+use fathom_proto as pb;
+use fathom_store::{
+    latency_bucket, AppMetricRow, Granularity, L4Row, L7Row, NetworkMetricRow, TagRow,
+};
+use fathom_tagging::{tag_type, Dictionaries, Dictionary, Reader, TagError};
+
+use crate::decode::DecodeError;
+
+/// A batch's rows, ready for the store.
+#[derive(Debug, Default)]
+pub struct Rows {
+    pub l7: Vec<L7Row>,
+    pub l4: Vec<L4Row>,
+    pub app_1s: Vec<AppMetricRow>,
+    pub app_1m: Vec<AppMetricRow>,
+    pub net_1s: Vec<NetworkMetricRow>,
+    pub net_1m: Vec<NetworkMetricRow>,
+}
+
+impl Rows {
+    pub fn len(&self) -> usize {
+        self.l7.len()
+            + self.l4.len()
+            + self.app_1s.len()
+            + self.app_1m.len()
+            + self.net_1s.len()
+            + self.net_1m.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Encodes tags with the SmartEncoding dictionaries.
+pub struct Tagger {
+    dicts: Arc<Dictionaries>,
+    agent: Arc<Dictionary>,
+    host: Arc<Dictionary>,
+    process: Arc<Dictionary>,
+    container: Arc<Dictionary>,
+    region_id: u32,
+    az_id: u32,
+}
+
+fn ip(b: &[u8], what: &str, id: u64, i: usize) -> Result<IpAddr, DecodeError> {
+    match b.len() {
+        4 => Ok(IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3]))),
+        16 => {
+            let mut o = [0u8; 16];
+            o.copy_from_slice(b);
+            Ok(IpAddr::V6(Ipv6Addr::from(o)))
+        }
+        0 => Ok(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+        n => Err(DecodeError::Malformed {
+            batch_id: id,
+            message: format!("{what} of record {i} has {n} bytes (want 4 or 16)"),
+        }),
+    }
+}
+
+fn column(ip: IpAddr) -> [u8; 16] {
+    fathom_store::ip_column(ip)
+}
+
+fn port(p: u32, what: &str, id: u64, i: usize) -> Result<u16, DecodeError> {
+    u16::try_from(p).map_err(|_| DecodeError::Malformed {
+        batch_id: id,
+        message: format!("{what} of record {i} is {p}, not a port"),
+    })
+}
+
+fn time_us(us: u64) -> i64 {
+    i64::try_from(us).unwrap_or(i64::MAX)
+}
+
+fn source_name(s: i32) -> &'static str {
+    match pb::CaptureSource::try_from(s) {
+        Ok(pb::CaptureSource::Packet) => "packet",
+        Ok(pb::CaptureSource::Syscall) => "syscall",
+        Ok(pb::CaptureSource::Tls) => "tls",
+        Ok(pb::CaptureSource::Pcap) => "pcap",
+        _ => "",
+    }
+}
+
+/// Names of one batch that the dictionaries did not know yet.
+struct Misses<'a> {
+    host: Vec<&'a str>,
+    process: Vec<&'a str>,
+    container: Vec<&'a str>,
+}
+
+/// Side of a flow: 0 client, 1 server.
+#[derive(Clone, Copy)]
+struct Local {
+    client: bool,
+    server: bool,
+}
+
+struct Ctx<'a> {
+    host_ips: &'a [IpAddr],
+    host_id: u32,
+    agent_id: u32,
+    process: Reader<'a>,
+}
+
+impl Ctx<'_> {
+    fn is_local(&self, ip: IpAddr) -> bool {
+        ip.is_loopback() || self.host_ips.contains(&ip)
+    }
+    fn local(&self, c: IpAddr, s: IpAddr) -> Local {
+        Local { client: self.is_local(c), server: self.is_local(s) }
+    }
+}
+
+/// 0 = client side, 1 = server side.
+fn process_side(p: &pb::ProcessRef, local: Local) -> usize {
+    match pb::Side::try_from(p.side) {
+        Ok(pb::Side::Client) => 0,
+        Ok(pb::Side::Server) => 1,
+        _ if local.client && !local.server => 0,
+        _ => 1,
+    }
+}
+
+macro_rules! side_tags {
+    ($row:ident, $side:expr, $t:expr, $host:expr, $proc_id:expr, $pid:expr) => {
+        match $side {
+            0 => {
+                $row.host_id_0 = $host;
+                $row.region_id_0 = $t.region_id;
+                $row.az_id_0 = $t.az_id;
+                if let Some(p) = $proc_id {
+                    $row.process_id_0 = p;
+                    $row.pid_0 = $pid;
+                }
+            }
+            _ => {
+                $row.host_id_1 = $host;
+                $row.region_id_1 = $t.region_id;
+                $row.az_id_1 = $t.az_id;
+                if let Some(p) = $proc_id {
+                    $row.process_id_1 = p;
+                    $row.pid_1 = $pid;
+                }
+            }
+        }
+    };
+}
+
+impl Tagger {
+    /// Opens the dictionaries this tagger writes and fixes region and AZ ids.
+    pub fn new(dicts: Arc<Dictionaries>, region: &str, az: &str) -> Result<Tagger, TagError> {
+        let region_id = dicts.get(tag_type::REGION)?.get_or_insert(region)?;
+        let az_id = dicts.get(tag_type::AZ)?.get_or_insert(az)?;
+        Ok(Tagger {
+            agent: dicts.get(tag_type::AGENT)?,
+            host: dicts.get(tag_type::HOST)?,
+            process: dicts.get(tag_type::PROCESS)?,
+            container: dicts.get(tag_type::CONTAINER)?,
+            dicts,
+            region_id,
+            az_id,
+        })
+    }
+
+    pub fn dictionaries(&self) -> &Arc<Dictionaries> {
+        &self.dicts
+    }
+
+    /// Every dictionary entry as store rows (to re-publish at start).
+    pub fn all_tag_rows(&self) -> Vec<TagRow> {
+        let mut out = Vec::new();
+        for d in self.dicts.all() {
+            for (id, name) in d.entries() {
+                out.push(TagRow { tag_type: d.tag_type().to_string(), id, name: name.to_string() });
+            }
+        }
+        out
+    }
+
+    fn ensure(
+        dict: &Dictionary,
+        names: Vec<&str>,
+        created: &mut Vec<TagRow>,
+    ) -> Result<(), TagError> {
+        if names.is_empty() {
+            return Ok(());
+        }
+        let mut out = Vec::with_capacity(names.len());
+        for (id, name) in dict.insert_many(&names, &mut out)? {
+            created.push(TagRow {
+                tag_type: dict.tag_type().to_string(),
+                id,
+                name: name.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    fn id(dict: &Reader<'_>, name: &str) -> u32 {
+        // Every name was ensured before; 0 only for names refused as
+        // beyond the dictionary's bound.
+        dict.lookup(name).unwrap_or(0)
+    }
+
+    /// Converts a batch. New dictionary entries are appended to `created`
+    /// (the store must learn them before or with the rows).
+    pub fn convert(
+        &self,
+        batch: &pb::RecordBatch,
+        recs: pb::Records,
+        created: &mut Vec<TagRow>,
+    ) -> Result<Rows, ConvertError> {
+        let id = batch.batch_id;
+        // First pass: names the dictionaries miss, allocated together (one fsync each).
+        let mut misses = Misses { host: Vec::new(), process: Vec::new(), container: Vec::new() };
+        if self.host.lookup(&batch.host).is_none() {
+            misses.host.push(&batch.host);
+        }
+        for r in &recs.l7 {
+            if let Some(p) = &r.process {
+                if self.process.lookup(&p.name).is_none() {
+                    misses.process.push(&p.name);
+                }
+            }
+        }
+        for r in &recs.l4 {
+            if let Some(p) = &r.process {
+                if self.process.lookup(&p.name).is_none() {
+                    misses.process.push(&p.name);
+                }
+            }
+        }
+        for r in &recs.red {
+            if let Some(p) = &r.process_name {
+                if self.process.lookup(p).is_none() {
+                    misses.process.push(p);
+                }
+            }
+        }
+        for p in &recs.process {
+            if self.process.lookup(&p.name).is_none() {
+                misses.process.push(&p.name);
+            }
+            if let Some(c) = &p.container_id {
+                if self.container.lookup(c).is_none() {
+                    misses.container.push(c);
+                }
+            }
+        }
+        let agent_id = self.agent.get_or_insert(&batch.agent_id)?;
+        Self::ensure(&self.host, misses.host, created)?;
+        Self::ensure(&self.process, misses.process, created)?;
+        Self::ensure(&self.container, misses.container, created)?;
+
+        let mut host_ips = Vec::with_capacity(batch.host_ips.len());
+        for (i, b) in batch.host_ips.iter().enumerate() {
+            host_ips.push(ip(b, "host_ips", id, i)?);
+        }
+        let process = self.process.reader();
+        let ctx = Ctx {
+            host_ips: &host_ips,
+            host_id: Self::id(&self.host.reader(), &batch.host),
+            agent_id,
+            process,
+        };
+        let mut rows = Rows { l7: Vec::with_capacity(recs.l7.len()), ..Default::default() };
+        for (i, r) in recs.l7.into_iter().enumerate() {
+            rows.l7.push(self.l7(&ctx, r, id, i)?);
+        }
+        for (i, r) in recs.l4.into_iter().enumerate() {
+            rows.l4.push(self.l4(&ctx, r, id, i)?);
+        }
+        for (i, r) in recs.red.into_iter().enumerate() {
+            let (g, row) = self.red(&ctx, r, id, i)?;
+            match g {
+                Granularity::Second => rows.app_1s.push(row),
+                Granularity::Minute => rows.app_1m.push(row),
+            }
+        }
+        for (i, r) in recs.network.into_iter().enumerate() {
+            let (g, row) = self.network(&ctx, r, id, i)?;
+            match g {
+                Granularity::Second => rows.net_1s.push(row),
+                Granularity::Minute => rows.net_1m.push(row),
+            }
+        }
+        Ok(rows)
+    }
+
+    fn l7(&self, ctx: &Ctx<'_>, r: pb::L7Log, id: u64, i: usize) -> Result<L7Row, DecodeError> {
+        let c = ip(&r.client_ip, "client_ip", id, i)?;
+        let s = ip(&r.server_ip, "server_ip", id, i)?;
+        let local = ctx.local(c, s);
+        let source = source_name(r.source);
+        let mut row = L7Row {
+            time: time_us(r.start_time_us),
+            end_time: time_us(r.end_time_us),
+            response_duration: r.latency_us,
+            agent_id: ctx.agent_id,
+            capture_source: source.to_string(),
+            ip_0: column(c),
+            ip_1: column(s),
+            client_port: port(r.client_port, "client_port", id, i)?,
+            server_port: port(r.server_port, "server_port", id, i)?,
+            protocol: r.ip_protocol.min(255) as u8,
+            l7_protocol: r.l7_protocol,
+            version: r.version,
+            msg_type: r.msg_type,
+            request_type: r.request_type,
+            request_domain: r.request_domain,
+            request_resource: r.request_resource,
+            endpoint: r.endpoint,
+            request_id: r.request_id,
+            response_code: r.response_code,
+            response_status: r.response_status,
+            response_exception: r.response_exception,
+            response_result: r.response_result,
+            request_length: r.request_length,
+            response_length: r.response_length,
+            trace_id: r.trace_id,
+            span_id: r.span_id,
+            parent_span_id: r.parent_span_id,
+            x_request_id: r.x_request_id,
+            syscall_trace_id_request: r.syscall_trace_id_request.unwrap_or(0),
+            syscall_trace_id_response: r.syscall_trace_id_response.unwrap_or(0),
+            req_tcp_seq: r.req_tcp_seq.unwrap_or(0),
+            resp_tcp_seq: r.resp_tcp_seq.unwrap_or(0),
+            truncated: r.truncated,
+            ..Default::default()
+        };
+        if local.client {
+            side_tags!(row, 0, self, ctx.host_id, None::<u32>, 0);
+        }
+        if local.server {
+            side_tags!(row, 1, self, ctx.host_id, None::<u32>, 0);
+        }
+        let mut point = match source {
+            "pcap" => "pcap",
+            _ if local.server => "s",
+            _ if local.client => "c",
+            _ => "",
+        };
+        if let Some(p) = &r.process {
+            let side = process_side(p, local);
+            let pid = Self::id(&ctx.process, &p.name);
+            side_tags!(row, side, self, ctx.host_id, Some(pid), p.pid);
+            point = if side == 0 { "c-p" } else { "s-p" };
+        }
+        row.observation_point = point.to_string();
+        Ok(row)
+    }
+
+    fn l4(&self, ctx: &Ctx<'_>, r: pb::L4Flow, id: u64, i: usize) -> Result<L4Row, DecodeError> {
+        let c = ip(&r.client_ip, "client_ip", id, i)?;
+        let s = ip(&r.server_ip, "server_ip", id, i)?;
+        let local = ctx.local(c, s);
+        let source = source_name(r.source);
+        let tx = r.tx.unwrap_or_default();
+        let rx = r.rx.unwrap_or_default();
+        let mut row = L4Row {
+            time: time_us(r.start_time_us),
+            end_time: time_us(r.end_time_us),
+            duration: r.duration_us,
+            agent_id: ctx.agent_id,
+            capture_source: source.to_string(),
+            interface: r.interface,
+            ip_0: column(c),
+            ip_1: column(s),
+            client_port: port(r.client_port, "client_port", id, i)?,
+            server_port: port(r.server_port, "server_port", id, i)?,
+            protocol: r.ip_protocol.min(255) as u8,
+            l7_protocol: r.l7_protocol.unwrap_or_default(),
+            close_type: r.close_type,
+            byte_tx: tx.bytes,
+            packet_tx: tx.packets,
+            payload_byte_tx: tx.payload_bytes,
+            syn_tx: tx.syn,
+            fin_tx: tx.fin,
+            rst_tx: tx.rst,
+            retrans_tx: tx.retransmissions,
+            zero_win_tx: tx.zero_windows,
+            out_of_order_tx: tx.out_of_order,
+            byte_rx: rx.bytes,
+            packet_rx: rx.packets,
+            payload_byte_rx: rx.payload_bytes,
+            syn_rx: rx.syn,
+            fin_rx: rx.fin,
+            rst_rx: rx.rst,
+            retrans_rx: rx.retransmissions,
+            zero_win_rx: rx.zero_windows,
+            out_of_order_rx: rx.out_of_order,
+            syn_ack: r.syn_ack,
+            rtt_server: r.rtt_server_us,
+            rtt_client: r.rtt_client_us,
+            ..Default::default()
+        };
+        if local.client {
+            side_tags!(row, 0, self, ctx.host_id, None::<u32>, 0);
+        }
+        if local.server {
+            side_tags!(row, 1, self, ctx.host_id, None::<u32>, 0);
+        }
+        let mut point = match source {
+            "pcap" => "pcap",
+            _ if local.server => "s",
+            _ if local.client => "c",
+            _ => "",
+        };
+        if let Some(p) = &r.process {
+            let side = process_side(p, local);
+            let pid = Self::id(&ctx.process, &p.name);
+            side_tags!(row, side, self, ctx.host_id, Some(pid), p.pid);
+            point = if side == 0 { "c-p" } else { "s-p" };
+        }
+        row.observation_point = point.to_string();
+        Ok(row)
+    }
+
+    fn granularity(g: i32, id: u64, i: usize) -> Result<Granularity, DecodeError> {
+        match pb::Granularity::try_from(g) {
+            Ok(pb::Granularity::Second) => Ok(Granularity::Second),
+            Ok(pb::Granularity::Minute) => Ok(Granularity::Minute),
+            _ => Err(DecodeError::Malformed {
+                batch_id: id,
+                message: format!("metric {i} has no valid granularity ({g})"),
+            }),
+        }
+    }
+
+    fn time_s(t: u64, id: u64, i: usize) -> Result<u32, DecodeError> {
+        u32::try_from(t).map_err(|_| DecodeError::Malformed {
+            batch_id: id,
+            message: format!("metric {i} has time {t}, beyond DateTime"),
+        })
+    }
+
+    fn red(
+        &self,
+        ctx: &Ctx<'_>,
+        r: pb::RedMetric,
+        id: u64,
+        i: usize,
+    ) -> Result<(Granularity, AppMetricRow), DecodeError> {
+        let g = Self::granularity(r.granularity, id, i)?;
+        let s = ip(&r.server_ip, "server_ip", id, i)?;
+        let local = ctx.is_local(s);
+        let bits = r.histogram_sub_bucket_bits;
+        if !(1..=8).contains(&bits) && !r.histogram.is_empty() {
+            return Err(DecodeError::Malformed {
+                batch_id: id,
+                message: format!("metric {i}: histogram layout of {bits} sub-bucket bits"),
+            });
+        }
+        let mut hist: BTreeMap<u16, u64> = BTreeMap::new();
+        for b in &r.histogram {
+            *hist.entry(latency_bucket(bucket_lower(b.index, bits))).or_insert(0) +=
+                u64::from(b.count);
+        }
+        let process_id = r.process_name.as_deref().map_or(0, |n| Self::id(&ctx.process, n));
+        Ok((
+            g,
+            AppMetricRow {
+                time: Self::time_s(r.time_s, id, i)?,
+                agent_id: ctx.agent_id,
+                observation_point: if local { "s" } else { "" }.to_string(),
+                region_id: if local { self.region_id } else { 0 },
+                az_id: if local { self.az_id } else { 0 },
+                host_id: if local { ctx.host_id } else { 0 },
+                process_id,
+                ip: column(s),
+                server_port: port(r.server_port, "server_port", id, i)?,
+                protocol: r.ip_protocol.min(255) as u8,
+                l7_protocol: r.l7_protocol,
+                endpoint: r.endpoint,
+                request: r.requests,
+                response: r.responses,
+                client_error: r.client_errors,
+                server_error: r.server_errors,
+                timeout: r.timeouts,
+                rrt_sum: r.latency_sum_us,
+                rrt_count: r.latency_count,
+                rrt_max: r.latency_max_us,
+                rrt_histogram: hist,
+                ..Default::default()
+            },
+        ))
+    }
+
+    fn network(
+        &self,
+        ctx: &Ctx<'_>,
+        r: pb::NetworkMetric,
+        id: u64,
+        i: usize,
+    ) -> Result<(Granularity, NetworkMetricRow), DecodeError> {
+        let g = Self::granularity(r.granularity, id, i)?;
+        let s = ip(&r.server_ip, "server_ip", id, i)?;
+        let local = ctx.is_local(s);
+        Ok((
+            g,
+            NetworkMetricRow {
+                time: Self::time_s(r.time_s, id, i)?,
+                agent_id: ctx.agent_id,
+                observation_point: if local { "s" } else { "" }.to_string(),
+                region_id: if local { self.region_id } else { 0 },
+                az_id: if local { self.az_id } else { 0 },
+                host_id: if local { ctx.host_id } else { 0 },
+                ip: column(s),
+                server_port: port(r.server_port, "server_port", id, i)?,
+                protocol: r.ip_protocol.min(255) as u8,
+                byte_tx: r.bytes_tx,
+                byte_rx: r.bytes_rx,
+                packet_tx: r.packets_tx,
+                packet_rx: r.packets_rx,
+                new_flow: r.new_flows,
+                closed_flow: r.closed_flows,
+                retrans_tx: r.retransmissions_tx,
+                retrans_rx: r.retransmissions_rx,
+                zero_win_tx: r.zero_windows_tx,
+                zero_win_rx: r.zero_windows_rx,
+                client_rst_flow: r.client_resets,
+                server_rst_flow: r.server_resets,
+                rtt_sum: r.rtt_server_sum_us,
+                rtt_count: r.rtt_server_count,
+                rtt_max: r.rtt_max_us,
+                rtt_client_sum: r.rtt_client_sum_us,
+                rtt_client_count: r.rtt_client_count,
+                ..Default::default()
+            },
+        ))
+    }
+}
+
+/// Lowest value of bucket `index` in a log-linear layout with `bits`
+/// sub-bucket bits (values below 2^bits exact), as the agent builds it.
+pub fn bucket_lower(index: u32, bits: u32) -> u64 {
+    let sub = 1u64 << bits;
+    let i = u64::from(index);
+    if i < sub {
+        return i;
+    }
+    let e = (i >> bits) as u32 + bits - 1;
+    if e >= 63 {
+        return u64::MAX;
+    }
+    let width = 1u64 << (e - bits);
+    (1u64 << e) + (i & (sub - 1)) * width
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConvertError {
+    #[error(transparent)]
+    Bad(#[from] DecodeError),
+    #[error(transparent)]
+    Tags(#[from] TagError),
+}

@@ -1,0 +1,354 @@
+//! The tonic service and its write pipeline.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use fathom_proto::agent_data_server::{AgentData, AgentDataServer};
+use fathom_proto::{Ack, AckStatus, RecordBatch};
+use fathom_store::{Granularity, Store, StoreError, TagRow};
+use fathom_tagging::Dictionaries;
+use tokio::sync::{mpsc, oneshot};
+use tonic::{Request, Response, Status};
+
+use crate::config::IngestConfig;
+use crate::convert::{ConvertError, Rows, Tagger};
+use crate::decode::{decode_batch, DecodeError, Limits};
+use crate::hwm::{HighWaterMarks, MAX_AGENT_ID};
+
+/// Counters of one ingest node.
+#[derive(Debug, Default)]
+pub struct IngestStats {
+    pub batches_stored: AtomicU64,
+    pub batches_duplicate: AtomicU64,
+    pub batches_rejected: AtomicU64,
+    pub records_stored: AtomicU64,
+    pub store_errors: AtomicU64,
+}
+
+struct Job {
+    agent: Arc<str>,
+    batch_id: u64,
+    rows: Rows,
+    reply: oneshot::Sender<Result<AckStatus, Status>>,
+}
+
+/// Tables of a batch already inserted, so a retry after a partial failure
+/// does not insert them twice.
+#[derive(Default)]
+struct Progress(HashMap<(Arc<str>, u64), u8>);
+
+struct Writer {
+    store: Arc<dyn Store>,
+    hwm: Arc<HighWaterMarks>,
+    pending_tags: Arc<Mutex<Vec<TagRow>>>,
+    stats: Arc<IngestStats>,
+    progress: Progress,
+}
+
+impl Writer {
+    async fn write(&mut self, job: &Job) -> Result<AckStatus, Status> {
+        if job.batch_id <= self.hwm.get(&job.agent) {
+            return Ok(AckStatus::Duplicate);
+        }
+        let tags =
+            std::mem::take(&mut *self.pending_tags.lock().unwrap_or_else(|p| p.into_inner()));
+        if !tags.is_empty() {
+            if let Err(e) = self.store.upsert_tags(&tags).await {
+                self.pending_tags.lock().unwrap_or_else(|p| p.into_inner()).extend(tags);
+                return Err(store_status(e));
+            }
+        }
+        let key = (job.agent.clone(), job.batch_id);
+        let mut done = self.progress.0.get(&key).copied().unwrap_or(0);
+        let r = &job.rows;
+        let steps: [(u8, bool); 6] = [
+            (1, !r.l7.is_empty()),
+            (2, !r.l4.is_empty()),
+            (4, !r.app_1s.is_empty()),
+            (8, !r.app_1m.is_empty()),
+            (16, !r.net_1s.is_empty()),
+            (32, !r.net_1m.is_empty()),
+        ];
+        for (bit, any) in steps {
+            if !any || done & bit != 0 {
+                continue;
+            }
+            let res = match bit {
+                1 => self.store.insert_l7(&r.l7).await,
+                2 => self.store.insert_l4(&r.l4).await,
+                4 => self.store.insert_app_metrics(Granularity::Second, &r.app_1s).await,
+                8 => self.store.insert_app_metrics(Granularity::Minute, &r.app_1m).await,
+                16 => self.store.insert_network_metrics(Granularity::Second, &r.net_1s).await,
+                _ => self.store.insert_network_metrics(Granularity::Minute, &r.net_1m).await,
+            };
+            if let Err(e) = res {
+                self.progress.0.insert(key, done);
+                // Bounded: a batch never retried leaves at most its entry.
+                if self.progress.0.len() > 10_000 {
+                    self.progress.0.clear();
+                }
+                return Err(store_status(e));
+            }
+            done |= bit;
+        }
+        self.progress.0.remove(&key);
+        // No await between the insert above and this: a server torn down
+        // in-process finishes both.
+        self.hwm.set(&job.agent, job.batch_id).map_err(|e| {
+            Status::unavailable(format!("ingest: cannot record batch progress: {e}"))
+        })?;
+        self.stats.batches_stored.fetch_add(1, Ordering::Relaxed);
+        self.stats.records_stored.fetch_add(r.len() as u64, Ordering::Relaxed);
+        Ok(AckStatus::Stored)
+    }
+}
+
+fn store_status(e: StoreError) -> Status {
+    Status::unavailable(format!("store: {e}"))
+}
+
+/// The `AgentData` service.
+pub struct IngestService {
+    limits: Limits,
+    known: Vec<String>,
+    tagger: Arc<Tagger>,
+    hwm: Arc<HighWaterMarks>,
+    pending_tags: Arc<Mutex<Vec<TagRow>>>,
+    writers: Vec<mpsc::Sender<Job>>,
+    stats: Arc<IngestStats>,
+}
+
+impl IngestService {
+    // tonic's Status is what the handler returns anyway.
+    #[allow(clippy::result_large_err)]
+    fn check_agent(&self, b: &RecordBatch) -> Result<(), Status> {
+        if b.agent_id.is_empty() || b.agent_id.len() > MAX_AGENT_ID {
+            return Err(Status::invalid_argument(format!(
+                "agent_id must be 1..={MAX_AGENT_ID} bytes, got {}",
+                b.agent_id.len()
+            )));
+        }
+        if !self.known.is_empty() && !self.known.iter().any(|a| a == &b.agent_id) {
+            return Err(Status::permission_denied(format!("unknown agent {:?}", b.agent_id)));
+        }
+        if b.batch_id == 0 {
+            return Err(Status::invalid_argument("batch_id must be at least 1"));
+        }
+        Ok(())
+    }
+
+    fn reject(&self, e: DecodeError) -> Status {
+        self.stats.batches_rejected.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!("ingest: rejected: {e}");
+        match e {
+            DecodeError::TooLarge { .. } => Status::resource_exhausted(e.to_string()),
+            DecodeError::Malformed { .. } => Status::invalid_argument(e.to_string()),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl AgentData for IngestService {
+    async fn push(&self, req: Request<RecordBatch>) -> Result<Response<Ack>, Status> {
+        let batch = req.into_inner();
+        self.check_agent(&batch)?;
+        let batch_id = batch.batch_id;
+        if batch_id <= self.hwm.get(&batch.agent_id) {
+            self.stats.batches_duplicate.fetch_add(1, Ordering::Relaxed);
+            return Ok(Response::new(Ack { batch_id, status: AckStatus::Duplicate as i32 }));
+        }
+        let limits = self.limits;
+        let tagger = self.tagger.clone();
+        // Decompression, decoding and dictionary fsyncs are blocking work.
+        let (batch, res, created) = tokio::task::spawn_blocking(move || {
+            let mut created = Vec::new();
+            let res = decode_batch(&batch, limits)
+                .map_err(ConvertError::from)
+                .and_then(|recs| tagger.convert(&batch, recs, &mut created));
+            (batch, res, created)
+        })
+        .await
+        .map_err(|e| Status::internal(format!("ingest: decoder failed: {e}")))?;
+        // Entries created for a batch that then failed are still new to the store.
+        if !created.is_empty() {
+            self.pending_tags.lock().unwrap_or_else(|p| p.into_inner()).extend(created);
+        }
+        let rows = match res {
+            Ok(v) => v,
+            Err(ConvertError::Bad(e)) => return Err(self.reject(e)),
+            Err(ConvertError::Tags(e)) => {
+                return Err(Status::unavailable(format!("ingest: tag dictionaries: {e}")))
+            }
+        };
+        let agent: Arc<str> = Arc::from(batch.agent_id.as_str());
+        let shard = shard_of(&agent, self.writers.len());
+        let (reply, rx) = oneshot::channel();
+        // Waits for room: the back-pressure on agents when the store is slow.
+        self.writers[shard]
+            .send(Job { agent, batch_id, rows, reply })
+            .await
+            .map_err(|_| Status::unavailable("ingest: shutting down"))?;
+        let status = rx.await.map_err(|_| Status::unavailable("ingest: writer stopped"))??;
+        if status == AckStatus::Duplicate {
+            self.stats.batches_duplicate.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(Response::new(Ack { batch_id, status: status as i32 }))
+    }
+}
+
+fn shard_of(agent: &str, n: usize) -> usize {
+    (crc32fast::hash(agent.as_bytes()) as usize) % n.max(1)
+}
+
+/// A running ingest node: its own tokio runtime serving the gRPC service,
+/// and writer threads. [`stop`](Self::stop) shuts it down gracefully;
+/// [`kill`](Self::kill) drops every connection at once (in-flight writes
+/// still finish and record their marks).
+pub struct RunningIngest {
+    addr: SocketAddr,
+    rt: Option<tokio::runtime::Runtime>,
+    shutdown: Option<oneshot::Sender<()>>,
+    writers: Vec<JoinHandle<()>>,
+    stats: Arc<IngestStats>,
+    tagger: Arc<Tagger>,
+}
+
+impl RunningIngest {
+    /// Opens the dictionaries and marks under `cfg.data_dir`, publishes the
+    /// dictionaries to the store, and starts serving on `cfg.listen`.
+    pub fn start(cfg: &IngestConfig, store: Arc<dyn Store>) -> Result<RunningIngest, String> {
+        let dicts = Arc::new(
+            Dictionaries::open(cfg.data_dir.join("tags"), Default::default())
+                .map_err(|e| format!("ingest: {e}"))?,
+        );
+        let tagger =
+            Arc::new(Tagger::new(dicts, &cfg.region, &cfg.az).map_err(|e| format!("ingest: {e}"))?);
+        let hwm =
+            Arc::new(HighWaterMarks::open(&cfg.data_dir.join("ingest")).map_err(|e| {
+                format!("ingest: high-water marks in {}: {e}", cfg.data_dir.display())
+            })?);
+        let stats = Arc::new(IngestStats::default());
+        // The store may have missed entries a crash kept from it.
+        let pending_tags = Arc::new(Mutex::new(tagger.all_tag_rows()));
+        let mut senders = Vec::new();
+        let mut writers = Vec::new();
+        for n in 0..cfg.writers.max(1) {
+            let (tx, mut rx) = mpsc::channel::<Job>(cfg.queue_depth.max(1));
+            senders.push(tx);
+            let mut w = Writer {
+                store: store.clone(),
+                hwm: hwm.clone(),
+                pending_tags: pending_tags.clone(),
+                stats: stats.clone(),
+                progress: Progress::default(),
+            };
+            let t = std::thread::Builder::new()
+                .name(format!("ingest-write-{n}"))
+                .spawn(move || {
+                    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                        Ok(rt) => rt,
+                        Err(e) => return tracing::error!("ingest: writer runtime: {e}"),
+                    };
+                    rt.block_on(async move {
+                        while let Some(job) = rx.recv().await {
+                            let res = w.write(&job).await;
+                            if let Err(st) = &res {
+                                w.stats.store_errors.fetch_add(1, Ordering::Relaxed);
+                                tracing::warn!(agent = %job.agent, batch_id = job.batch_id, "ingest: {}", st.message());
+                            }
+                            let _ = job.reply.send(res);
+                        }
+                    });
+                })
+                .map_err(|e| format!("ingest: cannot start writer: {e}"))?;
+            writers.push(t);
+        }
+        let svc = IngestService {
+            limits: Limits {
+                max_batch_bytes: cfg.max_batch_bytes,
+                max_decompressed_bytes: cfg.max_decompressed_bytes,
+            },
+            known: cfg.known_agents.clone(),
+            tagger: tagger.clone(),
+            hwm,
+            pending_tags,
+            writers: senders,
+            stats: stats.clone(),
+        };
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("ingest-grpc")
+            .enable_all()
+            .build()
+            .map_err(|e| format!("ingest: runtime: {e}"))?;
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind(&cfg.listen))
+            .map_err(|e| format!("ingest: cannot listen on {}: {e}", cfg.listen))?;
+        let addr = listener.local_addr().map_err(|e| format!("ingest: {e}"))?;
+        let (shutdown, stop_rx) = oneshot::channel::<()>();
+        // The whole batch plus protobuf framing; beyond it tonic refuses the
+        // message before decoding it.
+        let max_msg = cfg.max_batch_bytes + (64 << 10);
+        rt.spawn(async move {
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            let res = tonic::transport::Server::builder()
+                .add_service(AgentDataServer::new(svc).max_decoding_message_size(max_msg))
+                .serve_with_incoming_shutdown(incoming, async {
+                    let _ = stop_rx.await;
+                })
+                .await;
+            if let Err(e) = res {
+                tracing::error!("ingest: server failed: {e}");
+            }
+        });
+        tracing::info!(%addr, "ingest: serving agent data");
+        Ok(RunningIngest { addr, rt: Some(rt), shutdown: Some(shutdown), writers, stats, tagger })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn stats(&self) -> &IngestStats {
+        &self.stats
+    }
+
+    pub fn tagger(&self) -> &Arc<Tagger> {
+        &self.tagger
+    }
+
+    /// Stops accepting, lets in-flight pushes finish, then stops the writers.
+    pub fn stop(mut self) {
+        if let Some(s) = self.shutdown.take() {
+            let _ = s.send(());
+        }
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_timeout(std::time::Duration::from_secs(10));
+        }
+        for w in self.writers.drain(..) {
+            let _ = w.join();
+        }
+    }
+
+    /// Drops the listener and every connection at once, as a crash would
+    /// for the agents; writes already handed to a writer complete.
+    pub fn kill(mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+        for w in self.writers.drain(..) {
+            let _ = w.join();
+        }
+    }
+}
+
+impl Drop for RunningIngest {
+    fn drop(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
