@@ -21,7 +21,8 @@ pub struct AgentConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CaptureSection {
-    /// Interfaces to capture with AF_PACKET; empty = every interface that is up, `lo` included.
+    /// Interfaces to capture with AF_PACKET; empty = every interface that is up
+    /// (`lo` too when eBPF is off: with it, local processes are seen by eBPF).
     pub interfaces: Vec<String>,
     /// Bytes kept of each packet.
     pub snaplen: u32,
@@ -175,7 +176,7 @@ impl Default for HttpSection {
 pub const KEYS_HELP: &str = "\
 Configuration (TOML file; each key also FATHOM_AGENT_<SECTION>__<KEY>):
   [capture]
-    interfaces = []            AF_PACKET interfaces; empty = all that are up, lo included
+    interfaces = []            AF_PACKET interfaces; empty = all that are up (lo only when eBPF is off)
     snaplen = 65535            bytes kept of each packet
     ring_block_size = 1048576  TPACKET_V3 block size (bytes)
     ring_block_count = 32      blocks per interface ring

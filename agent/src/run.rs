@@ -166,7 +166,13 @@ pub fn run_live(cfg: AgentConfig) -> Result<(), String> {
     let names = if !cfg.capture.afpacket {
         Vec::new()
     } else if all {
-        interfaces::list_up().map_err(|e| e.to_string())?
+        let mut names = interfaces::list_up().map_err(|e| e.to_string())?;
+        // Loopback traffic is between local processes, which eBPF sees with
+        // their identity; packets on lo are only needed without it.
+        if ebpf.is_none() && !names.iter().any(|n| n == "lo") {
+            names.push("lo".into());
+        }
+        names
     } else {
         cfg.capture.interfaces.clone()
     };
@@ -244,7 +250,8 @@ pub fn run_live(cfg: AgentConfig) -> Result<(), String> {
                     EbpfShard::start_in_arbiter(&arbiter.handle(), move |_| EbpfShard::new(c, e))
                 })
                 .collect();
-            let router = EbpfRouter::new(ebpf_shards.clone(), emitter.clone(), offset);
+            let router = EbpfRouter::new(ebpf_shards.clone(), emitter.clone(), offset)
+                .exclude_ports(&cfg.capture.exclude_ports);
             threads.push(
                 spawn_reader(capture, router, stop.clone())
                     .map_err(|e| format!("cannot start eBPF reader thread: {e}"))?,

@@ -47,6 +47,11 @@ pub struct EbpfRouter {
     processes: Vec<ProcessEvent>,
     unix_offset_ns: u64,
     hasher: std::collections::hash_map::RandomState,
+    /// The agent's own pid: its traffic (to the server, /metrics) is not
+    /// observed, or every batch it sends would make records to send.
+    own_pid: u32,
+    /// capture.exclude_ports: not observed by either source.
+    exclude_ports: Vec<u16>,
 }
 
 impl EbpfRouter {
@@ -59,12 +64,28 @@ impl EbpfRouter {
             processes: Vec::new(),
             unix_offset_ns,
             hasher: Default::default(),
+            own_pid: std::process::id(),
+            exclude_ports: Vec::new(),
         }
+    }
+
+    /// Skip data on sockets with one of these ports at either end.
+    pub fn exclude_ports(mut self, ports: &[u16]) -> Self {
+        self.exclude_ports = ports.to_vec();
+        self
     }
 
     pub fn route(&mut self, event: Event) {
         let pid = match &event {
-            Event::Data(d) => d.pid,
+            Event::Data(d) => {
+                if !self.exclude_ports.is_empty()
+                    && (self.exclude_ports.contains(&d.src.port())
+                        || self.exclude_ports.contains(&d.dst.port()))
+                {
+                    return;
+                }
+                d.pid
+            }
             Event::Socket(s) => s.pid,
             Event::Process(p) => {
                 self.processes.push(p.clone());
@@ -74,6 +95,9 @@ impl EbpfRouter {
                 p.pid
             }
         };
+        if pid == self.own_pid {
+            return;
+        }
         let idx = (self.hasher.hash_one(pid) % self.shards.len() as u64) as usize;
         self.pending[idx].push(event);
         if self.pending[idx].len() >= BATCH_EVENTS {

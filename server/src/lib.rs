@@ -1,1 +1,0 @@
-//! fathom-server: cluster + controller + ingest + query in one binary.

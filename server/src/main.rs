@@ -1,0 +1,142 @@
+//! fathom-server: one node of a fathom cluster. Today: ingest of agent
+//! data, storage (embedded ClickHouse or a ClickHouse server) and the SQL
+//! query API, on one machine.
+
+mod config;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use config::{ServerConfig, KEYS_HELP};
+use fathom_ingest::RunningIngest;
+use fathom_store::{
+    ClickHouseConfig, ClickHouseStore, EmbeddedConfig, EmbeddedStore, Retention, Store,
+};
+
+#[derive(Parser)]
+#[command(name = "fathom-server", version, about, after_long_help = KEYS_HELP)]
+struct Cli {
+    /// Configuration file (TOML).
+    #[arg(long, short, global = true, env = "FATHOM_SERVER_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve until SIGINT / SIGTERM.
+    Run,
+    /// Print the effective configuration.
+    Config,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("FATHOM_SERVER_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let cli = Cli::parse();
+    let cfg = match ServerConfig::load(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("fathom-server: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = match cli.command {
+        Command::Config => {
+            print!("{}", toml::to_string_pretty(&cfg).unwrap_or_default());
+            Ok(())
+        }
+        Command::Run => run(cfg),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("fathom-server: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn open_store(cfg: &ServerConfig) -> Result<Arc<dyn Store>, String> {
+    let s = &cfg.store;
+    let retention = Retention {
+        flow_log_days: s.flow_log_days,
+        metrics_1s_days: s.metrics_1s_days,
+        metrics_1m_days: s.metrics_1m_days,
+    };
+    match s.backend.as_str() {
+        "embedded" => {
+            let mut ec = EmbeddedConfig::new(&s.data_dir);
+            ec.retention = retention;
+            if !s.chdb_library.is_empty() {
+                ec.library = Some(PathBuf::from(&s.chdb_library));
+            }
+            let store = EmbeddedStore::open(ec).await.map_err(|e| format!("store: {e}"))?;
+            Ok(Arc::new(store))
+        }
+        "clickhouse" => {
+            let mut cc = ClickHouseConfig::new(&s.clickhouse_url);
+            cc.retention = retention;
+            cc.user = (!s.clickhouse_user.is_empty()).then(|| s.clickhouse_user.clone());
+            cc.password =
+                (!s.clickhouse_password.is_empty()).then(|| s.clickhouse_password.clone());
+            let store = ClickHouseStore::connect(cc).await.map_err(|e| format!("store: {e}"))?;
+            Ok(Arc::new(store))
+        }
+        other => Err(format!("store.backend {other:?} is not known (use embedded or clickhouse)")),
+    }
+}
+
+fn run(cfg: ServerConfig) -> Result<(), String> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    let store = rt.block_on(open_store(&cfg))?;
+    // Ingest runs its own runtime and writer threads.
+    let ingest = RunningIngest::start(&cfg.ingest, store.clone())?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(&cfg.query.listen)
+            .await
+            .map_err(|e| format!("cannot listen on {} for queries: {e}", cfg.query.listen))?;
+        let app = fathom_query::api::router(store.clone());
+        tracing::info!(
+            ingest = %ingest.local_addr(),
+            query = %cfg.query.listen,
+            backend = %cfg.store.backend,
+            "fathom-server ready"
+        );
+        let shutdown = async {
+            use tokio::signal::unix::{signal, SignalKind};
+            match signal(SignalKind::terminate()) {
+                Ok(mut term) => {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = tokio::signal::ctrl_c() => {}
+                    }
+                }
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
+        };
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .map_err(|e| format!("query API: {e}"))?;
+        tracing::info!(
+            "stopping: acknowledged batches are stored; the rest stay in agents' spools"
+        );
+        ingest.stop();
+        Ok(())
+    })
+}
