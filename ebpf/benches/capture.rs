@@ -72,6 +72,8 @@ fn main() {
     let mut capture = EbpfCapture::load(Config {
         trace_self: true,
         capture_bytes: MESSAGE as u32,
+        // The worst case: every message reported.
+        infer_protocols: false,
         ..Config::default()
     })
     .unwrap_or_else(|e| {
@@ -91,6 +93,8 @@ fn main() {
     let mut capture = EbpfCapture::load(Config {
         trace_self: true,
         capture_bytes: MESSAGE as u32,
+        // The worst case: every message reported.
+        infer_protocols: false,
         ring_buffer_bytes: 256 << 20,
         ..Config::default()
     })

@@ -19,6 +19,8 @@ volatile const __u32 capture_bytes = 1024;
 volatile const __u32 ignore_tgid = 0;
 /* Wake the reader each time this much more is pending (0: every event). */
 volatile const __u32 wakeup_bytes = 0;
+/* Drop the data of sockets whose first messages are not a known L7 protocol. */
+volatile const __u32 infer_protocols = 1;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -28,9 +30,10 @@ struct {
 /* A TCP/UDP socket over IPv4/IPv6, with what was read to recognise it. */
 struct inet_ref {
 	struct sock *sk;
+	__u64 ino; /* socket inode: unlike the sock's address, never reused soon */
 	__u16 family;
 	__u8 proto;
-	__u8 _pad;
+	__u8 _pad[5];
 };
 
 /* A socket syscall in flight: its arguments, taken at enter for the exit. */
@@ -176,7 +179,8 @@ static __always_inline bool fd_to_inet_sock(__s32 fd, struct inet_ref *ref)
 	struct file *file = NULL;
 	if (bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]) || !file)
 		return false;
-	umode_t mode = BPF_CORE_READ(file, f_inode, i_mode);
+	struct inode *inode = BPF_CORE_READ(file, f_inode);
+	umode_t mode = BPF_CORE_READ(inode, i_mode);
 	if ((mode & S_IFMT) != S_IFSOCK)
 		return false;
 	struct socket *socket = BPF_CORE_READ(file, private_data);
@@ -192,6 +196,7 @@ static __always_inline bool fd_to_inet_sock(__s32 fd, struct inet_ref *ref)
 	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
 		return false;
 	ref->sk = sk;
+	ref->ino = BPF_CORE_READ(inode, i_ino);
 	ref->family = family;
 	ref->proto = proto;
 	return true;
@@ -352,22 +357,224 @@ static __always_inline int data_enter(struct sys_enter_ctx *ctx, __u32 hook, __u
 	return 0;
 }
 
+/*
+ * Protocol inference. A socket's first data messages (either direction) are
+ * classified by their first bytes; once one is recognised as an L7 protocol
+ * the socket is reported from then on, once one is TLS ciphertext (the
+ * uprobes report its plaintext) or INFER_TRIES went by unrecognised it is
+ * not. Until then its messages are dropped too: bulk transfers never reach
+ * the ring buffer. Keyed by socket inode, which is not reused the way a
+ * sock's address is; close forgets (a close of one of several fds for a
+ * socket makes it classify again, from its next message).
+ */
+#define INFER_TRIES 8
+#define INFER_PEEK 16
+
+enum verdict {
+	VERDICT_UNKNOWN = 0,
+	VERDICT_L7 = 1,
+	VERDICT_NOT_L7 = 2,
+};
+
+struct sock_verdict {
+	__u8 verdict;
+	__u8 tries;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, struct sock_verdict);
+} sock_verdicts SEC(".maps");
+
+static __always_inline void forget_socket(const struct inet_ref *ref)
+{
+	if (infer_protocols)
+		bpf_map_delete_elem(&sock_verdicts, &ref->ino);
+}
+
+static __always_inline bool is_digit(__u8 c)
+{
+	return c >= '0' && c <= '9';
+}
+
+static __always_inline __u32 word(const __u8 *b)
+{
+	return b[0] | (b[1] << 8) | (b[2] << 16) | ((__u32)b[3] << 24);
+}
+
+#define WORD(s) ((__u32)(s)[0] | ((__u32)(s)[1] << 8) | ((__u32)(s)[2] << 16) | ((__u32)(s)[3] << 24))
+
+static __always_inline bool http1(const __u8 *b, __u64 n)
+{
+	if (n < 8)
+		return false;
+	__u32 w = word(b);
+	if (w == WORD("HTTP"))
+		return b[4] == '/' && b[5] == '1' && b[6] == '.';
+	return w == WORD("GET ") || w == WORD("PUT ") || w == WORD("POST") || w == WORD("HEAD") ||
+	       w == WORD("DELE") || w == WORD("OPTI") || w == WORD("PATC") || w == WORD("CONN") ||
+	       w == WORD("TRAC");
+}
+
+/* The client preface, or a SETTINGS frame on stream 0 (a server's first frame). */
+static __always_inline bool http2(const __u8 *b, __u64 n)
+{
+	if (n < 9)
+		return false;
+	if (n >= 14 && word(b) == WORD("PRI ") && word(b + 4) == WORD("* HT") &&
+	    word(b + 8) == WORD("TP/2") && b[12] == '.' && b[13] == '0')
+		return true;
+	__u32 len = (b[0] << 16) | (b[1] << 8) | b[2];
+	return b[3] == 4 && b[4] <= 1 && word(b + 5) == 0 && len % 6 == 0;
+}
+
+/* RESP: '*' or '$' + length, '+' or '-' + word, ':' + integer, then CRLF. */
+static __always_inline bool redis(const __u8 *b, __u64 n)
+{
+	if (n < 3)
+		return false;
+	__u8 t = b[0], c = b[1];
+	if (t == '*' || t == '$' || t == ':') {
+		if (!is_digit(c) && c != '-')
+			return false;
+	} else if (t == '+' || t == '-') {
+		if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z')))
+			return false;
+	} else {
+		return false;
+	}
+#pragma unroll
+	for (int i = 2; i < INFER_PEEK - 1; i++) {
+		if (i + 1 >= n)
+			break;
+		if (b[i] == '\r')
+			return b[i + 1] == '\n';
+		if ((t == '*' || t == '$' || t == ':') && !is_digit(b[i]))
+			return false;
+	}
+	/* A simple string or error longer than the peek: its start looked right. */
+	return t == '+' || t == '-';
+}
+
+/*
+ * One whole MySQL packet, sequence 0: the server greeting (protocol 10) or a
+ * client command.
+ */
+static __always_inline bool mysql(const __u8 *b, __u64 n, __u64 len)
+{
+	if (n < 5 || b[3] != 0)
+		return false;
+	__u32 plen = b[0] | (b[1] << 8) | (b[2] << 16);
+	if (plen == 0 || plen + 4 != len)
+		return false;
+	__u8 c = b[4];
+	/* greeting; COM_QUIT, INIT_DB, QUERY, FIELD_LIST, STATISTICS, PING; STMT_* */
+	return c == 10 || (c >= 1 && c <= 4) || c == 9 || c == 14 || (c >= 22 && c <= 28);
+}
+
+/* A Kafka request header: size, api_key, api_version, correlation id, client id. */
+static __always_inline bool kafka(const __u8 *b, __u64 n, __u64 len)
+{
+	if (n < 14)
+		return false;
+	__u32 size = ((__u32)b[0] << 24) | (b[1] << 16) | (b[2] << 8) | b[3];
+	__u16 api_key = (b[4] << 8) | b[5];
+	__u16 api_version = (b[6] << 8) | b[7];
+	__s16 client_id_len = (__s16)((b[12] << 8) | b[13]);
+	return size >= 10 && (__u64)size + 4 <= len && api_key <= 80 && api_version <= 20 &&
+	       client_id_len >= -1 && (client_id_len < 0 || (__u64)client_id_len + 10 <= size);
+}
+
+/* A DNS header with one question, opcode QUERY/IQUERY/STATUS, Z clear. */
+static __always_inline bool dns(const __u8 *b, __u64 n, const struct socket_event *ev)
+{
+	if (ev->l4_proto != IPPROTO_UDP || n < 12)
+		return false;
+	if (ev->sport == 53 || ev->dport == 53 || ev->sport == 5353 || ev->dport == 5353)
+		return true;
+	return b[4] == 0 && b[5] == 1 && ((b[2] >> 3) & 0xf) <= 2 && (b[3] & 0x40) == 0;
+}
+
+static __always_inline enum verdict classify(const struct socket_event *ev, const void *buf,
+					     __u64 avail, __u64 len)
+{
+	__u8 b[INFER_PEEK] = {};
+	__u64 n = avail < INFER_PEEK ? avail : INFER_PEEK;
+	if (n == 0 || !buf)
+		return VERDICT_UNKNOWN;
+	asm volatile("" : "+r"(n));
+	n = ((n - 1) & (INFER_PEEK - 1)) + 1;
+	if (bpf_probe_read_user(b, n, buf))
+		return VERDICT_UNKNOWN;
+	/* TLS record: handshake, alert, change_cipher_spec or application data. */
+	if (n >= 5 && b[0] >= 0x14 && b[0] <= 0x17 && b[1] == 3 && b[2] <= 4)
+		return VERDICT_NOT_L7;
+	if (http1(b, n) || http2(b, n) || redis(b, n) || mysql(b, n, len) || kafka(b, n, len) ||
+	    dns(b, n, ev))
+		return VERDICT_L7;
+	/* Dubbo: magic, then a 16-byte header. */
+	if (n >= 16 && b[0] == 0xda && b[1] == 0xbb)
+		return VERDICT_L7;
+	return VERDICT_UNKNOWN;
+}
+
+/* Decided sockets cost one lookup: the bytes are read only while undecided. */
+static __always_inline enum verdict known_verdict(const struct inet_ref *ref)
+{
+	struct sock_verdict *v = bpf_map_lookup_elem(&sock_verdicts, &ref->ino);
+	return v ? v->verdict : VERDICT_UNKNOWN;
+}
+
+/* Whether this message (and the socket) is reported; ev has its tuple filled. */
+static __always_inline bool infer(const struct inet_ref *ref, const struct socket_event *ev,
+				  const void *buf, __u64 avail, __u64 len)
+{
+	enum verdict v = classify(ev, buf, avail, len);
+	struct sock_verdict *known = bpf_map_lookup_elem(&sock_verdicts, &ref->ino);
+	if (v == VERDICT_UNKNOWN) {
+		if (!known) {
+			struct sock_verdict first = { .verdict = VERDICT_UNKNOWN, .tries = 1 };
+			bpf_map_update_elem(&sock_verdicts, &ref->ino, &first, BPF_NOEXIST);
+		} else if (known->verdict == VERDICT_UNKNOWN && ++known->tries >= INFER_TRIES) {
+			known->verdict = VERDICT_NOT_L7;
+		}
+		return false;
+	}
+	struct sock_verdict decided = { .verdict = v };
+	bpf_map_update_elem(&sock_verdicts, &ref->ino, &decided, BPF_ANY);
+	return v == VERDICT_L7;
+}
+
 /* One message of a data syscall: its event, with up to capture_bytes of buf. */
 static __always_inline void emit_data(struct thread_state *ts, const struct active_call *call,
 				      __u64 pid_tgid, __u32 hook, __u8 dir, const void *buf,
 				      __u64 avail, __u64 len, const void *uaddr, __u32 tcp_seq)
 {
+	enum verdict known = VERDICT_L7;
+	if (infer_protocols) {
+		known = known_verdict(&call->sock);
+		if (known == VERDICT_NOT_L7) {
+			count(COUNTER_FILTERED + hook);
+			return;
+		}
+	}
 	__u32 zero = 0;
 	struct socket_event *ev = bpf_map_lookup_elem(&socket_scratch, &zero);
 	if (!ev)
 		return;
+	fill_tuple(ev, &call->sock, dir, uaddr);
+	if (known == VERDICT_UNKNOWN && !infer(&call->sock, ev, buf, avail, len)) {
+		count(COUNTER_FILTERED + hook);
+		return;
+	}
 	fill_task(ev, pid_tgid);
 	ev->kind = EVENT_DATA;
 	ev->fd = call->fd;
 	ev->hook = hook;
 	ev->direction = dir;
 	ev->syscall_len = len;
-	fill_tuple(ev, &call->sock, dir, uaddr);
 	ev->tcp_seq = tcp_seq;
 	ev->syscall_trace_id = syscall_trace_id(ts, dir);
 
@@ -580,6 +787,7 @@ int fathom_enter_close(struct sys_enter_ctx *ctx)
 	if (!fd_to_inet_sock(fd, &ref))
 		return 0;
 	count(HOOK_CLOSE * 2);
+	forget_socket(&ref);
 	return socket_lifecycle(pid_tgid, &ref, fd, EVENT_CLOSE, HOOK_CLOSE, DIR_EGRESS);
 }
 

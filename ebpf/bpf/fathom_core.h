@@ -99,6 +99,7 @@ struct pt_regs {
 
 struct inode {
 	umode_t i_mode;
+	unsigned long i_ino;
 };
 
 struct file {

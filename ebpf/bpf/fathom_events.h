@@ -24,7 +24,10 @@ enum direction {
 	DIR_INGRESS = 2,
 };
 
-/* Hook ids index the counters map: [hook * 2] calls, [hook * 2 + 1] events. */
+/*
+ * Hook ids index the counters map: [hook * 2] calls, [hook * 2 + 1] events,
+ * [COUNTER_FILTERED + hook] messages dropped by protocol inference.
+ */
 enum hook {
 	HOOK_READ = 0,
 	HOOK_WRITE,
@@ -49,7 +52,8 @@ enum hook {
 };
 
 #define COUNTER_DROPS (NUM_HOOKS * 2)
-#define NUM_COUNTERS (NUM_HOOKS * 2 + 1)
+#define COUNTER_FILTERED (NUM_HOOKS * 2 + 1)
+#define NUM_COUNTERS (NUM_HOOKS * 3 + 1)
 
 /* Socket data (EVENT_DATA) and socket lifecycle (CONNECT/ACCEPT/CLOSE). */
 struct socket_event {

@@ -103,6 +103,12 @@ pub struct Config {
     /// libssl files to probe besides those found in the system library
     /// directories and in running processes' memory maps.
     pub ssl_libraries: Vec<PathBuf>,
+    /// Classify each socket in the kernel from the first bytes of its first
+    /// messages (HTTP/1, HTTP/2, Redis, MySQL, Kafka, Dubbo, DNS) and drop
+    /// the data of sockets that are not one of those, including TLS
+    /// ciphertext, whose plaintext the uprobes report (default true).
+    /// Lifecycle events are not affected. false reports every socket's data.
+    pub infer_protocols: bool,
 }
 
 impl Default for Config {
@@ -114,6 +120,7 @@ impl Default for Config {
             trace_self: false,
             ssl: true,
             ssl_libraries: Vec::new(),
+            infer_protocols: true,
         }
     }
 }
@@ -173,6 +180,8 @@ pub struct HookCounters {
     pub calls: u64,
     /// Events it delivered to the ring buffer.
     pub events: u64,
+    /// Messages dropped by protocol inference (`Config::infer_protocols`).
+    pub filtered: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -192,6 +201,7 @@ impl Counters {
             hook,
             calls: 0,
             events: 0,
+            filtered: 0,
         })
     }
 
@@ -415,6 +425,7 @@ impl EbpfCapture {
 
         let ignore_tgid: u32 = if config.trace_self { 0 } else { std::process::id() };
         let wakeup_bytes = config.wakeup_bytes.min(config.ring_buffer_bytes / 2);
+        let infer_protocols = u32::from(config.infer_protocols);
         let mut ebpf = EbpfLoader::new()
             // Task storage (the per-thread syscall stash) has no aya wrapper;
             // only the kernel side uses it.
@@ -422,6 +433,7 @@ impl EbpfCapture {
             .override_global("capture_bytes", &config.capture_bytes, true)
             .override_global("ignore_tgid", &ignore_tgid, true)
             .override_global("wakeup_bytes", &wakeup_bytes, true)
+            .override_global("infer_protocols", &infer_protocols, true)
             .map_max_entries("events", config.ring_buffer_bytes)
             .load(BPF_OBJECT)
             .map_err(|e| CaptureError::Load(chain(&e)))?;
@@ -636,17 +648,20 @@ impl EbpfCapture {
             })?;
             Ok(values.iter().copied().fold(0u64, u64::wrapping_add))
         };
+        // Layout: see fathom_events.h.
+        let num_hooks = Hook::ALL.len() as u32;
         let mut hooks = Vec::with_capacity(Hook::ALL.len());
         for hook in Hook::ALL {
             hooks.push(HookCounters {
                 hook,
                 calls: read(hook.index() * 2)?,
                 events: read(hook.index() * 2 + 1)?,
+                filtered: read(num_hooks * 2 + 1 + hook.index())?,
             });
         }
         Ok(Counters {
             hooks,
-            ring_buffer_drops: read(Hook::ALL.len() as u32 * 2)?,
+            ring_buffer_drops: read(num_hooks * 2)?,
             malformed: self.malformed,
             delivered: self.delivered,
         })

@@ -45,7 +45,8 @@ fn pattern(offset: usize, len: usize) -> Vec<u8> {
 /// and ingress events of its connection, in order.
 /// Also returns the ring buffer drops, to explain missing events.
 fn transfer(capture_bytes: u32, tag: &str) -> (Vec<SocketDataEvent>, Vec<SocketDataEvent>, u64) {
-    let mut capture = load_with(Config { capture_bytes, ..Config::default() });
+    let mut capture =
+        load_with(Config { capture_bytes, infer_protocols: false, ..Config::default() });
     let dir = TempDir::new(tag);
     let script = dir.0.join("transfer.py");
     std::fs::write(&script, SCRIPT).unwrap();

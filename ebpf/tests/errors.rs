@@ -57,6 +57,7 @@ fn full_ring_buffer_counts_drops_and_keeps_working() {
         ring_buffer_bytes: 4096,
         capture_bytes: 1024,
         trace_self: true,
+        infer_protocols: false,
         ..Config::default()
     });
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();

@@ -8,8 +8,8 @@ mod common;
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 
-use common::{collect_until, load, TempDir};
-use fathom_ebpf::{Direction, Event, Hook, L4Proto, ProcessEventKind, SocketDataEvent};
+use common::{collect_until, load_with, TempDir};
+use fathom_ebpf::{Config, Direction, Event, Hook, L4Proto, ProcessEventKind, SocketDataEvent};
 
 const SCRIPT: &str = r#"
 import ctypes, os, socket, threading, sys
@@ -127,7 +127,8 @@ fn find<'a>(events: &'a [Event], pid: u32, hook: Hook, prefix: &[u8]) -> &'a Soc
 
 #[test]
 fn vectored_mmsg_udp_fork_and_trace_ids() {
-    let mut capture = load();
+    // Arbitrary payloads, not an L7 protocol: inference would drop them.
+    let mut capture = load_with(Config { infer_protocols: false, ..Config::default() });
     let dir = TempDir::new("hooks");
     let script = dir.0.join("hooks.py");
     std::fs::write(&script, SCRIPT).expect("write the script");
@@ -274,7 +275,8 @@ s.recv(100)
 
 #[test]
 fn only_inet_sockets_are_reported() {
-    let mut capture = load();
+    // Arbitrary payloads, not an L7 protocol: inference would drop them.
+    let mut capture = load_with(Config { infer_protocols: false, ..Config::default() });
     let dir = TempDir::new("not-sockets");
     let script = dir.0.join("not_sockets.py");
     std::fs::write(&script, NOT_SOCKETS).expect("write the script");

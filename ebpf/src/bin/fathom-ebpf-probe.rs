@@ -97,10 +97,11 @@ fn main() -> ExitCode {
             );
             for hook in &counters.hooks {
                 println!(
-                    "  {:<20} calls {:>10} events {:>10}",
+                    "  {:<20} calls {:>10} events {:>10} filtered {:>10}",
                     hook.hook.name(),
                     hook.calls,
-                    hook.events
+                    hook.events,
+                    hook.filtered
                 );
             }
             ExitCode::SUCCESS
