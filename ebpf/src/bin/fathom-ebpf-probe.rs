@@ -1,7 +1,7 @@
 //! Loads the capture programs, prints what they see for a while, then the
 //! counters. Exits 2 with the reason when the programs cannot be loaded.
 //!
-//! usage: fathom-ebpf-probe [SECONDS] [--quiet]
+//! usage: fathom-ebpf-probe [SECONDS] [--quiet] [--no-infer]
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -11,11 +11,13 @@ use fathom_ebpf::{Config, EbpfCapture, Event};
 fn main() -> ExitCode {
     let mut seconds = 5u64;
     let mut quiet = false;
+    let mut config = Config::default();
     for arg in std::env::args().skip(1) {
         match arg.as_str() {
             "--quiet" => quiet = true,
+            "--no-infer" => config.infer_protocols = false,
             "-h" | "--help" => {
-                println!("usage: fathom-ebpf-probe [SECONDS] [--quiet]");
+                println!("usage: fathom-ebpf-probe [SECONDS] [--quiet] [--no-infer]");
                 return ExitCode::SUCCESS;
             }
             other => match other.parse() {
@@ -28,7 +30,7 @@ fn main() -> ExitCode {
         }
     }
 
-    let mut capture = match EbpfCapture::load(Config::default()) {
+    let mut capture = match EbpfCapture::load(config) {
         Ok(capture) => capture,
         Err(err) => {
             eprintln!("fathom-ebpf-probe: {err}");
