@@ -392,7 +392,6 @@ fn curl_to_nginx_over_tls_gives_plaintext_records() {
     agent.wait_for(|r| {
         !l7_of(r, curl_pid, "tls").is_empty() && !l7_of(r, nginx_pid, "tls").is_empty()
     });
-    let metrics = agent.metrics();
     let records = agent.stop();
     let all = summary(&records);
     for (pid, name) in [(curl_pid, "curl"), (nginx_pid, "nginx")] {
@@ -408,8 +407,8 @@ fn curl_to_nginx_over_tls_gives_plaintext_records() {
         // The ciphertext under it made no records of its own.
         assert!(l7_of(&records, pid, "syscall").is_empty(), "ciphertext records of {name}:\n{all}");
     }
-    // ... and was counted: both ends' sockets.
-    assert!(metric(&metrics, "fathom_agent_ebpf_sockets_undetected_total") >= 2, "{metrics}");
+    // The ciphertext itself never reaches the agent: the kernel's protocol
+    // inference drops TLS records (ebpf/tests/inference.rs).
 }
 
 const PROXY: &str = r#"
