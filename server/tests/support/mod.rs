@@ -380,12 +380,14 @@ pub struct Agent {
 }
 
 impl Agent {
-    pub fn start(dir: &Path, server: &Server, agent_id: &str) -> Agent {
+    pub fn start(dir: &Path, server: &Server, agent_id: &str, env: &[(&str, &str)]) -> Agent {
         let spool = dir.join("agent-spool");
         let log = dir.join("agent.log");
         let metrics_port = free_port();
         let file = File::create(&log).unwrap();
-        let child = Command::new(agent_bin())
+        let mut cmd = Command::new(agent_bin());
+        cmd.envs(env.iter().copied());
+        let child = cmd
             .args(["run", "-i", "lo"])
             .env("RUST_BACKTRACE", "0")
             .env("FATHOM_AGENT_OUTPUT__FORMAT", "server")
