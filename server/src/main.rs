@@ -104,7 +104,7 @@ fn run(cfg: ServerConfig) -> Result<(), String> {
     let store = rt.block_on(open_store(&cfg))?;
     // Ingest runs its own runtime and writer threads.
     let ingest = RunningIngest::start(&cfg.ingest, store.clone())?;
-    rt.block_on(async move {
+    let served = rt.block_on(async {
         let listener = tokio::net::TcpListener::bind(&cfg.query.listen)
             .await
             .map_err(|e| format!("cannot listen on {} for queries: {e}", cfg.query.listen))?;
@@ -136,7 +136,10 @@ fn run(cfg: ServerConfig) -> Result<(), String> {
         tracing::info!(
             "stopping: acknowledged batches are stored; the rest stay in agents' spools"
         );
-        ingest.stop();
-        Ok(())
-    })
+        Ok::<(), String>(())
+    });
+    // Outside the async context: stopping shuts the ingest runtime down,
+    // which tokio refuses (a panic) from within another runtime's task.
+    ingest.stop();
+    served
 }
