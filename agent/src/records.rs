@@ -69,6 +69,33 @@ pub struct L7Log {
     pub resp_tcp_seq: Option<u32>,
 }
 
+impl L7Log {
+    /// A call from a parsed record, with the capture-specific fields
+    /// (interface, process, trace ids, sequence numbers) left empty.
+    pub fn from_call(
+        flow: FlowTuple,
+        source: CaptureSource,
+        rec: &L7Record,
+        start_time_us: u64,
+        end_time_us: u64,
+    ) -> L7Log {
+        L7Log {
+            flow,
+            source,
+            interface: None,
+            process: None,
+            start_time_us,
+            end_time_us,
+            latency_us: end_time_us.saturating_sub(start_time_us),
+            call: L7Fields::from(rec),
+            syscall_trace_id_request: None,
+            syscall_trace_id_response: None,
+            req_tcp_seq: None,
+            resp_tcp_seq: None,
+        }
+    }
+}
+
 /// The protocol-level fields of a call, owned (see [`L7Record`]).
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct L7Fields {

@@ -17,7 +17,7 @@ use fathom_protocols::{
 };
 
 use crate::flow::RecordSink;
-use crate::records::{CaptureSource, FlowTuple, L7Fields, L7Log, ProcessRef};
+use crate::records::{CaptureSource, FlowTuple, L7Log, ProcessRef};
 
 /// What a record keeps of the event that started one of its messages.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -37,12 +37,8 @@ pub(crate) struct Stamp<'a> {
     pub comm: &'a str,
 }
 
-#[derive(Default)]
-pub(crate) struct FeedCounts {
-    pub records: u64,
-    pub parse_errors: u64,
-    pub timeouts: u64,
-}
+/// The same per-feed results as the packet flows report.
+pub(crate) use crate::flow::FeedCounts;
 
 pub(crate) struct SocketL7 {
     session: Session<AnyParser>,
@@ -172,17 +168,11 @@ fn log(
     // server) or sent it (a client).
     let tid = req.or(resp).map(|m| m.tid).unwrap_or(0);
     L7Log {
-        flow: stamp.tuple,
-        source: stamp.source,
-        interface: None,
         process: Some(ProcessRef { pid: stamp.pid, tid, name: stamp.comm.to_string() }),
-        start_time_us: start_us,
-        end_time_us: end_us,
-        latency_us: end_us.saturating_sub(start_us),
-        call: L7Fields::from(rec),
         syscall_trace_id_request: req.and_then(|m| m.trace_id),
         syscall_trace_id_response: resp.and_then(|m| m.trace_id),
         req_tcp_seq: req.and_then(|m| m.seq),
         resp_tcp_seq: resp.and_then(|m| m.seq),
+        ..L7Log::from_call(stamp.tuple, stamp.source, rec, start_us, end_us)
     }
 }

@@ -10,7 +10,7 @@ use fathom_protocols::{
 
 use super::reasm::seq_diff;
 use super::RecordSink;
-use crate::records::{CaptureSource, FlowTuple, L7Fields, L7Log};
+use crate::records::{CaptureSource, FlowTuple, L7Log};
 
 /// Detection state; a detected flow's session is boxed so the many flows
 /// without one stay small.
@@ -218,17 +218,9 @@ fn log(
     resp_tcp_seq: Option<u32>,
 ) -> L7Log {
     L7Log {
-        flow: stamp.tuple,
-        source: stamp.source,
         interface: stamp.interface.clone(),
-        process: None,
-        start_time_us: start_us,
-        end_time_us: end_us,
-        latency_us: end_us.saturating_sub(start_us),
-        call: L7Fields::from(rec),
-        syscall_trace_id_request: None,
-        syscall_trace_id_response: None,
         req_tcp_seq,
         resp_tcp_seq,
+        ..L7Log::from_call(stamp.tuple, stamp.source, rec, start_us, end_us)
     }
 }

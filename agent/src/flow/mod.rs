@@ -27,6 +27,7 @@
 mod conn;
 pub mod key;
 mod l7;
+pub(crate) use l7::FeedCounts;
 pub mod reasm;
 
 use std::num::NonZeroUsize;
