@@ -160,6 +160,33 @@ macro_rules! side_tags {
     };
 }
 
+/// Host, region, AZ and process tags on the side(s) of a row that are this
+/// agent's host, and where the record was observed (client or server side,
+/// with or without a process).
+macro_rules! local_tags {
+    ($row:ident, $t:expr, $ctx:expr, $local:expr, $source:expr, $process:expr) => {{
+        if $local.client {
+            side_tags!($row, 0, $t, $ctx.host_id, None::<u32>, 0);
+        }
+        if $local.server {
+            side_tags!($row, 1, $t, $ctx.host_id, None::<u32>, 0);
+        }
+        let mut point = match $source {
+            "pcap" => "pcap",
+            _ if $local.server => "s",
+            _ if $local.client => "c",
+            _ => "",
+        };
+        if let Some(p) = $process {
+            let side = process_side(p, $local);
+            let pid = Self::id(&$ctx.process, &p.name);
+            side_tags!($row, side, $t, $ctx.host_id, Some(pid), p.pid);
+            point = if side == 0 { "c-p" } else { "s-p" };
+        }
+        $row.observation_point = point.to_string();
+    }};
+}
+
 impl Tagger {
     /// Opens the dictionaries this tagger writes and fixes region and AZ ids.
     pub fn new(dicts: Arc<Dictionaries>, region: &str, az: &str) -> Result<Tagger, TagError> {
@@ -342,25 +369,7 @@ impl Tagger {
             truncated: r.truncated,
             ..Default::default()
         };
-        if local.client {
-            side_tags!(row, 0, self, ctx.host_id, None::<u32>, 0);
-        }
-        if local.server {
-            side_tags!(row, 1, self, ctx.host_id, None::<u32>, 0);
-        }
-        let mut point = match source {
-            "pcap" => "pcap",
-            _ if local.server => "s",
-            _ if local.client => "c",
-            _ => "",
-        };
-        if let Some(p) = &r.process {
-            let side = process_side(p, local);
-            let pid = Self::id(&ctx.process, &p.name);
-            side_tags!(row, side, self, ctx.host_id, Some(pid), p.pid);
-            point = if side == 0 { "c-p" } else { "s-p" };
-        }
-        row.observation_point = point.to_string();
+        local_tags!(row, self, ctx, local, source, &r.process);
         Ok(row)
     }
 
@@ -408,25 +417,7 @@ impl Tagger {
             rtt_client: r.rtt_client_us,
             ..Default::default()
         };
-        if local.client {
-            side_tags!(row, 0, self, ctx.host_id, None::<u32>, 0);
-        }
-        if local.server {
-            side_tags!(row, 1, self, ctx.host_id, None::<u32>, 0);
-        }
-        let mut point = match source {
-            "pcap" => "pcap",
-            _ if local.server => "s",
-            _ if local.client => "c",
-            _ => "",
-        };
-        if let Some(p) = &r.process {
-            let side = process_side(p, local);
-            let pid = Self::id(&ctx.process, &p.name);
-            side_tags!(row, side, self, ctx.host_id, Some(pid), p.pid);
-            point = if side == 0 { "c-p" } else { "s-p" };
-        }
-        row.observation_point = point.to_string();
+        local_tags!(row, self, ctx, local, source, &r.process);
         Ok(row)
     }
 
