@@ -24,6 +24,9 @@ pub struct PacketBatch {
     pub link: LinkType,
     pub data: Vec<u8>,
     pub slots: Vec<Slot>,
+    /// Where the shard hands the emptied batch back, so its buffers are
+    /// reused instead of allocated (and mapped) again for every batch.
+    pub recycle: Option<std::sync::mpsc::Sender<PacketBatch>>,
 }
 
 impl PacketBatch {
@@ -33,6 +36,18 @@ impl PacketBatch {
             link,
             data: Vec::with_capacity(bytes),
             slots: Vec::with_capacity(packets),
+            recycle: None,
+        }
+    }
+
+    /// Empty the batch and return it to its router, if it has one.
+    pub fn give_back(mut self) {
+        if let Some(to) = self.recycle.take() {
+            self.data.clear();
+            self.slots.clear();
+            self.recycle = Some(to.clone());
+            // The router may be gone (capture stopped): then just drop it.
+            let _ = to.send(self);
         }
     }
 

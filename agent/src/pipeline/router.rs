@@ -25,16 +25,37 @@ pub struct Router {
     hasher: std::collections::hash_map::RandomState,
     /// Wait for room in a shard's mailbox instead of dropping (replays).
     reliable: bool,
+    /// Batches the shards have emptied, ready for reuse.
+    returned: std::sync::mpsc::Receiver<PacketBatch>,
+    return_to: std::sync::mpsc::Sender<PacketBatch>,
 }
 
 impl Router {
     pub fn new(shards: Vec<Addr<FlowShard>>, interface: &str, link: LinkType) -> Router {
         let interface: Arc<str> = Arc::from(interface);
-        let pending = shards
-            .iter()
-            .map(|_| PacketBatch::new(interface.clone(), link, BATCH_BYTES, BATCH_PACKETS))
-            .collect();
-        Router { shards, pending, interface, link, hasher: Default::default(), reliable: false }
+        let (return_to, returned) = std::sync::mpsc::channel();
+        let mut r = Router {
+            shards,
+            pending: Vec::new(),
+            interface,
+            link,
+            hasher: Default::default(),
+            reliable: false,
+            returned,
+            return_to,
+        };
+        r.pending = (0..r.shards.len()).map(|_| r.fresh()).collect();
+        r
+    }
+
+    /// An empty batch: a returned one when there is one, else a new one.
+    fn fresh(&mut self) -> PacketBatch {
+        let mut b = self.returned.try_recv().unwrap_or_else(|_| {
+            PacketBatch::new(self.interface.clone(), self.link, BATCH_BYTES, BATCH_PACKETS)
+        });
+        b.link = self.link;
+        b.recycle = Some(self.return_to.clone());
+        b
     }
 
     /// Never drop a batch: block the calling (capture) thread until the
@@ -92,7 +113,7 @@ impl Router {
     }
 
     fn ship(&mut self, idx: usize) {
-        let fresh = PacketBatch::new(self.interface.clone(), self.link, BATCH_BYTES, BATCH_PACKETS);
+        let fresh = self.fresh();
         let batch = std::mem::replace(&mut self.pending[idx], fresh);
         // A full mailbox means the shard is behind: live capture drops
         // rather than grow without bound, and counts it.
@@ -104,8 +125,9 @@ impl Router {
                     batch = b;
                     std::thread::sleep(std::time::Duration::from_millis(1));
                 }
-                Err(_) => {
+                Err(SendError::Full(b) | SendError::Closed(b)) => {
                     TELEMETRY.batches_dropped.add(1);
+                    b.give_back();
                     return;
                 }
             }

@@ -122,6 +122,7 @@ impl Handler<PacketBatch> for FlowShard {
             let now = self.last_packet_us;
             self.engines[i].1.tick(now, &mut self.sink);
         }
+        batch.give_back();
         self.ship();
     }
 }
