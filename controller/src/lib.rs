@@ -1,1 +1,3 @@
 //! Agent enrollment (mTLS CA), agent registry, config push and ingest assignment.
+
+pub mod token;
