@@ -9,7 +9,7 @@ fn main() {
         .route_name("Push")
         .input_type("crate::agent::RecordBatch")
         .output_type("crate::agent::Ack")
-        .codec_path("tonic::codec::ProstCodec")
+        .codec_path("crate::codec::FathomCodec")
         .build();
     let svc = Service::builder()
         .name("AgentData")

@@ -245,6 +245,7 @@ impl Telemetry {
             );
         }
         self.ebpf_hooks.render(&mut out);
+        crate::sender::render_metrics(&mut out);
         out
     }
 }

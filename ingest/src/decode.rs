@@ -76,7 +76,24 @@ pub fn decode_batch(b: &RecordBatch, limits: Limits) -> Result<Records, DecodeEr
             ))
         }
     };
-    let recs = Records::decode(bytes).map_err(|e| {
+    // Sized from the declared counts: no regrowth (and copying) of the
+    // record vectors while decoding. Every record takes at least 2 bytes on
+    // the wire, so lying counts reserve no more than the payload could
+    // decode to anyway.
+    let mut recs = Records::default();
+    if let Some(c) = b.counts {
+        let mut left = bytes.len() / 2;
+        let mut take = |n: u32| {
+            let n = (n as usize).min(left);
+            left -= n;
+            n
+        };
+        recs.l7.reserve_exact(take(c.l7));
+        recs.l4.reserve_exact(take(c.l4));
+        recs.red.reserve_exact(take(c.red));
+        recs.network.reserve_exact(take(c.network));
+    }
+    recs.merge(bytes).map_err(|e| {
         DecodeError::malformed(id, format!("payload is not a Records message: {e}"))
     })?;
     if let Some(want) = b.counts {

@@ -14,9 +14,10 @@
 //! is fsynced; ids at or below the mark are acked as `DUPLICATE` without
 //! writing. A stopping or torn-down server finishes the insert in flight
 //! and records its mark. After a hard crash (kill -9, power loss) between
-//! the store's confirmation of an insert and the fsync of the mark, that
-//! batch (at most one per writer) is stored again when the agent replays
-//! it: closing that window needs insert deduplication tokens in the store.
+//! the store's confirmation of an insert and the fsync of the mark, the
+//! agent replays that batch; each insert carries the token
+//! `agent:batch_id:table`, and the engine drops an insert whose token it
+//! has seen (`non_replicated_deduplication_window`), so it is stored once.
 
 pub mod config;
 pub mod convert;

@@ -8,7 +8,7 @@ use std::thread::JoinHandle;
 
 use fathom_proto::agent_data_server::{AgentData, AgentDataServer};
 use fathom_proto::{Ack, AckStatus, RecordBatch};
-use fathom_store::{Granularity, Store, StoreError, TagRow};
+use fathom_store::{Granularity, Store, StoreError, TableRows, TagRow};
 use fathom_tagging::Dictionaries;
 use tokio::sync::{mpsc, oneshot};
 use tonic::{Request, Response, Status};
@@ -21,11 +21,39 @@ use crate::hwm::{HighWaterMarks, MAX_AGENT_ID};
 /// Counters of one ingest node.
 #[derive(Debug, Default)]
 pub struct IngestStats {
+    /// Pushes received (every outcome).
+    pub batches_received: AtomicU64,
     pub batches_stored: AtomicU64,
     pub batches_duplicate: AtomicU64,
     pub batches_rejected: AtomicU64,
     pub records_stored: AtomicU64,
     pub store_errors: AtomicU64,
+    /// Store inserts (one per table of a batch) and their summed latency.
+    pub store_inserts: AtomicU64,
+    pub store_insert_micros: AtomicU64,
+}
+
+impl IngestStats {
+    /// The counters in the Prometheus text format.
+    pub fn render_metrics(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        for (name, kind, help, v) in [
+            ("batches_received_total", "counter", "Agent batches received.", get(&self.batches_received).to_string()),
+            ("batches_stored_total", "counter", "Agent batches stored and acknowledged.", get(&self.batches_stored).to_string()),
+            ("batches_duplicate_total", "counter", "Agent batches already stored (acknowledged as duplicates).", get(&self.batches_duplicate).to_string()),
+            ("batches_rejected_total", "counter", "Agent batches refused as malformed or too large.", get(&self.batches_rejected).to_string()),
+            ("rows_stored_total", "counter", "Rows stored from agent batches.", get(&self.records_stored).to_string()),
+            ("store_errors_total", "counter", "Batches whose store insert failed (the agent retries them).", get(&self.store_errors).to_string()),
+            ("store_insert_seconds_sum", "counter", "Time spent in store inserts.", format!("{:.6}", get(&self.store_insert_micros) as f64 / 1e6)),
+            ("store_insert_seconds_count", "counter", "Store inserts (one per table of a batch).", get(&self.store_inserts).to_string()),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP fathom_ingest_{name} {help}\n# TYPE fathom_ingest_{name} {kind}\nfathom_ingest_{name} {v}"
+            );
+        }
+    }
 }
 
 struct Job {
@@ -76,14 +104,23 @@ impl Writer {
             if !any || done & bit != 0 {
                 continue;
             }
-            let res = match bit {
-                1 => self.store.insert_l7(&r.l7).await,
-                2 => self.store.insert_l4(&r.l4).await,
-                4 => self.store.insert_app_metrics(Granularity::Second, &r.app_1s).await,
-                8 => self.store.insert_app_metrics(Granularity::Minute, &r.app_1m).await,
-                16 => self.store.insert_network_metrics(Granularity::Second, &r.net_1s).await,
-                _ => self.store.insert_network_metrics(Granularity::Minute, &r.net_1m).await,
+            let (rows, table) = match bit {
+                1 => (TableRows::L7(&r.l7), "l7"),
+                2 => (TableRows::L4(&r.l4), "l4"),
+                4 => (TableRows::App(Granularity::Second, &r.app_1s), "app_1s"),
+                8 => (TableRows::App(Granularity::Minute, &r.app_1m), "app_1m"),
+                16 => (TableRows::Network(Granularity::Second, &r.net_1s), "net_1s"),
+                _ => (TableRows::Network(Granularity::Minute, &r.net_1m), "net_1m"),
             };
+            // The engine drops a second insert of this batch's rows (a
+            // replay after a crash before the mark below was recorded).
+            let token = format!("{}:{}:{table}", job.agent, job.batch_id);
+            let started = std::time::Instant::now();
+            let res = self.store.insert_deduplicated(rows, &token).await;
+            self.stats.store_inserts.fetch_add(1, Ordering::Relaxed);
+            self.stats
+                .store_insert_micros
+                .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
             if let Err(e) = res {
                 self.progress.0.insert(key, done);
                 // Bounded: a batch never retried leaves at most its entry.
@@ -153,6 +190,7 @@ impl IngestService {
 #[tonic::async_trait]
 impl AgentData for IngestService {
     async fn push(&self, req: Request<RecordBatch>) -> Result<Response<Ack>, Status> {
+        self.stats.batches_received.fetch_add(1, Ordering::Relaxed);
         let batch = req.into_inner();
         self.check_agent(&batch)?;
         let batch_id = batch.batch_id;
@@ -314,6 +352,11 @@ impl RunningIngest {
 
     pub fn stats(&self) -> &IngestStats {
         &self.stats
+    }
+
+    /// The counters, shared (for a `/metrics` endpoint).
+    pub fn shared_stats(&self) -> Arc<IngestStats> {
+        self.stats.clone()
     }
 
     pub fn tagger(&self) -> &Arc<Tagger> {

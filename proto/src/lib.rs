@@ -4,5 +4,6 @@
 //! contract: never renumber or reuse one), so building needs no protoc.
 
 pub mod agent;
+pub mod codec;
 
 pub use agent::*;

@@ -52,6 +52,40 @@ pub fn router_with_config(store: Arc<dyn Store>, config: QueryConfig) -> Router 
         .route("/v1/query", post(query))
         .route("/v1/health", get(health))
         .with_state(Arc::new(AppState { store, config }))
+        .layer(axum::middleware::map_response(json_errors))
+}
+
+/// Longest error text kept from a response axum itself produced.
+const MAX_ERROR_TEXT: usize = 4096;
+
+/// Errors that axum answers before a handler runs (a body over the size
+/// limit: 413, a wrong method: 405, an unknown path: 404) come as plain
+/// text; clients of this API get every error as `{"error": "..."}`.
+async fn json_errors(resp: Response) -> Response {
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let text = match axum::body::to_bytes(body, MAX_ERROR_TEXT).await {
+        Ok(b) if !b.iter().all(u8::is_ascii_whitespace) => {
+            String::from_utf8_lossy(&b).trim().to_string()
+        }
+        _ => status.canonical_reason().unwrap_or("error").to_string(),
+    };
+    let mut out = error(status, text);
+    // Keep what axum said about the answer (Allow on a 405, ...).
+    for (name, value) in parts.headers.iter() {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            out.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    out
 }
 
 #[derive(Debug, Deserialize)]

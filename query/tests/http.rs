@@ -106,3 +106,55 @@ async fn store_failures_are_5xx_and_user_errors_400_over_tcp() {
         http(engine_refused, post("SELECT endpoint, Count(*) FROM l7_flow_log")).await;
     assert_eq!(status, 400);
 }
+
+/// Like [`http`], but the server may answer and close before the whole
+/// request is written (a body over the limit).
+async fn http_lenient(store: Arc<dyn Store>, head: String, body: Vec<u8>) -> (u16, String, Value) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, fathom_query::router(store)).await.unwrap();
+    });
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    conn.write_all(head.as_bytes()).await.unwrap();
+    for chunk in body.chunks(64 << 10) {
+        if conn.write_all(chunk).await.is_err() {
+            break;
+        }
+    }
+    let mut raw = Vec::new();
+    let _ = conn.read_to_end(&mut raw).await;
+    server.abort();
+    let text = String::from_utf8(raw).unwrap();
+    let status: u16 = text[9..12].parse().unwrap();
+    let (headers, body) = text.split_once("\r\n\r\n").unwrap();
+    let v = serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
+    (status, headers.to_ascii_lowercase(), v)
+}
+
+#[tokio::test]
+async fn errors_axum_answers_itself_are_json_too() {
+    let store: Arc<dyn Store> = Arc::new(Failing(|| StoreError::Connection("refused".into())));
+    // A body over the limit (axum's 2 MiB default): 413, as JSON.
+    let body = vec![b' '; 3 << 20];
+    let head = format!(
+        "POST /v1/query HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let (status, headers, v) = http_lenient(store.clone(), head, body).await;
+    assert_eq!(status, 413, "{v}");
+    assert!(headers.contains("content-type: application/json"), "{headers}");
+    assert!(v["error"].as_str().unwrap().contains("length limit"), "{v}");
+    // A wrong method: 405 with its Allow header, as JSON.
+    let head = "GET /v1/query HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".to_string();
+    let (status, headers, v) = http_lenient(store.clone(), head, Vec::new()).await;
+    assert_eq!(status, 405, "{v}");
+    assert!(headers.contains("allow: post"), "{headers}");
+    assert!(v["error"].is_string(), "{v}");
+    // An unknown path: 404, as JSON.
+    let head = "GET /v1/nothing HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".to_string();
+    let (status, _, v) = http_lenient(store, head, Vec::new()).await;
+    assert_eq!(status, 404, "{v}");
+    assert_eq!(v["error"], "Not Found", "{v}");
+}

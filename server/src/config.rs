@@ -87,7 +87,7 @@ Configuration (TOML file; each key also FATHOM_SERVER_<SECTION>__<KEY>):
     region = \"\"                 region of this node's agents
     az = \"\"                     AZ of this node's agents
   [query]
-    listen = \"0.0.0.0:20416\"    SQL API: POST /v1/query
+    listen = \"0.0.0.0:20416\"    SQL API: POST /v1/query; Prometheus /metrics
 ";
 
 impl ServerConfig {

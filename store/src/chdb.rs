@@ -18,7 +18,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::rows::{AppMetricRow, Granularity, L4Row, L7Row, NetworkMetricRow, TagRow};
-use crate::{QueryResult, Result, Retention, RetryPolicy, Store, StoreError};
+use crate::{dedup_token, QueryResult, Result, Retention, RetryPolicy, Store, StoreError, TableRows};
 
 /// The chDB release fathom is built and tested against.
 pub const CHDB_VERSION: &str = "26.5.3";
@@ -390,7 +390,18 @@ impl EmbeddedStore {
         table: &str,
         rows: &[T],
     ) -> Result<()> {
-        for chunk in rows.chunks(self.config.max_rows_per_insert.max(1)) {
+        self.insert_rows_dedup(table, rows, None).await
+    }
+
+    /// [`insert_rows`](Self::insert_rows), with each chunk under the
+    /// deduplication token [`dedup_token`]`(token, chunk index)`.
+    pub async fn insert_rows_dedup<T: Serialize + clickhouse::Row>(
+        &self,
+        table: &str,
+        rows: &[T],
+        token: Option<&str>,
+    ) -> Result<()> {
+        for (part, chunk) in rows.chunks(self.config.max_rows_per_insert.max(1)).enumerate() {
             // The payload goes through a file, not after the SQL in the query
             // buffer: chDB's client splits inline INSERT data at the first
             // blank line ("\n\n"), which RowBinary may contain anywhere.
@@ -398,9 +409,16 @@ impl EmbeddedStore {
             crate::rowbinary::encode_rows(chunk, &mut payload)
                 .map_err(|e| StoreError::Encode(e.to_string()))?;
             let file = InsertFile::write(&self.insert_dir, &payload)?;
+            let settings = match token {
+                Some(t) => format!(
+                    " SETTINGS insert_deduplicate = 1, insert_deduplication_token = '{}'",
+                    sql_quote(&dedup_token(t, part))
+                ),
+                None => String::new(),
+            };
             let statement = Arc::new(
                 format!(
-                    "INSERT INTO {table} ({}) FROM INFILE '{}' FORMAT RowBinary",
+                    "INSERT INTO {table} ({}) FROM INFILE '{}'{settings} FORMAT RowBinary",
                     T::COLUMN_NAMES.join(", "),
                     sql_quote(&file.path.to_string_lossy())
                 )
@@ -450,6 +468,16 @@ impl Store for EmbeddedStore {
         rows: &[NetworkMetricRow],
     ) -> Result<()> {
         self.insert_rows(g.network_table(), rows).await
+    }
+
+    async fn insert_deduplicated(&self, rows: TableRows<'_>, token: &str) -> Result<()> {
+        let (table, t) = (rows.table(), Some(token));
+        match rows {
+            TableRows::L7(r) => self.insert_rows_dedup(table, r, t).await,
+            TableRows::L4(r) => self.insert_rows_dedup(table, r, t).await,
+            TableRows::App(_, r) => self.insert_rows_dedup(table, r, t).await,
+            TableRows::Network(_, r) => self.insert_rows_dedup(table, r, t).await,
+        }
     }
 
     async fn upsert_tags(&self, rows: &[TagRow]) -> Result<()> {

@@ -9,7 +9,9 @@ use async_trait::async_trait;
 use tokio::sync::Semaphore;
 
 use crate::rows::{AppMetricRow, Granularity, L4Row, L7Row, NetworkMetricRow, TagRow};
-use crate::{QueryResult, Result, Retention, RetryPolicy, Store, StoreError};
+use crate::{
+    dedup_token, QueryResult, Result, Retention, RetryPolicy, Store, StoreError, TableRows,
+};
 
 /// Configuration of the server backend.
 #[derive(Clone, Debug)]
@@ -103,11 +105,16 @@ impl ClickHouseStore {
         &self.client
     }
 
-    async fn insert_once<T>(&self, table: &str, rows: &[T]) -> Result<()>
+    async fn insert_once<T>(&self, table: &str, rows: &[T], token: Option<String>) -> Result<()>
     where
         T: clickhouse::RowOwned + clickhouse::RowWrite + Sync,
     {
         let mut insert = self.client.insert_unescaped::<T>(table).await.map_err(map_err)?;
+        if let Some(t) = token {
+            insert = insert
+                .with_option("insert_deduplicate", "1")
+                .with_option("insert_deduplication_token", t);
+        }
         for row in rows {
             insert.write(row).await.map_err(map_err)?;
         }
@@ -120,9 +127,19 @@ impl ClickHouseStore {
     where
         T: clickhouse::RowOwned + clickhouse::RowWrite + Sync,
     {
+        self.insert_rows_dedup(table, rows, None).await
+    }
+
+    /// [`insert_rows`](Self::insert_rows), with each chunk under the
+    /// deduplication token [`dedup_token`]`(token, chunk index)`.
+    pub async fn insert_rows_dedup<T>(&self, table: &str, rows: &[T], token: Option<&str>) -> Result<()>
+    where
+        T: clickhouse::RowOwned + clickhouse::RowWrite + Sync,
+    {
         let _permit = self.inserts.acquire().await.map_err(|_| StoreError::Closed)?;
-        for chunk in rows.chunks(self.config.max_rows_per_insert.max(1)) {
-            self.config.retry.run(table, || self.insert_once(table, chunk)).await?;
+        for (part, chunk) in rows.chunks(self.config.max_rows_per_insert.max(1)).enumerate() {
+            let t = token.map(|t| dedup_token(t, part));
+            self.config.retry.run(table, || self.insert_once(table, chunk, t.clone())).await?;
         }
         Ok(())
     }
@@ -152,6 +169,16 @@ impl Store for ClickHouseStore {
         rows: &[NetworkMetricRow],
     ) -> Result<()> {
         self.insert_rows(g.network_table(), rows).await
+    }
+
+    async fn insert_deduplicated(&self, rows: TableRows<'_>, token: &str) -> Result<()> {
+        let (table, t) = (rows.table(), Some(token));
+        match rows {
+            TableRows::L7(r) => self.insert_rows_dedup(table, r, t).await,
+            TableRows::L4(r) => self.insert_rows_dedup(table, r, t).await,
+            TableRows::App(_, r) => self.insert_rows_dedup(table, r, t).await,
+            TableRows::Network(_, r) => self.insert_rows_dedup(table, r, t).await,
+        }
     }
 
     async fn upsert_tags(&self, rows: &[TagRow]) -> Result<()> {

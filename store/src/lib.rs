@@ -92,6 +92,46 @@ impl StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// Rows of one table, for [`Store::insert_deduplicated`].
+#[derive(Clone, Copy, Debug)]
+pub enum TableRows<'a> {
+    L7(&'a [L7Row]),
+    L4(&'a [L4Row]),
+    App(Granularity, &'a [AppMetricRow]),
+    Network(Granularity, &'a [NetworkMetricRow]),
+}
+
+impl TableRows<'_> {
+    pub fn table(&self) -> &'static str {
+        match self {
+            TableRows::L7(_) => "flow_log.l7_flow_log",
+            TableRows::L4(_) => "flow_log.l4_flow_log",
+            TableRows::App(g, _) => g.app_table(),
+            TableRows::Network(g, _) => g.network_table(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            TableRows::L7(r) => r.len(),
+            TableRows::L4(r) => r.len(),
+            TableRows::App(_, r) => r.len(),
+            TableRows::Network(_, r) => r.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The `insert_deduplication_token` of chunk `part` of an insert: the
+/// caller's token (one per batch and table) and the chunk's index, so the
+/// chunks of one insert never drop each other.
+pub fn dedup_token(token: &str, part: usize) -> String {
+    format!("{token}-{part}")
+}
+
 /// A query's answer: column names and types, rows as JSON values (64-bit
 /// integers as JSON numbers), and how long the engine took.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
@@ -207,6 +247,21 @@ pub trait Store: Send + Sync {
         granularity: Granularity,
         rows: &[NetworkMetricRow],
     ) -> Result<()>;
+    /// Inserts rows under a deduplication token that names them (an agent's
+    /// batch id and the table, say): the engine drops an insert into the
+    /// same table whose token it saw within the table's
+    /// `non_replicated_deduplication_window` of recent inserts, so a batch
+    /// retried after a crash between the insert and its acknowledgement is
+    /// stored once. The default inserts without a token.
+    async fn insert_deduplicated(&self, rows: TableRows<'_>, token: &str) -> Result<()> {
+        let _ = token;
+        match rows {
+            TableRows::L7(r) => self.insert_l7(r).await,
+            TableRows::L4(r) => self.insert_l4(r).await,
+            TableRows::App(g, r) => self.insert_app_metrics(g, r).await,
+            TableRows::Network(g, r) => self.insert_network_metrics(g, r).await,
+        }
+    }
     /// Adds or renames dictionary entries; the latest write of an id wins
     /// (ReplacingMergeTree: read with `FINAL` or `argMax`).
     async fn upsert_tags(&self, rows: &[TagRow]) -> Result<()>;

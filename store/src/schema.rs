@@ -11,13 +11,16 @@
 //!   service (`l7_protocol, service_id, process_id, server_port, endpoint,
 //!   time`), flows to one server (`protocol, server_port, ip_1, time`);
 //!   time comes last because the hourly partition already bounds it;
+//! - insert deduplication on the data tables (`non_replicated_deduplication_window`):
+//!   ingest tags each insert with its batch (`insert_deduplication_token`),
+//!   so a batch replayed after a crash is dropped by the engine;
 //! - bloom-filter skip indexes on the trace columns, which are looked up by
 //!   value (trace assembly) and are not in the sort key.
 
 use std::fmt::Write;
 
 /// Version of the newest migration; recorded in `flow_tag.schema_version`.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// How long each kind of data is kept.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,7 +84,12 @@ pub fn table_ttl(table: &str, r: &Retention) -> Option<String> {
     Some(ttl("time", days))
 }
 
-const TABLE_SETTINGS: &str = "SETTINGS ttl_only_drop_parts = 1, index_granularity = 8192";
+/// Recent inserts whose tokens a data table remembers: replays come
+/// shortly after a restart, within far fewer inserts than this.
+pub const DEDUP_WINDOW: u32 = 10_000;
+
+const TABLE_SETTINGS: &str = "SETTINGS ttl_only_drop_parts = 1, index_granularity = 8192, \
+                              non_replicated_deduplication_window = 10000";
 
 fn l7_flow_log(r: &Retention) -> String {
     let mut s = String::from(
@@ -302,5 +310,32 @@ pub fn create_statements(r: &Retention) -> Vec<String> {
 /// column in the CREATE above, so new stores get it directly); every statement
 /// must be idempotent because a crash may stop a migration half-way.
 pub fn migrations() -> Vec<(u32, Vec<String>)> {
-    vec![(1, Vec::new())]
+    let dedup = DATA_TABLES
+        .iter()
+        .map(|t| {
+            format!(
+                "ALTER TABLE {t} MODIFY SETTING non_replicated_deduplication_window = {DEDUP_WINDOW}"
+            )
+        })
+        .collect();
+    vec![(1, Vec::new()), (2, dedup)]
+}
+
+/// The tables of records and metrics (not the dictionaries).
+pub const DATA_TABLES: &[&str] = &[
+    "flow_log.l7_flow_log",
+    "flow_log.l4_flow_log",
+    "flow_metrics.application_1s",
+    "flow_metrics.application_1m",
+    "flow_metrics.network_1s",
+    "flow_metrics.network_1m",
+];
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_window_in_create_matches_the_migration() {
+        assert!(super::TABLE_SETTINGS
+            .contains(&format!("non_replicated_deduplication_window = {}", super::DEDUP_WINDOW)));
+    }
 }

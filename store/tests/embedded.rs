@@ -7,7 +7,7 @@ mod common;
 use common::*;
 use fathom_store::{
     migrate, rowbinary::encode_rows, EmbeddedConfig, EmbeddedStore, Granularity, Retention, Store,
-    StoreError, SCHEMA_VERSION,
+    StoreError, TableRows, SCHEMA_VERSION,
 };
 use serde_json::json;
 
@@ -47,7 +47,8 @@ async fn schema_applies_twice_and_data_survives_a_restart() {
     let mut want = fathom_store::schema::TABLES.to_vec();
     want.sort();
     assert_eq!(names, want);
-    assert_eq!(scalar(&store, "SELECT count() FROM flow_tag.schema_version FINAL").await, json!(1));
+    let versions = json!(SCHEMA_VERSION);
+    assert_eq!(scalar(&store, "SELECT count() FROM flow_tag.schema_version FINAL").await, versions);
     // Hourly partitions, TTL that drops whole parts.
     let engine = scalar(
         &store,
@@ -66,6 +67,12 @@ async fn schema_applies_twice_and_data_survives_a_restart() {
     let rows: Vec<_> = (0..1000).map(|i| l7_row(i, base)).collect();
     store.insert_l7(&rows).await.unwrap();
     store.upsert_tags(&[tag_row(1)]).await.unwrap();
+    // A store of schema version 1: no insert deduplication window yet.
+    store
+        .query("ALTER TABLE flow_log.l4_flow_log MODIFY SETTING non_replicated_deduplication_window = 0")
+        .await
+        .unwrap();
+    store.query("DELETE FROM flow_tag.schema_version WHERE version = 2").await.unwrap();
     drop(store);
 
     // Reopen with a shorter retention: data is there, the TTL follows config.
@@ -80,7 +87,12 @@ async fn schema_applies_twice_and_data_survives_a_restart() {
     )
     .await;
     assert!(engine.as_str().unwrap().contains("toIntervalDay(3)"), "{engine}");
-    assert_eq!(scalar(&store, "SELECT count() FROM flow_tag.schema_version FINAL").await, json!(1));
+    // Migration 2 gave the old table its window back.
+    assert!(
+        engine.as_str().unwrap().contains("non_replicated_deduplication_window = 10000"),
+        "{engine}"
+    );
+    assert_eq!(scalar(&store, "SELECT count() FROM flow_tag.schema_version FINAL").await, versions);
 }
 
 /// Inserts rows, reads them back as RowBinary in insertion order, and
@@ -304,4 +316,42 @@ async fn concurrent_writers_are_queued_not_lost() {
         scalar(&*store, "SELECT count(), uniqExact(time) FROM flow_log.l7_flow_log").await,
         json!(4000)
     );
+}
+
+/// A batch inserted twice under the same token (a replay after kill -9
+/// between the insert and the ingest's acknowledgement) is stored once;
+/// chunks of one insert and other tokens are not dropped.
+#[tokio::test]
+async fn a_replayed_batch_is_stored_once() {
+    let _turn = TURN.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = EmbeddedConfig::new(dir.path());
+    // Three chunks per insert: each gets its own token.
+    config.max_rows_per_insert = 400;
+    let store = EmbeddedStore::open(config).await.unwrap_or_else(|e| panic!("{e}"));
+    let base = base_time_us();
+    let rows: Vec<_> = (0..1000).map(|i| l7_row(i, base)).collect();
+    let count = || scalar(&store, "SELECT count() FROM flow_log.l7_flow_log");
+    store.insert_deduplicated(TableRows::L7(&rows), "agent-a:7:l7").await.unwrap();
+    assert_eq!(count().await, json!(1000));
+    store.insert_deduplicated(TableRows::L7(&rows), "agent-a:7:l7").await.unwrap();
+    assert_eq!(count().await, json!(1000), "the replay was dropped");
+    store.insert_deduplicated(TableRows::L7(&rows), "agent-a:8:l7").await.unwrap();
+    assert_eq!(count().await, json!(2000), "another batch with the same rows is stored");
+    // Metrics tables deduplicate too.
+    let app: Vec<_> = (0..10).map(|i| app_row(i, (base / 1_000_000) as u32)).collect();
+    for _ in 0..2 {
+        store
+            .insert_deduplicated(TableRows::App(Granularity::Second, &app), "agent-a:7:app_1s")
+            .await
+            .unwrap();
+    }
+    assert_eq!(scalar(&store, "SELECT count() FROM flow_metrics.application_1s").await, json!(10));
+    // Tables created by an older schema get the window by migration.
+    let engine = scalar(
+        &store,
+        "SELECT engine_full FROM system.tables WHERE database = 'flow_log' AND name = 'l4_flow_log'",
+    )
+    .await;
+    assert!(engine.as_str().unwrap().contains("non_replicated_deduplication_window = 10000"));
 }

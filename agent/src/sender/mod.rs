@@ -86,11 +86,17 @@ pub struct SenderStats {
     /// Records dropped because the queue to the batcher was full.
     pub records_dropped_queue: AtomicU64,
     pub batches_spooled: AtomicU64,
+    /// Push attempts (first sends and retries).
+    pub batches_sent: AtomicU64,
+    /// Pushes of a batch that failed before or that an earlier run of the
+    /// agent left in the spool.
+    pub batches_replayed: AtomicU64,
     /// Batches the server acknowledged as stored (or as already stored).
     pub batches_acked: AtomicU64,
     pub records_acked: AtomicU64,
     pub batches_duplicate: AtomicU64,
-    /// Batches the server refused as malformed or too large (not retried).
+    /// Batches the server refused as malformed or too large: moved to the
+    /// spool's quarantine, not retried.
     pub batches_rejected: AtomicU64,
     pub records_rejected: AtomicU64,
     /// Failed pushes that will be retried.
@@ -164,6 +170,49 @@ impl SenderHandle {
 
     pub fn spool(&self) -> &Spool {
         &self.spool
+    }
+
+    /// The sender's and the spool's counters in the Prometheus text format.
+    pub fn render_metrics(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        let st = &self.stats;
+        let sp = &self.spool.stats;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        for (name, kind, help, v) in [
+            ("records_submitted_total", "counter", "Records handed to the sender.", get(&st.records_submitted)),
+            ("records_dropped_queue_total", "counter", "Records dropped because the queue to the batcher was full.", get(&st.records_dropped_queue)),
+            ("batches_spooled_total", "counter", "Batches written to the spool.", get(&st.batches_spooled)),
+            ("batches_sent_total", "counter", "Pushes to the server (first sends and retries).", get(&st.batches_sent)),
+            ("batches_replayed_total", "counter", "Pushes of batches that failed before or were left spooled by an earlier run.", get(&st.batches_replayed)),
+            ("batches_acked_total", "counter", "Batches the server acknowledged (stored or duplicate).", get(&st.batches_acked)),
+            ("records_acked_total", "counter", "Records in acknowledged batches.", get(&st.records_acked)),
+            ("batches_duplicate_total", "counter", "Batches the server already had.", get(&st.batches_duplicate)),
+            ("batches_quarantined_total", "counter", "Batches moved to the spool's quarantine (refused by the server as invalid, or unreadable).", get(&sp.quarantined)),
+            ("batches_rejected_total", "counter", "Batches the server refused as invalid.", get(&st.batches_rejected)),
+            ("records_rejected_total", "counter", "Records in batches the server refused.", get(&st.records_rejected)),
+            ("send_errors_total", "counter", "Failed pushes that are retried.", get(&st.send_errors)),
+            ("spool_errors_total", "counter", "Batches that could not be spooled (records lost).", get(&st.spool_errors)),
+            ("spool_corrupt_total", "counter", "Spool segments found unreadable.", get(&sp.corrupt)),
+            ("spool_dropped_batches_total", "counter", "Oldest batches deleted unsent because the spool was full.", get(&sp.dropped_batches)),
+            ("spool_batches", "gauge", "Batches waiting in the spool.", get(&sp.batches)),
+            ("spool_bytes", "gauge", "Bytes of the batches waiting in the spool.", get(&sp.bytes)),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP fathom_agent_sender_{name} {help}\n# TYPE fathom_agent_sender_{name} {kind}\nfathom_agent_sender_{name} {v}"
+            );
+        }
+    }
+}
+
+/// The sender whose counters the agent's `/metrics` shows (the last started).
+static METRICS: std::sync::Mutex<Option<SenderHandle>> = std::sync::Mutex::new(None);
+
+/// Appends the running sender's counters, if there is one.
+pub fn render_metrics(out: &mut String) {
+    let h = METRICS.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    if let Some(h) = h {
+        h.render_metrics(out);
     }
 }
 
@@ -248,6 +297,7 @@ impl Sender {
         };
         let pusher = {
             let p = Pusher {
+                replay_upto: spool.newest().unwrap_or(0),
                 spool: spool.clone(),
                 stats: stats.clone(),
                 stop: stop.clone(),
@@ -275,8 +325,10 @@ impl Sender {
                 .map_err(|e| format!("sender: cannot start thread: {e}"))?
         };
         tracing::info!(server = %cfg.server, agent_id, spool = %cfg.spool_dir, spooled = spool.len(), "sender started");
+        let handle = SenderHandle { tx, stats, spool };
+        *METRICS.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle.clone());
         Ok(Sender {
-            handle: SenderHandle { tx, stats, spool },
+            handle,
             stop,
             batcher: Some(batcher),
             pusher: Some(pusher),
@@ -398,6 +450,8 @@ impl Batcher {
 }
 
 struct Pusher {
+    /// The newest batch an earlier run left in the spool.
+    replay_upto: u64,
     spool: Arc<Spool>,
     stats: Arc<SenderStats>,
     stop: Arc<AtomicBool>,
@@ -417,6 +471,7 @@ impl Pusher {
             .max_decoding_message_size(1 << 20)
             .max_encoding_message_size(usize::MAX);
         let mut backoff = Duration::from_millis(100);
+        let mut failed: Option<u64> = None;
         while !self.stop.load(Ordering::Acquire) {
             let Some(batch) = self.spool.next_after(None) else {
                 // Wait for the batcher, but look again now and then.
@@ -426,6 +481,11 @@ impl Pusher {
             };
             let id = batch.batch_id;
             let records = batch.counts.map_or(0, |c| c.total());
+            self.stats.batches_sent.fetch_add(1, Ordering::Relaxed);
+            if id <= self.replay_upto || failed == Some(id) {
+                self.stats.batches_replayed.fetch_add(1, Ordering::Relaxed);
+            }
+            failed = Some(id);
             match client.push(batch).await {
                 Ok(resp) => {
                     let ack = resp.into_inner();
@@ -450,10 +510,11 @@ impl Pusher {
                     tracing::error!(
                         batch_id = id,
                         records,
-                        "sender: server refused batch, dropped: {}",
+                        "sender: server refused batch as invalid ({:?}): {}",
+                        st.code(),
                         st.message()
                     );
-                    self.spool.remove(id);
+                    self.spool.quarantine(id, &format!("refused by the server: {}", st.message()));
                     self.stats.batches_rejected.fetch_add(1, Ordering::Relaxed);
                     self.stats.records_rejected.fetch_add(records, Ordering::Relaxed);
                 }

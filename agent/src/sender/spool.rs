@@ -17,6 +17,11 @@
 //! writes it back when it likes (a power loss may lose the last seconds,
 //! a process crash loses nothing).
 //!
+//! Quarantine: a segment that cannot be read back (bad checksum, not a
+//! batch) or that the server refuses as invalid is moved to
+//! `quarantine/` for inspection rather than retried forever; the newest
+//! [`QUARANTINE_KEEP`] are kept there.
+//!
 //! Bound: when adding a segment would exceed `max_bytes`, the oldest
 //! segments are deleted (counted in `dropped_batches` / `dropped_records`):
 //! the newest data is kept, as operators usually want during long outages.
@@ -35,6 +40,9 @@ use fathom_proto::RecordBatch;
 const MAGIC: &[u8; 4] = b"FSB1";
 /// Batch ids reserved per write of the `batch_id` file.
 pub const ID_BLOCK: u64 = 1024;
+/// Segments kept in `quarantine/`; older ones are deleted.
+pub const QUARANTINE_KEEP: usize = 64;
+const QUARANTINE_DIR: &str = "quarantine";
 
 #[derive(Debug, Default)]
 pub struct SpoolStats {
@@ -43,8 +51,10 @@ pub struct SpoolStats {
     /// Oldest batches deleted unsent because the spool was full.
     pub dropped_batches: AtomicU64,
     pub dropped_records: AtomicU64,
-    /// Segments found unreadable (bad checksum, not a batch) and removed.
+    /// Segments found unreadable (bad checksum, not a batch), quarantined.
     pub corrupt: AtomicU64,
+    /// Segments moved to `quarantine/` (unreadable or refused by the server).
+    pub quarantined: AtomicU64,
 }
 
 struct Entry {
@@ -100,9 +110,8 @@ impl Spool {
                     bytes += len;
                 }
                 Ok(_) | Err(_) => {
-                    tracing::warn!(path = %entry.path().display(), "spool: removing unreadable segment");
                     stats.corrupt.fetch_add(1, Ordering::Relaxed);
-                    let _ = fs::remove_file(entry.path());
+                    move_to_quarantine(&dir, &entry.path(), &stats, "unreadable");
                 }
             }
         }
@@ -205,6 +214,11 @@ impl Spool {
         self.stats.bytes.store(inner.bytes, Ordering::Relaxed);
     }
 
+    /// The newest batch id spooled.
+    pub fn newest(&self) -> Option<u64> {
+        self.lock().segments.keys().next_back().copied()
+    }
+
     /// The oldest batch id still spooled.
     pub fn oldest(&self) -> Option<u64> {
         self.lock().segments.keys().next().copied()
@@ -224,13 +238,12 @@ impl Spool {
             };
             match read_segment(&self.dir.join(segment_name(id))) {
                 Ok(b) => return Some(b),
+                // Deleted by the bound meanwhile.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => self.remove(id),
+                // Damaged on disk.
                 Err(e) => {
-                    // Deleted by the bound meanwhile, or damaged on disk.
-                    if e.kind() != io::ErrorKind::NotFound {
-                        tracing::warn!(batch_id = id, "spool: unreadable segment removed: {e}");
-                        self.stats.corrupt.fetch_add(1, Ordering::Relaxed);
-                    }
-                    self.remove(id);
+                    self.stats.corrupt.fetch_add(1, Ordering::Relaxed);
+                    self.quarantine(id, &format!("unreadable: {e}"));
                 }
             }
         }
@@ -244,6 +257,22 @@ impl Spool {
             let _ = fs::remove_file(self.dir.join(segment_name(id)));
             self.publish(&inner);
         }
+    }
+
+    /// Moves a segment to `quarantine/` (logged with `reason`, counted):
+    /// it will not be sent again.
+    pub fn quarantine(&self, id: u64, reason: &str) {
+        let mut inner = self.lock();
+        if let Some(e) = inner.segments.remove(&id) {
+            inner.bytes -= e.bytes;
+            move_to_quarantine(&self.dir, &self.dir.join(segment_name(id)), &self.stats, reason);
+            self.publish(&inner);
+        }
+    }
+
+    /// Where quarantined segments are.
+    pub fn quarantine_dir(&self) -> PathBuf {
+        self.dir.join(QUARANTINE_DIR)
     }
 
     pub fn len(&self) -> usize {
@@ -260,6 +289,39 @@ impl Spool {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+}
+
+/// Moves `path` into `<dir>/quarantine/` (deleting it if that fails) and
+/// keeps only the newest [`QUARANTINE_KEEP`] there.
+fn move_to_quarantine(dir: &Path, path: &Path, stats: &SpoolStats, reason: &str) {
+    stats.quarantined.fetch_add(1, Ordering::Relaxed);
+    let qdir = dir.join(QUARANTINE_DIR);
+    let name = path.file_name().unwrap_or_default();
+    let target = qdir.join(name);
+    let moved = fs::create_dir_all(&qdir).and_then(|_| fs::rename(path, &target));
+    match moved {
+        Ok(()) => tracing::error!(
+            segment = %target.display(),
+            "spool: batch quarantined, it will not be sent: {reason}"
+        ),
+        Err(e) => {
+            tracing::error!(
+                segment = %path.display(),
+                "spool: batch dropped ({reason}); cannot quarantine it: {e}"
+            );
+            let _ = fs::remove_file(path);
+            return;
+        }
+    }
+    let Ok(entries) = fs::read_dir(&qdir) else { return };
+    let mut names: Vec<_> = entries.filter_map(Result::ok).map(|e| e.file_name()).collect();
+    if names.len() > QUARANTINE_KEEP {
+        // Zero-padded ids: names sort oldest first.
+        names.sort();
+        for old in &names[..names.len() - QUARANTINE_KEEP] {
+            let _ = fs::remove_file(qdir.join(old));
+        }
     }
 }
 
@@ -348,7 +410,24 @@ mod tests {
         let s = Spool::open(dir.path(), 1 << 20, true).unwrap();
         assert_eq!(s.len(), 1);
         assert_eq!(s.stats.corrupt.load(Ordering::Relaxed), 1);
+        assert_eq!(s.stats.quarantined.load(Ordering::Relaxed), 1);
+        assert!(s.quarantine_dir().join(segment_name(1)).exists(), "moved aside, not deleted");
         assert_eq!(s.next_after(None).unwrap().batch_id, 2);
         assert!(!dir.path().join("00000000000000000003.tmp").exists());
+        // Damaged while the spool is open: quarantined when read.
+        s.push(&batch(3, 100)).unwrap();
+        fs::write(dir.path().join(segment_name(2)), b"FSB1 and then garbage").unwrap();
+        assert_eq!(s.next_after(None).unwrap().batch_id, 3);
+        assert_eq!(s.stats.quarantined.load(Ordering::Relaxed), 2);
+        // Refused by the server: quarantined, and the quarantine is bounded.
+        for id in 10..10 + QUARANTINE_KEEP as u64 {
+            s.push(&batch(id, 10)).unwrap();
+            s.quarantine(id, "refused");
+        }
+        assert_eq!(s.len(), 1);
+        let kept = fs::read_dir(s.quarantine_dir()).unwrap().count();
+        assert_eq!(kept, QUARANTINE_KEEP);
+        assert!(!s.quarantine_dir().join(segment_name(1)).exists(), "the oldest went");
+        assert!(s.quarantine_dir().join(segment_name(9 + QUARANTINE_KEEP as u64)).exists());
     }
 }

@@ -1,0 +1,173 @@
+//! Where the time of an embedded L7 insert goes, per core: the whole path
+//! (RowBinary encoding, payload file, chDB parsing, MergeTree part
+//! writing) against its stages and against variants of the table and
+//! the batch size. Each line reports rows per second of wall time and
+//! rows per CPU-second of the whole process (every chDB thread counted:
+//! getrusage), which is the per-core figure.
+//!
+//! `cargo run --release -p fathom-store --example insert_profile [rows]`
+//! (needs libchdb.so: `bash scripts/fetch-chdb.sh`).
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::time::{Duration, Instant};
+
+use fathom_store::{EmbeddedConfig, EmbeddedStore, L7Row, Store};
+
+fn cpu_time() -> Duration {
+    // SAFETY: getrusage fills the struct it is given.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
+    let t = |tv: libc::timeval| Duration::new(tv.tv_sec as u64, tv.tv_usec as u32 * 1000);
+    t(u.ru_utime) + t(u.ru_stime)
+}
+
+/// Runs `f` `rounds` times over `rows` rows each and prints the rates.
+async fn measure<F, Fut>(what: &str, rows: usize, rounds: usize, mut f: F)
+where
+    F: FnMut(usize) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    f(usize::MAX).await; // warm-up round, not counted
+    let (wall, cpu) = (Instant::now(), cpu_time());
+    for round in 0..rounds {
+        f(round).await;
+    }
+    let (wall, cpu) = (wall.elapsed(), cpu_time() - cpu);
+    let n = (rows * rounds) as f64;
+    println!(
+        "{what:<58} {:>9.0} rows/s wall {:>9.0} rows/CPU-s  (CPU/wall {:.2})",
+        n / wall.as_secs_f64(),
+        n / cpu.as_secs_f64(),
+        cpu.as_secs_f64() / wall.as_secs_f64()
+    );
+}
+
+async fn sql(store: &EmbeddedStore, q: &str) {
+    if let Err(e) = store.query(q).await {
+        panic!("{q}: {e}");
+    }
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let n: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(200_000);
+    let rounds = 5;
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(EmbeddedConfig::new(dir.path()))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let base = common::base_time_us();
+    let rows: Vec<L7Row> = (0..n).map(|i| common::l7_row(i, base)).collect();
+    let cols = <L7Row as clickhouse::Row>::COLUMN_NAMES.join(", ");
+    let mut payload = Vec::new();
+    fathom_store::rowbinary::encode_rows(&rows, &mut payload).unwrap();
+    let file = dir.path().join("payload.rowbinary");
+    std::fs::write(&file, &payload).unwrap();
+    let file = file.display().to_string();
+    println!("{n} L7 rows per insert, {} bytes of RowBinary ({} per row)", payload.len(), payload.len() / n);
+
+    measure("whole path: Store::insert_l7 (encode, file, INSERT)", n, rounds, |_| async {
+        store.insert_l7(&rows).await.unwrap()
+    })
+    .await;
+    measure("  our side only: RowBinary encoding", n, rounds, |_| {
+        let mut buf = Vec::with_capacity(payload.len());
+        fathom_store::rowbinary::encode_rows(&rows, &mut buf).unwrap();
+        async {}
+    })
+    .await;
+    sql(&store, "CREATE DATABASE IF NOT EXISTS profile").await;
+    sql(&store, "CREATE TABLE profile.null AS flow_log.l7_flow_log ENGINE = Null").await;
+    measure("  chDB parsing only: RowBinary file -> Null table", n, rounds, |_| {
+        let q = format!("INSERT INTO profile.null ({cols}) FROM INFILE '{file}' FORMAT RowBinary");
+        let store = &store;
+        async move { sql(store, &q).await }
+    })
+    .await;
+    sql(&store, "CREATE TABLE profile.mem AS flow_log.l7_flow_log ENGINE = Memory").await;
+    sql(&store, &format!("INSERT INTO profile.mem ({cols}) FROM INFILE '{file}' FORMAT RowBinary"))
+        .await;
+    measure("  MergeTree only: INSERT SELECT from a Memory table", n, rounds, |_| {
+        sql(&store, "INSERT INTO flow_log.l7_flow_log SELECT * FROM profile.mem")
+    })
+    .await;
+
+    // Variants of the table, written from the Memory table (MergeTree cost).
+    let variants: &[(&str, &[&str])] = &[
+        (
+            "  - without the 4 bloom-filter skip indexes",
+            &["ALTER TABLE {t} DROP INDEX idx_trace_id, DROP INDEX idx_x_request_id, \
+               DROP INDEX idx_syscall_trace_id_request, DROP INDEX idx_syscall_trace_id_response"],
+        ),
+        (
+            "  - skip indexes at GRANULARITY 4",
+            &["ALTER TABLE {t} DROP INDEX idx_trace_id, DROP INDEX idx_x_request_id, \
+               DROP INDEX idx_syscall_trace_id_request, DROP INDEX idx_syscall_trace_id_response",
+              "ALTER TABLE {t} ADD INDEX idx_trace_id trace_id TYPE bloom_filter(0.01) GRANULARITY 4, \
+               ADD INDEX idx_x_request_id x_request_id TYPE bloom_filter(0.01) GRANULARITY 4, \
+               ADD INDEX idx_syscall_trace_id_request syscall_trace_id_request TYPE bloom_filter(0.01) GRANULARITY 4, \
+               ADD INDEX idx_syscall_trace_id_response syscall_trace_id_response TYPE bloom_filter(0.01) GRANULARITY 4"],
+        ),
+    ];
+    for (what, alters) in variants {
+        sql(&store, "DROP TABLE IF EXISTS profile.variant").await;
+        sql(&store, "CREATE TABLE profile.variant AS flow_log.l7_flow_log").await;
+        for a in *alters {
+            sql(&store, &a.replace("{t}", "profile.variant")).await;
+        }
+        measure(what, n, rounds, |_| {
+            sql(&store, "INSERT INTO profile.variant SELECT * FROM profile.mem")
+        })
+        .await;
+    }
+    // Plain codecs and no sort key: what the schema's choices cost.
+    let mut lz4 = String::from("ALTER TABLE profile.variant");
+    for side in ["0", "1"] {
+        for tag in fathom_store::rows::SIDE_TAGS {
+            lz4.push_str(&format!(" MODIFY COLUMN {tag}_{side} UInt32 CODEC(LZ4),"));
+        }
+    }
+    lz4.push_str(" MODIFY COLUMN time DateTime64(6) CODEC(LZ4), MODIFY COLUMN end_time DateTime64(6) CODEC(LZ4)");
+    sql(&store, "DROP TABLE IF EXISTS profile.variant").await;
+    sql(&store, "CREATE TABLE profile.variant AS flow_log.l7_flow_log").await;
+    sql(&store, &lz4).await;
+    measure("  - LZ4 instead of T64/Delta + ZSTD on tags and times", n, rounds, |_| {
+        sql(&store, "INSERT INTO profile.variant SELECT * FROM profile.mem")
+    })
+    .await;
+    sql(&store, "DROP TABLE IF EXISTS profile.variant").await;
+    sql(
+        &store,
+        "CREATE TABLE profile.variant AS flow_log.l7_flow_log ENGINE = MergeTree \
+         PARTITION BY toStartOfHour(time) ORDER BY tuple()",
+    )
+    .await;
+    measure("  - no sort key and no skip indexes (ORDER BY tuple())", n, rounds, |_| {
+        sql(&store, "INSERT INTO profile.variant SELECT * FROM profile.mem")
+    })
+    .await;
+    sql(&store, "DROP TABLE IF EXISTS profile.variant").await;
+    sql(&store, "CREATE TABLE profile.variant AS flow_log.l7_flow_log").await;
+    measure("  - max_insert_threads = 2", n, rounds, |_| {
+        sql(
+            &store,
+            "INSERT INTO profile.variant SELECT * FROM profile.mem SETTINGS max_insert_threads = 2",
+        )
+    })
+    .await;
+
+    // Batch size through the whole path.
+    for mult in [1usize, 5] {
+        let big: Vec<L7Row> =
+            (0..n * mult).map(|i| common::l7_row(i, base)).collect();
+        measure(
+            &format!("whole path, {} rows per insert", n * mult),
+            n * mult,
+            2,
+            |_| async { store.insert_l7(&big).await.unwrap() },
+        )
+        .await;
+    }
+}
