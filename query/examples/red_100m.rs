@@ -130,8 +130,6 @@ async fn main() {
                 (start - have) as f64 / t.elapsed().as_secs_f64()
             );
         }
-        // Merges settle the part count as a long-running server would.
-        store.query("OPTIMIZE TABLE flow_log.l7_flow_log").await.ok();
     }
     let n = scalar(&store, "SELECT count() FROM flow_log.l7_flow_log").await;
     let parts = scalar(&store, "SELECT count() FROM system.parts WHERE active AND database = 'flow_log' AND table = 'l7_flow_log'").await;

@@ -68,13 +68,30 @@ async fn main() {
     let file = file.display().to_string();
     println!("{n} L7 rows per insert, {} bytes of RowBinary ({} per row)", payload.len(), payload.len() / n);
 
-    measure("whole path: Store::insert_l7 (encode, file, INSERT)", n, rounds, |_| async {
+    measure("whole path: Store::insert_l7 (Native encode, file, INSERT)", n, rounds, |_| async {
         store.insert_l7(&rows).await.unwrap()
     })
     .await;
     measure("  our side only: RowBinary encoding", n, rounds, |_| {
         let mut buf = Vec::with_capacity(payload.len());
         fathom_store::rowbinary::encode_rows(&rows, &mut buf).unwrap();
+        async {}
+    })
+    .await;
+    let table_types = store
+        .query("SELECT name, type FROM system.columns WHERE database = 'flow_log' AND table = 'l7_flow_log'")
+        .await
+        .unwrap();
+    let types: Vec<fathom_store::native::ColumnType> = <L7Row as clickhouse::Row>::COLUMN_NAMES
+        .iter()
+        .map(|c| {
+            let ty = table_types.rows.iter().find(|r| r[0] == *c).unwrap()[1].as_str().unwrap();
+            fathom_store::native::ColumnType::new(c, ty).unwrap()
+        })
+        .collect();
+    measure("  our side only: Native encoding", n, rounds, |_| {
+        let mut buf = Vec::with_capacity(payload.len());
+        fathom_store::native::encode_block(&rows, &types, &mut buf).unwrap();
         async {}
     })
     .await;
@@ -91,6 +108,47 @@ async fn main() {
         .await;
     measure("  MergeTree only: INSERT SELECT from a Memory table", n, rounds, |_| {
         sql(&store, "INSERT INTO flow_log.l7_flow_log SELECT * FROM profile.mem")
+    })
+    .await;
+
+    // The same rows in the Native format (columnar), as chDB writes it,
+    // with LowCardinality columns sent as plain String.
+    let native = dir.path().join("payload.native").display().to_string();
+    sql(
+        &store,
+        &format!(
+            "SELECT * REPLACE (toString(observation_point) AS observation_point, \
+             toString(capture_source) AS capture_source, toString(l7_protocol) AS l7_protocol, \
+             toString(version) AS version, toString(msg_type) AS msg_type, \
+             toString(request_type) AS request_type, toString(response_status) AS response_status) \
+             FROM profile.mem INTO OUTFILE '{native}' FORMAT Native"
+        ),
+    )
+    .await;
+    println!(
+        "  (Native payload: {} bytes)",
+        std::fs::metadata(&native).map(|m| m.len()).unwrap_or(0)
+    );
+    measure("  chDB parsing only: Native file -> Null table", n, rounds, |_| {
+        let q = format!("INSERT INTO profile.null FROM INFILE '{native}' FORMAT Native");
+        let store = &store;
+        async move { sql(store, &q).await }
+    })
+    .await;
+    sql(&store, "CREATE TABLE profile.native_target AS flow_log.l7_flow_log").await;
+    measure("  Native file -> MergeTree (fresh table)", n, rounds, |_| {
+        let q = format!("INSERT INTO profile.native_target FROM INFILE '{native}' FORMAT Native");
+        let store = &store;
+        async move { sql(store, &q).await }
+    })
+    .await;
+    sql(&store, "CREATE TABLE profile.rowbinary_target AS flow_log.l7_flow_log").await;
+    measure("  RowBinary file -> MergeTree (fresh table)", n, rounds, |_| {
+        let q = format!(
+            "INSERT INTO profile.rowbinary_target ({cols}) FROM INFILE '{file}' FORMAT RowBinary"
+        );
+        let store = &store;
+        async move { sql(store, &q).await }
     })
     .await;
 

@@ -8,6 +8,7 @@
 //! and the bounded queue is the back-pressure.
 
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -17,6 +18,7 @@ use async_trait::async_trait;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::native::ColumnType;
 use crate::rows::{AppMetricRow, Granularity, L4Row, L7Row, NetworkMetricRow, TagRow};
 use crate::{dedup_token, QueryResult, Result, Retention, RetryPolicy, Store, StoreError, TableRows};
 
@@ -175,7 +177,7 @@ fn sql_quote(s: &str) -> String {
     s.replace('\\', "\\\\").replace('\'', "\\'")
 }
 
-/// One insert's RowBinary payload on disk, removed when dropped (also when
+/// One insert's payload on disk, removed when dropped (also when
 /// the insert fails or the caller gives up).
 struct InsertFile {
     path: PathBuf,
@@ -185,7 +187,7 @@ impl InsertFile {
     fn write(dir: &Path, payload: &[u8]) -> Result<InsertFile> {
         static SEQ: AtomicU64 = AtomicU64::new(0);
         let path = dir.join(format!(
-            "{}-{}.rowbinary",
+            "{}-{}.native",
             std::process::id(),
             SEQ.fetch_add(1, Ordering::Relaxed)
         ));
@@ -210,6 +212,8 @@ pub struct EmbeddedStore {
     insert_dir: PathBuf,
     thread: Option<std::thread::JoinHandle<()>>,
     config: EmbeddedConfig,
+    /// Column types of the tables inserted into, for Native blocks.
+    columns: Mutex<HashMap<(String, &'static [&'static str]), Arc<Vec<ColumnType>>>>,
 }
 
 /// The engine thread's handle on the connection.
@@ -350,7 +354,13 @@ impl EmbeddedStore {
                 release();
                 StoreError::Connection(format!("cannot start the chdb thread: {e}"))
             })?;
-        let mut store = EmbeddedStore { tx: Some(tx), insert_dir, thread: Some(thread), config };
+        let mut store = EmbeddedStore {
+            tx: Some(tx),
+            insert_dir,
+            thread: Some(thread),
+            config,
+            columns: Mutex::new(HashMap::new()),
+        };
         match ready_rx.await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(e),
@@ -393,6 +403,42 @@ impl EmbeddedStore {
         self.insert_rows_dedup(table, rows, None).await
     }
 
+    /// The Native column types of `names` in `table`, from the engine
+    /// (cached: the schema only changes when the store opens).
+    async fn column_types(
+        &self,
+        table: &str,
+        names: &'static [&'static str],
+    ) -> Result<Arc<Vec<ColumnType>>> {
+        let key = (table.to_string(), names);
+        if let Some(c) = self.columns.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+            return Ok(c.clone());
+        }
+        let (db, name) = table.split_once('.').unwrap_or(("default", table));
+        let r = self
+            .query(&format!(
+                "SELECT name, type FROM system.columns WHERE database = '{}' AND table = '{}'",
+                sql_quote(db),
+                sql_quote(name)
+            ))
+            .await?;
+        let types: HashMap<&str, &str> = r
+            .rows
+            .iter()
+            .filter_map(|row| Some((row.first()?.as_str()?, row.get(1)?.as_str()?)))
+            .collect();
+        let mut cols = Vec::with_capacity(names.len());
+        for n in names {
+            let ty = types.get(n).ok_or_else(|| {
+                StoreError::Encode(format!("{table} has no column {n} (schema out of date?)"))
+            })?;
+            cols.push(ColumnType::new(n, ty).map_err(|e| StoreError::Encode(e.to_string()))?);
+        }
+        let cols = Arc::new(cols);
+        self.columns.lock().unwrap_or_else(|p| p.into_inner()).insert(key, cols.clone());
+        Ok(cols)
+    }
+
     /// [`insert_rows`](Self::insert_rows), with each chunk under the
     /// deduplication token [`dedup_token`]`(token, chunk index)`.
     pub async fn insert_rows_dedup<T: Serialize + clickhouse::Row>(
@@ -401,12 +447,18 @@ impl EmbeddedStore {
         rows: &[T],
         token: Option<&str>,
     ) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let columns = self.column_types(table, T::COLUMN_NAMES).await?;
         for (part, chunk) in rows.chunks(self.config.max_rows_per_insert.max(1)).enumerate() {
-            // The payload goes through a file, not after the SQL in the query
-            // buffer: chDB's client splits inline INSERT data at the first
-            // blank line ("\n\n"), which RowBinary may contain anywhere.
+            // Native, not RowBinary: chDB parses a columnar block many
+            // times faster. The payload goes through a file, not after the
+            // SQL in the query buffer: chDB's client splits inline INSERT
+            // data at the first blank line ("\n\n"), which binary data
+            // may contain anywhere.
             let mut payload = Vec::with_capacity(chunk.len() * 256);
-            crate::rowbinary::encode_rows(chunk, &mut payload)
+            crate::native::encode_block(chunk, &columns, &mut payload)
                 .map_err(|e| StoreError::Encode(e.to_string()))?;
             let file = InsertFile::write(&self.insert_dir, &payload)?;
             let settings = match token {
@@ -418,7 +470,7 @@ impl EmbeddedStore {
             };
             let statement = Arc::new(
                 format!(
-                    "INSERT INTO {table} ({}) FROM INFILE '{}'{settings} FORMAT RowBinary",
+                    "INSERT INTO {table} ({}) FROM INFILE '{}'{settings} FORMAT Native",
                     T::COLUMN_NAMES.join(", "),
                     sql_quote(&file.path.to_string_lossy())
                 )

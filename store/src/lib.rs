@@ -12,6 +12,7 @@ use async_trait::async_trait;
 
 pub mod chdb;
 pub mod clickhouse_server;
+pub mod native;
 pub mod rowbinary;
 pub mod rows;
 pub mod schema;

@@ -19,6 +19,12 @@ impl fmt::Display for EncodeError {
 
 impl std::error::Error for EncodeError {}
 
+impl EncodeError {
+    pub(crate) fn custom_msg(msg: String) -> Self {
+        EncodeError(msg)
+    }
+}
+
 impl ser::Error for EncodeError {
     fn custom<T: fmt::Display>(msg: T) -> Self {
         EncodeError(msg.to_string())
@@ -34,7 +40,7 @@ pub fn encode_rows<T: Serialize>(rows: &[T], buf: &mut Vec<u8>) -> Result<(), En
     Ok(())
 }
 
-fn put_leb128(buf: &mut Vec<u8>, mut v: u64) {
+pub(crate) fn put_leb128(buf: &mut Vec<u8>, mut v: u64) {
     loop {
         let byte = (v & 0x7f) as u8;
         v >>= 7;
@@ -46,11 +52,17 @@ fn put_leb128(buf: &mut Vec<u8>, mut v: u64) {
     }
 }
 
-struct Encoder<'a> {
-    buf: &'a mut Vec<u8>,
+/// Serializes values in RowBinary onto `buf` (also the per-value
+/// encoding of Native columns, see [`crate::native`]).
+pub(crate) struct Encoder<'a> {
+    pub(crate) buf: &'a mut Vec<u8>,
 }
 
 type R = Result<(), EncodeError>;
+
+pub(crate) fn unsupported_shape(what: &str) -> EncodeError {
+    unsupported(what)
+}
 
 fn unsupported(what: &str) -> EncodeError {
     EncodeError(format!("{what} has no RowBinary mapping in fathom's row types"))
