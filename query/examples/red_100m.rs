@@ -39,7 +39,8 @@ async fn scalar(store: &EmbeddedStore, sql: &str) -> u64 {
 
 /// One chunk of generated calls: `rows` calls spread evenly over `hours`
 /// hours up to now; 200 services (server side) with 50 endpoints each,
-/// log-normal-ish latencies, 2% server errors, trace ids on every call.
+/// log-normal-ish latencies, 2% server errors, trace ids on a fifth of
+/// the calls (those with tracing headers).
 fn fill_sql(start: u64, count: u64, total: u64, hours: u64, now_us: i64) -> String {
     let span_us = hours * 3_600_000_000;
     format!(
@@ -51,20 +52,21 @@ fn fill_sql(start: u64, count: u64, total: u64, hours: u64, now_us: i64) -> Stri
          response_code, response_status, request_length, response_length, trace_id, span_id, \
          syscall_trace_id_request, syscall_trace_id_response, req_tcp_seq, resp_tcp_seq) \
          SELECT t, t + toIntervalMicrosecond(lat), lat, 1 + h % 20, 's-p', 'syscall', 1, 1, 1, 1, \
-           1 + h % 50, 1 + svc % 50, 1 + svc % 10, svc, svc * 10 + h % 10, 1 + (h >> 8) % {SERVICES}, svc, \
+           1 + h % 50, 1 + svc % 50, 1 + svc % 10, svc, svc * 10 + h % 10, 1 + bitShiftRight(h, 8) % {SERVICES}, svc, \
            svc, 1000 + svc, toIPv6(IPv4NumToString(toUInt32(167772160 + h % 65536))), \
            toIPv6(IPv4NumToString(toUInt32(167837696 + svc))), 30000 + h % 30000, 8000 + svc, 6, \
            ['http', 'grpc', 'mysql', 'redis'][1 + svc % 4], '1.1', 'session', \
-           ['GET', 'POST', 'PUT'][1 + (h >> 16) % 3], concat('svc-', toString(svc), '.prod.svc'), \
-           concat('/api/v1/', toString(svc), '/items/', toString(h % 100000)), \
-           concat('/api/v1/', toString(svc), '/items/{{id}}/', toString((h >> 20) % 50)), \
-           code, if(code >= 500, 'server_error', 'ok'), 200 + h % 800, 500 + (h >> 12) % 20000, \
-           lower(hex(h)) || lower(hex(cityHash64(number, 9))), lower(hex(cityHash64(number, 8))), \
-           h, h + 1, toUInt32(h % 4294967296), toUInt32((h >> 32) % 4294967296) \
+           ['GET', 'POST', 'PUT'][1 + bitShiftRight(h, 16) % 3], concat('svc-', toString(svc), '.prod.svc'), \
+           concat('/api/v1/', toString(svc), '/items/', toString(h % 1000)), \
+           concat('/api/v1/', toString(svc), '/items/{{id}}/', toString(bitShiftRight(h, 20) % 50)), \
+           code, if(code >= 500, 'server_error', 'ok'), 200 + h % 800, 500 + bitShiftRight(h, 12) % 20000, \
+           if(h % 5 = 0, lower(hex(h)) || lower(hex(cityHash64(number, 9))), ''), \
+           if(h % 5 = 0, lower(hex(cityHash64(number, 8))), ''), \
+           h, h + 1, toUInt32(h % 4294967296), toUInt32(bitShiftRight(h, 32) % 4294967296) \
          FROM (SELECT number, cityHash64(number) AS h, 1 + h % {SERVICES} AS svc, \
            fromUnixTimestamp64Micro(toInt64({now_us} - intDiv(number * {span_us}, {total}))) AS t, \
-           toUInt64(300 + exp2((h >> 24) % 1700 / 100.0)) AS lat, \
-           if((h >> 40) % 100 < 2, 500, 200) AS code \
+           toUInt64(300 + exp2(bitShiftRight(h, 24) % 1700 / 100.0)) AS lat, \
+           if(bitShiftRight(h, 40) % 100 < 2, 500, 200) AS code \
            FROM numbers({start}, {count}))"
     )
 }
