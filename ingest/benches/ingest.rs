@@ -1,6 +1,6 @@
 // Ingest hot path per core: zstd + protobuf decode of a batch, tags to
-// SmartEncoding ids, conversion to store rows, RowBinary encoding of the
-// rows (what the store sends to ClickHouse). Reported as L7 records/s.
+// SmartEncoding ids, conversion to store rows, Native encoding of the rows
+// (what the embedded store sends to chDB). Reported as L7 records/s.
 
 use std::sync::Arc;
 
@@ -82,7 +82,22 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("ingest");
     g.throughput(Throughput::Elements(BATCH as u64));
     let mut buf = Vec::with_capacity(16 << 20);
+    let columns: Vec<_> = fathom_store::schema::columns("flow_log.l7_flow_log")
+        .iter()
+        .map(|(name, ty)| fathom_store::native::ColumnType::new(name, ty).unwrap())
+        .collect();
     g.bench_function("decode_tag_encode_l7", |bench| {
+        bench.iter(|| {
+            let recs = decode_batch(&b, limits).unwrap();
+            let mut created = Vec::new();
+            let rows = tagger.convert(&b, recs, &mut created).unwrap();
+            buf.clear();
+            fathom_store::native::encode_block(&rows.l7, &columns, &mut buf).unwrap();
+            buf.len()
+        })
+    });
+    // The same with RowBinary (what the ClickHouse server backend sends).
+    g.bench_function("decode_tag_rowbinary_l7", |bench| {
         bench.iter(|| {
             let recs = decode_batch(&b, limits).unwrap();
             let mut created = Vec::new();

@@ -164,7 +164,7 @@ macro_rules! side_tags {
 /// agent's host, and where the record was observed (client or server side,
 /// with or without a process).
 macro_rules! local_tags {
-    ($row:ident, $t:expr, $ctx:expr, $local:expr, $source:expr, $process:expr) => {{
+    ($row:ident, $t:expr, $ctx:expr, $local:expr, $source:expr, $process:expr, $known:expr) => {{
         if $local.client {
             side_tags!($row, 0, $t, $ctx.host_id, None::<u32>, 0);
         }
@@ -179,11 +179,11 @@ macro_rules! local_tags {
         };
         if let Some(p) = $process {
             let side = process_side(p, $local);
-            let pid = Self::id(&$ctx.process, &p.name);
+            let pid = $known.unwrap_or_else(|| Self::id(&$ctx.process, &p.name));
             side_tags!($row, side, $t, $ctx.host_id, Some(pid), p.pid);
             point = if side == 0 { "c-p" } else { "s-p" };
         }
-        $row.observation_point = point.to_string();
+        $row.observation_point = point.into();
     }};
 }
 
@@ -257,13 +257,21 @@ impl Tagger {
         if self.host.lookup(&batch.host).is_none() {
             misses.host.push(&batch.host);
         }
+        // The process ids of the calls found here are kept: one lookup per
+        // call, not two (names missed are looked up again once inserted).
+        let known = self.process.reader();
+        let mut l7_process: Vec<Option<u32>> = Vec::with_capacity(recs.l7.len());
         for r in &recs.l7 {
-            if let Some(p) = &r.process {
-                if self.process.lookup(&p.name).is_none() {
+            let id = r.process.as_ref().and_then(|p| {
+                let id = known.lookup(&p.name);
+                if id.is_none() {
                     misses.process.push(&p.name);
                 }
-            }
+                id
+            });
+            l7_process.push(id);
         }
+        drop(known);
         for r in &recs.l4 {
             if let Some(p) = &r.process {
                 if self.process.lookup(&p.name).is_none() {
@@ -305,8 +313,8 @@ impl Tagger {
             process,
         };
         let mut rows = Rows { l7: Vec::with_capacity(recs.l7.len()), ..Default::default() };
-        for (i, r) in recs.l7.into_iter().enumerate() {
-            rows.l7.push(self.l7(&ctx, r, id, i)?);
+        for (i, (r, process_id)) in recs.l7.into_iter().zip(l7_process).enumerate() {
+            rows.l7.push(self.l7(&ctx, r, process_id, id, i)?);
         }
         for (i, r) in recs.l4.into_iter().enumerate() {
             rows.l4.push(self.l4(&ctx, r, id, i)?);
@@ -328,7 +336,14 @@ impl Tagger {
         Ok(rows)
     }
 
-    fn l7(&self, ctx: &Ctx<'_>, r: pb::L7Log, id: u64, i: usize) -> Result<L7Row, DecodeError> {
+    fn l7(
+        &self,
+        ctx: &Ctx<'_>,
+        r: pb::L7Log,
+        process_id: Option<u32>,
+        id: u64,
+        i: usize,
+    ) -> Result<L7Row, DecodeError> {
         let c = ip(&r.client_ip, "client_ip", id, i)?;
         let s = ip(&r.server_ip, "server_ip", id, i)?;
         let local = ctx.local(c, s);
@@ -338,7 +353,7 @@ impl Tagger {
             end_time: time_us(r.end_time_us),
             response_duration: r.latency_us,
             agent_id: ctx.agent_id,
-            capture_source: source.to_string(),
+            capture_source: source.into(),
             ip_0: column(c),
             ip_1: column(s),
             client_port: port(r.client_port, "client_port", id, i)?,
@@ -369,7 +384,7 @@ impl Tagger {
             truncated: r.truncated,
             ..Default::default()
         };
-        local_tags!(row, self, ctx, local, source, &r.process);
+        local_tags!(row, self, ctx, local, source, &r.process, process_id);
         Ok(row)
     }
 
@@ -385,7 +400,7 @@ impl Tagger {
             end_time: time_us(r.end_time_us),
             duration: r.duration_us,
             agent_id: ctx.agent_id,
-            capture_source: source.to_string(),
+            capture_source: source.into(),
             interface: r.interface,
             ip_0: column(c),
             ip_1: column(s),
@@ -417,7 +432,7 @@ impl Tagger {
             rtt_client: r.rtt_client_us,
             ..Default::default()
         };
-        local_tags!(row, self, ctx, local, source, &r.process);
+        local_tags!(row, self, ctx, local, source, &r.process, None::<u32>);
         Ok(row)
     }
 
@@ -467,7 +482,7 @@ impl Tagger {
             AppMetricRow {
                 time: Self::time_s(r.time_s, id, i)?,
                 agent_id: ctx.agent_id,
-                observation_point: if local { "s" } else { "" }.to_string(),
+                observation_point: if local { "s" } else { "" }.into(),
                 region_id: if local { self.region_id } else { 0 },
                 az_id: if local { self.az_id } else { 0 },
                 host_id: if local { ctx.host_id } else { 0 },
@@ -506,7 +521,7 @@ impl Tagger {
             NetworkMetricRow {
                 time: Self::time_s(r.time_s, id, i)?,
                 agent_id: ctx.agent_id,
-                observation_point: if local { "s" } else { "" }.to_string(),
+                observation_point: if local { "s" } else { "" }.into(),
                 region_id: if local { self.region_id } else { 0 },
                 az_id: if local { self.az_id } else { 0 },
                 host_id: if local { ctx.host_id } else { 0 },

@@ -125,8 +125,18 @@ pub fn encode_block<T: Serialize>(
             values: Vec::new(),
         })
         .collect();
+    fill_and_write(rows, columns, &mut cols, n, out)
+}
+
+fn fill_and_write<T: Serialize>(
+    rows: &[T],
+    columns: &[ColumnType],
+    cols: &mut [Column],
+    n: usize,
+    out: &mut Vec<u8>,
+) -> Result<(), EncodeError> {
     for row in rows {
-        let mut s = RowSplitter { columns, cols: &mut cols, at: 0 };
+        let mut s = RowSplitter { columns, cols: &mut *cols, at: 0 };
         row.serialize(&mut s)?;
         if s.at != columns.len() {
             return Err(EncodeError::custom_msg(format!(
@@ -136,9 +146,11 @@ pub fn encode_block<T: Serialize>(
             )));
         }
     }
+    let size: usize = cols.iter().map(|c| c.data.len() + c.nulls.len() + c.offsets.len() * 8 + c.values.len()).sum();
+    out.reserve(size + columns.len() * 64 + 20);
     put_leb128(out, columns.len() as u64);
     put_leb128(out, n as u64);
-    for (c, col) in columns.iter().zip(&cols) {
+    for (c, col) in columns.iter().zip(cols.iter()) {
         put_leb128(out, c.name.len() as u64);
         out.extend_from_slice(c.name.as_bytes());
         put_leb128(out, c.wire_type.len() as u64);

@@ -12,6 +12,10 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
+/// A short text from a fixed set (observation point, capture source):
+/// ingest sets static strings, with no allocation per row.
+pub type Label = std::borrow::Cow<'static, str>;
+
 /// An IP address as the IPv6 column holds it.
 pub fn ip_column(ip: IpAddr) -> [u8; 16] {
     match ip {
@@ -55,9 +59,9 @@ pub struct L7Row {
     pub agent_id: u32,
     /// Where the call was seen: "c-p"/"s-p" client/server process (eBPF),
     /// "c"/"s" client/server NIC, "pcap".
-    pub observation_point: String,
+    pub observation_point: Label,
     /// "packet", "syscall", "tls", "pcap".
-    pub capture_source: String,
+    pub capture_source: Label,
     pub region_id_0: u32,
     pub region_id_1: u32,
     pub az_id_0: u32,
@@ -119,8 +123,8 @@ pub struct L4Row {
     pub end_time: i64,
     pub duration: u64,
     pub agent_id: u32,
-    pub observation_point: String,
-    pub capture_source: String,
+    pub observation_point: Label,
+    pub capture_source: Label,
     pub interface: String,
     pub region_id_0: u32,
     pub region_id_1: u32,
@@ -183,7 +187,7 @@ pub struct AppMetricRow {
     /// Bucket start, seconds.
     pub time: u32,
     pub agent_id: u32,
-    pub observation_point: String,
+    pub observation_point: Label,
     pub region_id: u32,
     pub az_id: u32,
     pub host_id: u32,
@@ -218,7 +222,7 @@ pub struct AppMetricRow {
 pub struct NetworkMetricRow {
     pub time: u32,
     pub agent_id: u32,
-    pub observation_point: String,
+    pub observation_point: Label,
     pub region_id: u32,
     pub az_id: u32,
     pub host_id: u32,

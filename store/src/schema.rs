@@ -321,6 +321,31 @@ pub fn migrations() -> Vec<(u32, Vec<String>)> {
     vec![(1, Vec::new()), (2, dedup)]
 }
 
+/// The columns of `table` (`db.name`) and their types as the CREATE
+/// statement declares them (codecs and defaults left out), in order.
+/// The engine's `system.columns` is the truth for a running store (it
+/// includes migrations); this serves encoders that have no engine at hand,
+/// such as benchmarks.
+pub fn columns(table: &str) -> Vec<(String, String)> {
+    let head = format!("CREATE TABLE IF NOT EXISTS {table} (");
+    let Some(stmt) = create_statements(&Retention::default()).into_iter().find(|s| s.starts_with(&head))
+    else {
+        return Vec::new();
+    };
+    let body = &stmt[head.len()..];
+    let body = &body[..body.find("\n) ENGINE").unwrap_or(body.len())];
+    body.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("INDEX "))
+        .filter_map(|l| {
+            let l = l.strip_suffix(',').unwrap_or(l);
+            let (name, rest) = l.split_once(' ')?;
+            let ty = [" CODEC(", " DEFAULT "].iter().fold(rest, |t, cut| t.split(cut).next().unwrap_or(t));
+            Some((name.to_string(), ty.trim().to_string()))
+        })
+        .collect()
+}
+
 /// The tables of records and metrics (not the dictionaries).
 pub const DATA_TABLES: &[&str] = &[
     "flow_log.l7_flow_log",
@@ -333,6 +358,17 @@ pub const DATA_TABLES: &[&str] = &[
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn columns_are_read_from_the_create_statements() {
+        let cols = super::columns("flow_log.l7_flow_log");
+        assert_eq!(cols.len(), <crate::L7Row as clickhouse::Row>::COLUMN_NAMES.len());
+        assert_eq!(cols[0], ("time".to_string(), "DateTime64(6)".to_string()));
+        assert!(cols.contains(&("host_id_0".to_string(), "UInt32".to_string())));
+        let app = super::columns("flow_metrics.application_1m");
+        assert_eq!(app.last().unwrap().1, "Map(UInt16, UInt64)");
+        assert!(super::columns("nope.nope").is_empty());
+    }
+
     #[test]
     fn the_window_in_create_matches_the_migration() {
         assert!(super::TABLE_SETTINGS

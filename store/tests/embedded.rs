@@ -47,6 +47,23 @@ async fn schema_applies_twice_and_data_survives_a_restart() {
     let mut want = fathom_store::schema::TABLES.to_vec();
     want.sort();
     assert_eq!(names, want);
+    // The column list read from the DDL is the engine's.
+    for table in fathom_store::schema::DATA_TABLES {
+        let (db, name) = table.split_once('.').unwrap();
+        let r = store
+            .query(&format!(
+                "SELECT name, type FROM system.columns WHERE database = '{db}' AND table = '{name}' \
+                 ORDER BY position"
+            ))
+            .await
+            .unwrap();
+        let engine: Vec<(String, String)> = r
+            .rows
+            .iter()
+            .map(|r| (r[0].as_str().unwrap().to_string(), r[1].as_str().unwrap().to_string()))
+            .collect();
+        assert_eq!(fathom_store::schema::columns(table), engine, "{table}");
+    }
     let versions = json!(SCHEMA_VERSION);
     assert_eq!(scalar(&store, "SELECT count() FROM flow_tag.schema_version FINAL").await, versions);
     // Hourly partitions, TTL that drops whole parts.
