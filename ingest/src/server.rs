@@ -39,14 +39,54 @@ impl IngestStats {
         use std::fmt::Write as _;
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         for (name, kind, help, v) in [
-            ("batches_received_total", "counter", "Agent batches received.", get(&self.batches_received).to_string()),
-            ("batches_stored_total", "counter", "Agent batches stored and acknowledged.", get(&self.batches_stored).to_string()),
-            ("batches_duplicate_total", "counter", "Agent batches already stored (acknowledged as duplicates).", get(&self.batches_duplicate).to_string()),
-            ("batches_rejected_total", "counter", "Agent batches refused as malformed or too large.", get(&self.batches_rejected).to_string()),
-            ("rows_stored_total", "counter", "Rows stored from agent batches.", get(&self.records_stored).to_string()),
-            ("store_errors_total", "counter", "Batches whose store insert failed (the agent retries them).", get(&self.store_errors).to_string()),
-            ("store_insert_seconds_sum", "counter", "Time spent in store inserts.", format!("{:.6}", get(&self.store_insert_micros) as f64 / 1e6)),
-            ("store_insert_seconds_count", "counter", "Store inserts (one per table of a batch).", get(&self.store_inserts).to_string()),
+            (
+                "batches_received_total",
+                "counter",
+                "Agent batches received.",
+                get(&self.batches_received).to_string(),
+            ),
+            (
+                "batches_stored_total",
+                "counter",
+                "Agent batches stored and acknowledged.",
+                get(&self.batches_stored).to_string(),
+            ),
+            (
+                "batches_duplicate_total",
+                "counter",
+                "Agent batches already stored (acknowledged as duplicates).",
+                get(&self.batches_duplicate).to_string(),
+            ),
+            (
+                "batches_rejected_total",
+                "counter",
+                "Agent batches refused as malformed or too large.",
+                get(&self.batches_rejected).to_string(),
+            ),
+            (
+                "rows_stored_total",
+                "counter",
+                "Rows stored from agent batches.",
+                get(&self.records_stored).to_string(),
+            ),
+            (
+                "store_errors_total",
+                "counter",
+                "Batches whose store insert failed (the agent retries them).",
+                get(&self.store_errors).to_string(),
+            ),
+            (
+                "store_insert_seconds_sum",
+                "counter",
+                "Time spent in store inserts.",
+                format!("{:.6}", get(&self.store_insert_micros) as f64 / 1e6),
+            ),
+            (
+                "store_insert_seconds_count",
+                "counter",
+                "Store inserts (one per table of a batch).",
+                get(&self.store_inserts).to_string(),
+            ),
         ] {
             let _ = writeln!(
                 out,

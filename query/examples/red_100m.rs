@@ -113,13 +113,15 @@ async fn main() {
         let tags: Vec<String> =
             (1..=SERVICES).map(|i| format!("('service', {i}, 'svc-{i}')")).collect();
         store
-            .query(&format!("INSERT INTO flow_tag.tag_dict (tag_type, id, name) VALUES {}", tags.join(", ")))
+            .query(&format!(
+                "INSERT INTO flow_tag.tag_dict (tag_type, id, name) VALUES {}",
+                tags.join(", ")
+            ))
             .await
             .unwrap();
-        let now_us = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_micros() as i64;
+        let now_us =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_micros()
+                as i64;
         let t = Instant::now();
         let mut start = have;
         while start < rows {
@@ -137,7 +139,8 @@ async fn main() {
     let parts = scalar(&store, "SELECT count() FROM system.parts WHERE active AND database = 'flow_log' AND table = 'l7_flow_log'").await;
     let on_disk = scalar(&store, "SELECT sum(bytes_on_disk) FROM system.parts WHERE active AND database = 'flow_log' AND table = 'l7_flow_log'").await;
     let raw = scalar(&store, "SELECT sum(data_uncompressed_bytes) FROM system.parts WHERE active AND database = 'flow_log' AND table = 'l7_flow_log'").await;
-    let last_hour = scalar(&store, "SELECT count() FROM flow_log.l7_flow_log WHERE time >= now() - 3600").await;
+    let last_hour =
+        scalar(&store, "SELECT count() FROM flow_log.l7_flow_log WHERE time >= now() - 3600").await;
     let service_hour = scalar(&store, &format!("SELECT count() FROM flow_log.l7_flow_log WHERE time >= now() - 3600 AND service_id_1 = {}", SERVICE.trim_start_matches("svc-"))).await;
     println!(
         "\n{n} rows over {hours} h in {parts} active parts; {:.2} GiB on disk ({:.1} bytes/row; \

@@ -457,7 +457,10 @@ fn bad_input_gets_clear_errors_and_the_server_keeps_running() {
         let out = grpc_raw_push(&addr, &msg);
         eprintln!("grpc push of {what} -> {out}");
         // Not INTERNAL: clients retry that, and these bytes never decode.
-        assert!(out.starts_with("INVALID_ARGUMENT"), "malformed protobuf ({what}) is refused: {out}");
+        assert!(
+            out.starts_with("INVALID_ARGUMENT"),
+            "malformed protobuf ({what}) is refused: {out}"
+        );
         assert!(out.to_ascii_lowercase().contains("decode"), "says why: {out}");
     }
 
@@ -682,12 +685,11 @@ fn a_poison_batch_is_quarantined_and_the_spool_moves_on() {
     write_segment(&spool, &batch(agent_id, 3, &one_call(port, "/damaged")), true);
 
     let agent = Agent::start(&dir.0, &server, agent_id, &[]);
-    let (n, u) = poll("the batch behind the poison one", ARRIVAL, || {
-        match count_calls(&server, port)? {
+    let (n, u) =
+        poll("the batch behind the poison one", ARRIVAL, || match count_calls(&server, port)? {
             (0, _) => Err("nothing stored yet".to_string()),
             found => Ok(found),
-        }
-    });
+        });
     assert_eq!((n, u), (1, 1), "only the good batch's call");
     let v = fathomctl(
         &server,
@@ -721,7 +723,10 @@ fn a_poison_batch_is_quarantined_and_the_spool_moves_on() {
     assert_eq!(m("fathom_agent_sender_spool_corrupt_total"), 1.0);
     // Batches 1 and 2 were left by an earlier run: both pushes are replays.
     assert!(m("fathom_agent_sender_batches_replayed_total") >= 2.0, "{page}");
-    assert!(m("fathom_agent_sender_batches_sent_total") >= m("fathom_agent_sender_batches_acked_total") + 1.0);
+    assert!(
+        m("fathom_agent_sender_batches_sent_total")
+            >= m("fathom_agent_sender_batches_acked_total") + 1.0
+    );
     assert!(m("fathom_agent_sender_spool_bytes") >= 0.0);
     assert!(m("fathom_agent_sender_spool_batches") >= 0.0);
 

@@ -66,7 +66,11 @@ async fn main() {
     let file = dir.path().join("payload.rowbinary");
     std::fs::write(&file, &payload).unwrap();
     let file = file.display().to_string();
-    println!("{n} L7 rows per insert, {} bytes of RowBinary ({} per row)", payload.len(), payload.len() / n);
+    println!(
+        "{n} L7 rows per insert, {} bytes of RowBinary ({} per row)",
+        payload.len(),
+        payload.len() / n
+    );
 
     measure("whole path: Store::insert_l7 (Native encode, file, INSERT)", n, rounds, |_| async {
         store.insert_l7(&rows).await.unwrap()
@@ -218,14 +222,10 @@ async fn main() {
 
     // Batch size through the whole path.
     for mult in [1usize, 5] {
-        let big: Vec<L7Row> =
-            (0..n * mult).map(|i| common::l7_row(i, base)).collect();
-        measure(
-            &format!("whole path, {} rows per insert", n * mult),
-            n * mult,
-            2,
-            |_| async { store.insert_l7(&big).await.unwrap() },
-        )
+        let big: Vec<L7Row> = (0..n * mult).map(|i| common::l7_row(i, base)).collect();
+        measure(&format!("whole path, {} rows per insert", n * mult), n * mult, 2, |_| async {
+            store.insert_l7(&big).await.unwrap()
+        })
         .await;
     }
 }

@@ -7,8 +7,8 @@
 //! channel: callers encode rows on their own threads and await the engine,
 //! and the bounded queue is the back-pressure.
 
-use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::collections::HashMap;
+use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -20,7 +20,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::native::ColumnType;
 use crate::rows::{AppMetricRow, Granularity, L4Row, L7Row, NetworkMetricRow, TagRow};
-use crate::{dedup_token, QueryResult, Result, Retention, RetryPolicy, Store, StoreError, TableRows};
+use crate::{
+    dedup_token, QueryResult, Result, Retention, RetryPolicy, Store, StoreError, TableRows,
+};
 
 /// The chDB release fathom is built and tested against.
 pub const CHDB_VERSION: &str = "26.5.3";
@@ -205,6 +207,9 @@ impl Drop for InsertFile {
     }
 }
 
+/// A table and the columns a row type writes to it.
+type ColumnsKey = (String, &'static [&'static str]);
+
 /// The embedded store: ClickHouse in-process.
 pub struct EmbeddedStore {
     tx: Option<mpsc::Sender<Request>>,
@@ -213,7 +218,7 @@ pub struct EmbeddedStore {
     thread: Option<std::thread::JoinHandle<()>>,
     config: EmbeddedConfig,
     /// Column types of the tables inserted into, for Native blocks.
-    columns: Mutex<HashMap<(String, &'static [&'static str]), Arc<Vec<ColumnType>>>>,
+    columns: Mutex<HashMap<ColumnsKey, Arc<Vec<ColumnType>>>>,
 }
 
 /// The engine thread's handle on the connection.

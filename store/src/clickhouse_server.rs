@@ -132,7 +132,12 @@ impl ClickHouseStore {
 
     /// [`insert_rows`](Self::insert_rows), with each chunk under the
     /// deduplication token [`dedup_token`]`(token, chunk index)`.
-    pub async fn insert_rows_dedup<T>(&self, table: &str, rows: &[T], token: Option<&str>) -> Result<()>
+    pub async fn insert_rows_dedup<T>(
+        &self,
+        table: &str,
+        rows: &[T],
+        token: Option<&str>,
+    ) -> Result<()>
     where
         T: clickhouse::RowOwned + clickhouse::RowWrite + Sync,
     {

@@ -20,8 +20,8 @@ pub mod schema;
 pub use chdb::{EmbeddedConfig, EmbeddedStore};
 pub use clickhouse_server::{ClickHouseConfig, ClickHouseStore};
 pub use rows::{
-    ip_column, ip_from_column, latency_bucket, latency_bucket_lower, AppMetricRow, Granularity, Label,
-    L4Row, L7Row, NetworkMetricRow, TagRow,
+    ip_column, ip_from_column, latency_bucket, latency_bucket_lower, AppMetricRow, Granularity,
+    L4Row, L7Row, Label, NetworkMetricRow, TagRow,
 };
 pub use schema::{Retention, SCHEMA_VERSION};
 

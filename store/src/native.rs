@@ -41,15 +41,16 @@ impl ColumnType {
     /// `table_type` as `system.columns` shows it.
     pub fn new(name: &str, table_type: &str) -> Result<ColumnType, EncodeError> {
         let wire_type = strip_low_cardinality(table_type);
-        let layout = if let Some(inner) = unwrap_type(&wire_type, "Nullable") {
-            Layout::Nullable(default_value(inner).ok_or_else(|| {
-                unsupported_shape(&format!("column {name} of type {table_type}"))
-            })?)
-        } else if wire_type.starts_with("Map(") {
-            Layout::Map
-        } else {
-            Layout::Plain
-        };
+        let layout =
+            if let Some(inner) = unwrap_type(&wire_type, "Nullable") {
+                Layout::Nullable(default_value(inner).ok_or_else(|| {
+                    unsupported_shape(&format!("column {name} of type {table_type}"))
+                })?)
+            } else if wire_type.starts_with("Map(") {
+                Layout::Map
+            } else {
+                Layout::Plain
+            };
         Ok(ColumnType { name: name.to_string(), wire_type, layout })
     }
 }
@@ -120,7 +121,11 @@ pub fn encode_block<T: Serialize>(
         .iter()
         .map(|c| Column {
             data: Vec::with_capacity(n * 8),
-            nulls: if matches!(c.layout, Layout::Nullable(_)) { Vec::with_capacity(n) } else { Vec::new() },
+            nulls: if matches!(c.layout, Layout::Nullable(_)) {
+                Vec::with_capacity(n)
+            } else {
+                Vec::new()
+            },
             offsets: if c.layout == Layout::Map { Vec::with_capacity(n) } else { Vec::new() },
             values: Vec::new(),
         })
@@ -146,7 +151,10 @@ fn fill_and_write<T: Serialize>(
             )));
         }
     }
-    let size: usize = cols.iter().map(|c| c.data.len() + c.nulls.len() + c.offsets.len() * 8 + c.values.len()).sum();
+    let size: usize = cols
+        .iter()
+        .map(|c| c.data.len() + c.nulls.len() + c.offsets.len() * 8 + c.values.len())
+        .sum();
     out.reserve(size + columns.len() * 64 + 20);
     put_leb128(out, columns.len() as u64);
     put_leb128(out, n as u64);
@@ -220,11 +228,24 @@ impl<'a, 'b> ser::Serializer for &'b mut RowSplitter<'a> {
     type SerializeStructVariant = ser::Impossible<(), EncodeError>;
 
     not_a_row!(
-        serialize_bool(bool), serialize_i8(i8), serialize_i16(i16), serialize_i32(i32),
-        serialize_i64(i64), serialize_u8(u8), serialize_u16(u16), serialize_u32(u32),
-        serialize_u64(u64), serialize_f32(f32), serialize_f64(f64), serialize_char(char),
-        serialize_str(&str), serialize_bytes(&[u8]), serialize_none(), serialize_unit(),
-        serialize_unit_struct(&'static str), serialize_unit_variant(&'static str, u32, &'static str),
+        serialize_bool(bool),
+        serialize_i8(i8),
+        serialize_i16(i16),
+        serialize_i32(i32),
+        serialize_i64(i64),
+        serialize_u8(u8),
+        serialize_u16(u16),
+        serialize_u32(u32),
+        serialize_u64(u64),
+        serialize_f32(f32),
+        serialize_f64(f64),
+        serialize_char(char),
+        serialize_str(&str),
+        serialize_bytes(&[u8]),
+        serialize_none(),
+        serialize_unit(),
+        serialize_unit_struct(&'static str),
+        serialize_unit_variant(&'static str, u32, &'static str),
     );
     fn serialize_some<T: Serialize + ?Sized>(self, _: &T) -> R {
         Err(unsupported_shape("a row that is not a struct"))
@@ -311,10 +332,21 @@ impl<'c> ser::Serializer for Value<'c> {
     type SerializeStructVariant = ser::Impossible<(), EncodeError>;
 
     plain!(
-        serialize_bool(bool), serialize_i8(i8), serialize_i16(i16), serialize_i32(i32),
-        serialize_i64(i64), serialize_i128(i128), serialize_u8(u8), serialize_u16(u16),
-        serialize_u32(u32), serialize_u64(u64), serialize_u128(u128), serialize_f32(f32),
-        serialize_f64(f64), serialize_str(&str), serialize_bytes(&[u8]),
+        serialize_bool(bool),
+        serialize_i8(i8),
+        serialize_i16(i16),
+        serialize_i32(i32),
+        serialize_i64(i64),
+        serialize_i128(i128),
+        serialize_u8(u8),
+        serialize_u16(u16),
+        serialize_u32(u32),
+        serialize_u64(u64),
+        serialize_u128(u128),
+        serialize_f32(f32),
+        serialize_f64(f64),
+        serialize_str(&str),
+        serialize_bytes(&[u8]),
     );
     fn serialize_char(self, _: char) -> R {
         Err(unsupported_shape("char"))

@@ -328,7 +328,8 @@ pub fn migrations() -> Vec<(u32, Vec<String>)> {
 /// such as benchmarks.
 pub fn columns(table: &str) -> Vec<(String, String)> {
     let head = format!("CREATE TABLE IF NOT EXISTS {table} (");
-    let Some(stmt) = create_statements(&Retention::default()).into_iter().find(|s| s.starts_with(&head))
+    let Some(stmt) =
+        create_statements(&Retention::default()).into_iter().find(|s| s.starts_with(&head))
     else {
         return Vec::new();
     };
@@ -340,7 +341,9 @@ pub fn columns(table: &str) -> Vec<(String, String)> {
         .filter_map(|l| {
             let l = l.strip_suffix(',').unwrap_or(l);
             let (name, rest) = l.split_once(' ')?;
-            let ty = [" CODEC(", " DEFAULT "].iter().fold(rest, |t, cut| t.split(cut).next().unwrap_or(t));
+            let ty = [" CODEC(", " DEFAULT "]
+                .iter()
+                .fold(rest, |t, cut| t.split(cut).next().unwrap_or(t));
             Some((name.to_string(), ty.trim().to_string()))
         })
         .collect()

@@ -327,13 +327,7 @@ impl Sender {
         tracing::info!(server = %cfg.server, agent_id, spool = %cfg.spool_dir, spooled = spool.len(), "sender started");
         let handle = SenderHandle { tx, stats, spool };
         *METRICS.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle.clone());
-        Ok(Sender {
-            handle,
-            stop,
-            batcher: Some(batcher),
-            pusher: Some(pusher),
-            wake,
-        })
+        Ok(Sender { handle, stop, batcher: Some(batcher), pusher: Some(pusher), wake })
     }
 
     pub fn handle(&self) -> SenderHandle {
