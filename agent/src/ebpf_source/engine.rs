@@ -30,7 +30,8 @@ use lru::LruCache;
 
 use super::l7::{FeedCounts, MsgMeta, SocketL7, Stamp};
 use crate::flow::RecordSink;
-use crate::records::{CaptureSource, FlowTuple, L4Protocol};
+use crate::pipeline::merge::LocalSocket;
+use crate::records::{CaptureSource, FlowTuple, L4Protocol, ObservationPoint, ProcessRef};
 
 #[derive(Clone, Debug)]
 pub struct SocketFlowConfig {
@@ -148,6 +149,20 @@ impl SocketKey {
         }
     }
 
+    /// The packet side's key of this socket's connection; None when an
+    /// end is not a real address (an unconnected UDP socket's wildcard).
+    fn flow_key(&self) -> Option<crate::flow::FlowKey> {
+        let (l, r) = (self.local.ip().to_canonical(), self.remote.ip().to_canonical());
+        if l.is_unspecified() || r.is_unspecified() || self.remote.port() == 0 {
+            return None;
+        }
+        let proto = match self.l4 {
+            L4Proto::Tcp => L4Protocol::Tcp,
+            L4Proto::Udp => L4Protocol::Udp,
+        };
+        Some(crate::flow::FlowKey::of(l, self.local.port(), r, self.remote.port(), proto).0)
+    }
+
     fn tuple(&self, role: Role) -> FlowTuple {
         let (client, server) = match role {
             Role::Server => (self.remote, self.local),
@@ -217,6 +232,8 @@ pub struct SocketFlowEngine {
     exited: Vec<u32>,
     /// Keys to end after a tick's scan, reused.
     expired: Vec<SocketKey>,
+    /// Sockets to announce to the packet shards (role known, L7 detected).
+    announce: Option<Vec<LocalSocket>>,
 }
 
 impl SocketFlowEngine {
@@ -228,6 +245,20 @@ impl SocketFlowEngine {
             stats: SocketFlowStats::default(),
             exited: Vec::new(),
             expired: Vec::new(),
+            announce: None,
+        }
+    }
+
+    /// Collect [`LocalSocket`] announcements for the packet side (taken
+    /// with [`take_announcements`](Self::take_announcements)).
+    pub fn set_announcing(&mut self, on: bool) {
+        self.announce = on.then(Vec::new);
+    }
+
+    /// Announcements since the last call.
+    pub fn take_announcements(&mut self, into: &mut Vec<LocalSocket>) {
+        if let Some(a) = self.announce.as_mut() {
+            into.append(a);
         }
     }
 
@@ -296,6 +327,15 @@ impl SocketFlowEngine {
                     self.stats.sockets_closed += 1;
                     old.finish(&key, sink, &mut self.stats);
                 }
+                if let (Some(a), Some(k)) = (self.announce.as_mut(), key.flow_key()) {
+                    let process = ProcessRef { pid: e.pid, tid: e.tid, name: e.comm.clone() };
+                    a.push(LocalSocket {
+                        key: k,
+                        client: role == Role::Client,
+                        process,
+                        l7: false,
+                    });
+                }
                 self.insert(key, SocketFlow::new(role, e.comm, now), sink);
             }
             SocketEventKind::Close => {
@@ -359,6 +399,15 @@ impl SocketFlowEngine {
                                     | (Direction::Response, Way::Ingress) => Role::Client,
                                     _ => Role::Server,
                                 };
+                            }
+                            if let (Some(a), Some(k)) = (self.announce.as_mut(), key.flow_key()) {
+                                let name = flow.comm.clone();
+                                a.push(LocalSocket {
+                                    key: k,
+                                    client: flow.role == Role::Client,
+                                    process: ProcessRef { pid: e.pid, tid: e.tid, name },
+                                    l7: true,
+                                });
                             }
                         }
                         None => {
@@ -434,6 +483,10 @@ fn flow_stamp<'a>(key: &SocketKey, role: Role, comm: &'a str) -> Stamp<'a> {
     Stamp {
         tuple: key.tuple(role),
         source: if key.tls { CaptureSource::Tls } else { CaptureSource::Syscall },
+        point: match role {
+            Role::Server => ObservationPoint::ServerProcess,
+            Role::Client | Role::Unknown => ObservationPoint::ClientProcess,
+        },
         pid: key.pid,
         comm,
     }

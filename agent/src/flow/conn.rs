@@ -485,7 +485,8 @@ impl Flow {
                 L7::Active(st) => Some(st.protocol.as_str().to_string()),
                 _ => None,
             },
-            process: None,
+            client_process: None,
+            server_process: None,
         }
     }
 }

@@ -1,7 +1,8 @@
 //! Runs on a capture thread: decides each packet's shard from its flow key
-//! (both directions of a flow land on the same shard) and ships batches.
+//! (both directions of a flow land on the same shard, and the eBPF shards
+//! announce its sockets to that shard: [`super::merge::shard_of`]) and
+//! ships batches.
 
-use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use actix::prelude::SendError;
@@ -22,7 +23,6 @@ pub struct Router {
     pending: Vec<PacketBatch>,
     interface: Arc<str>,
     link: LinkType,
-    hasher: std::collections::hash_map::RandomState,
     /// Wait for room in a shard's mailbox instead of dropping (replays).
     reliable: bool,
     /// Batches the shards have emptied, ready for reuse.
@@ -39,7 +39,6 @@ impl Router {
             pending: Vec::new(),
             interface,
             link,
-            hasher: Default::default(),
             reliable: false,
             returned,
             return_to,
@@ -89,7 +88,7 @@ impl Router {
                     Some(proto) => {
                         let (key, _) =
                             FlowKey::of(p.src_ip, p.src_port, p.dst_ip, p.dst_port, proto);
-                        (self.hasher.hash_one(key) % self.shards.len() as u64) as usize
+                        super::merge::shard_of(&key, self.shards.len())
                     }
                     None => 0,
                 }
