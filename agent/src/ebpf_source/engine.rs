@@ -53,6 +53,9 @@ pub struct SocketFlowConfig {
     /// Exited processes remembered between ticks; beyond it their sockets
     /// are left to the idle timeout.
     pub max_exited: usize,
+    /// An L7 session with nothing in flight and no event for this long
+    /// gives back its reusable buffers at the next tick.
+    pub release_idle_after: Duration,
 }
 
 impl Default for SocketFlowConfig {
@@ -66,6 +69,7 @@ impl Default for SocketFlowConfig {
             session_limits: SessionLimits::default(),
             unix_offset_ns: 0,
             max_exited: 4096,
+            release_idle_after: Duration::from_secs(1),
         }
     }
 }
@@ -444,6 +448,7 @@ impl SocketFlowEngine {
         let timeout_us = self.cfg.l7_request_timeout.as_micros() as u64;
         let tcp_idle_us = self.cfg.idle_timeout.as_micros() as u64;
         let udp_idle_us = self.cfg.udp_idle_timeout.as_micros() as u64;
+        let release_us = self.cfg.release_idle_after.as_micros() as u64;
         self.exited.sort_unstable();
         self.exited.dedup();
         let SocketFlowEngine { table, stats, exited, expired, .. } = self;
@@ -461,6 +466,9 @@ impl SocketFlowEngine {
                 let stamp = flow_stamp(key, flow.role, &flow.comm);
                 l7.expire(now_us, timeout_us, false, &stamp, sink, &mut counts);
                 add(stats, &counts);
+                if now_us.saturating_sub(flow.last_us) >= release_us {
+                    l7.release_idle();
+                }
             }
         }
         exited.clear();

@@ -132,6 +132,14 @@ impl SocketL7 {
         }
     }
 
+    /// Give back what an idle session keeps for reuse (see
+    /// [`Session::release_idle`]).
+    pub fn release_idle(&mut self) {
+        if self.session.release_idle() {
+            self.requests = VecDeque::new();
+        }
+    }
+
     /// Report requests older than the timeout; with `close`, all of them.
     pub fn expire(
         &mut self,
