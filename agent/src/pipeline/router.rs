@@ -11,7 +11,7 @@ use actix::Addr;
 use super::batch::PacketBatch;
 use super::shard::FlowShard;
 use crate::flow::FlowKey;
-use crate::packet::{self, LinkType, L4};
+use crate::packet::{self, Decoded, LinkType, L4};
 use crate::records::L4Protocol;
 use crate::telemetry::TELEMETRY;
 
@@ -64,8 +64,8 @@ impl Router {
         self
     }
 
-    /// Route one frame. Frames that do not decode go to shard 0, which
-    /// counts them.
+    /// Route one frame, decoded here once. Frames that do not decode go to
+    /// shard 0, which counts them.
     pub fn route(&mut self, link: LinkType, frame: &[u8], wire_len: u32, ts_us: u64) {
         if link != self.link {
             // pcapng files may mix link types: batches carry one each.
@@ -77,7 +77,8 @@ impl Router {
         }
         TELEMETRY.packets.add(1);
         TELEMETRY.packet_bytes.add(u64::from(wire_len));
-        let idx = match packet::decode(self.link, frame, wire_len, ts_us) {
+        let decoded = packet::decode(self.link, frame, wire_len, ts_us);
+        let idx = match &decoded {
             Ok(p) => {
                 let proto = match p.l4 {
                     L4::Tcp(_) => Some(L4Protocol::Tcp),
@@ -95,8 +96,9 @@ impl Router {
             }
             Err(_) => 0,
         };
+        let decoded = decoded.map(|p| Decoded::new(&p, frame));
         let b = &mut self.pending[idx];
-        b.push(frame, wire_len, ts_us);
+        b.push(frame, wire_len, ts_us, decoded);
         if b.slots.len() >= BATCH_PACKETS || b.data.len() >= BATCH_BYTES - 65536 {
             self.ship(idx);
         }

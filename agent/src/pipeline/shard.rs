@@ -136,8 +136,10 @@ impl Handler<PacketBatch> for FlowShard {
         let i = self.engine(&batch.interface);
         let (_, engine, _) = &mut self.engines[i];
         for (frame, slot) in batch.frames() {
-            let _ =
-                engine.process_frame(batch.link, frame, slot.wire_len, slot.ts_us, &mut self.sink);
+            match &slot.decoded {
+                Ok(d) => engine.process_packet(&d.view(frame), &mut self.sink),
+                Err(e) => engine.decode_error(*e, slot.wire_len.max(frame.len() as u32)),
+            }
             self.last_packet_us = self.last_packet_us.max(slot.ts_us);
         }
         if self.clock == Clock::Packets {
