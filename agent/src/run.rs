@@ -271,18 +271,20 @@ pub fn run_live(cfg: AgentConfig) -> Result<(), String> {
         if let Some(capture) = ebpf {
             let offset = capture.to_unix_ns(0);
             let sc = socket_flow_config(&cfg, shards.len(), offset);
+            let (spent_to, spent) = std::sync::mpsc::channel();
             ebpf_shards = (0..shards.len())
                 .map(|_| {
                     let arbiter = Arbiter::new();
-                    let (c, e) = (sc.clone(), emitter.clone());
+                    let (c, e, s) = (sc.clone(), emitter.clone(), spent_to.clone());
                     let p = if merge { shards.clone() } else { Vec::new() };
                     EbpfShard::start_in_arbiter(&arbiter.handle(), move |_| {
-                        EbpfShard::new(c, e).announce_to(p)
+                        EbpfShard::new(c, e).announce_to(p).give_buffers_to(s)
                     })
                 })
                 .collect();
             let router = EbpfRouter::new(ebpf_shards.clone(), emitter.clone(), offset)
-                .exclude_ports(&cfg.capture.exclude_ports);
+                .exclude_ports(&cfg.capture.exclude_ports)
+                .reuse_buffers(spent);
             threads.push(
                 spawn_reader(capture, router, stop.clone())
                     .map_err(|e| format!("cannot start eBPF reader thread: {e}"))?,

@@ -22,7 +22,7 @@ use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use fathom_ebpf::{
-    Direction as Way, Event, L4Proto, ProcessEventKind, SocketDataEvent, SocketEvent,
+    Comm, Direction as Way, Event, L4Proto, ProcessEventKind, SocketDataEvent, SocketEvent,
     SocketEventKind,
 };
 use fathom_protocols::{Direction, SessionLimits, Transport};
@@ -197,12 +197,12 @@ struct SocketFlow {
     l7: L7,
     /// The thread name of the first event: the process's name as the kernel
     /// knows it (`comm`).
-    comm: String,
+    comm: Comm,
     last_us: u64,
 }
 
 impl SocketFlow {
-    fn new(role: Role, comm: String, now_us: u64) -> SocketFlow {
+    fn new(role: Role, comm: Comm, now_us: u64) -> SocketFlow {
         SocketFlow { role, l7: L7::Detecting(0), comm, last_us: now_us }
     }
 
@@ -238,6 +238,8 @@ pub struct SocketFlowEngine {
     expired: Vec<SocketKey>,
     /// Sockets to announce to the packet shards (role known, L7 detected).
     announce: Option<Vec<LocalSocket>>,
+    /// Payload buffers of processed events, to give back to the reader.
+    spent: Vec<Vec<u8>>,
 }
 
 impl SocketFlowEngine {
@@ -250,6 +252,7 @@ impl SocketFlowEngine {
             exited: Vec::new(),
             expired: Vec::new(),
             announce: None,
+            spent: Vec::new(),
         }
     }
 
@@ -332,7 +335,7 @@ impl SocketFlowEngine {
                     old.finish(&key, sink, &mut self.stats);
                 }
                 if let (Some(a), Some(k)) = (self.announce.as_mut(), key.flow_key()) {
-                    let process = ProcessRef { pid: e.pid, tid: e.tid, name: e.comm.clone() };
+                    let process = ProcessRef { pid: e.pid, tid: e.tid, name: e.comm.to_string() };
                     a.push(LocalSocket {
                         key: k,
                         client: role == Role::Client,
@@ -356,6 +359,19 @@ impl SocketFlowEngine {
     }
 
     fn on_data(&mut self, e: SocketDataEvent, sink: &mut dyn RecordSink) {
+        self.on_data_bytes(&e, sink);
+        if e.payload.capacity() > 0 && self.spent.len() < fathom_ebpf::MAX_SPARE_BUFFERS {
+            self.spent.push(e.payload);
+        }
+    }
+
+    /// Payload buffers of the events processed since the last call, for
+    /// the reader to decode later events into ([`fathom_ebpf::EbpfCapture::recycle`]).
+    pub fn take_spent(&mut self) -> Vec<Vec<u8>> {
+        std::mem::take(&mut self.spent)
+    }
+
+    fn on_data_bytes(&mut self, e: &SocketDataEvent, sink: &mut dyn RecordSink) {
         self.stats.data_events += 1;
         self.stats.tls_events += u64::from(e.is_tls());
         if e.payload.is_empty() {
@@ -363,7 +379,7 @@ impl SocketFlowEngine {
             return;
         }
         let now = self.unix_us(e.ts_ns);
-        let key = SocketKey::of_data(&e);
+        let key = SocketKey::of_data(e);
         if !self.table.contains(&key) {
             // Plaintext of a socket takes the role its syscalls revealed.
             let role = if key.tls {
@@ -372,8 +388,7 @@ impl SocketFlowEngine {
             } else {
                 Role::Unknown
             };
-            let comm = e.comm.clone();
-            self.insert(key, SocketFlow::new(role, comm, now), sink);
+            self.insert(key, SocketFlow::new(role, e.comm, now), sink);
         }
         let cfg = &self.cfg;
         let stats = &mut self.stats;
@@ -405,7 +420,7 @@ impl SocketFlowEngine {
                                 };
                             }
                             if let (Some(a), Some(k)) = (self.announce.as_mut(), key.flow_key()) {
-                                let name = flow.comm.clone();
+                                let name = flow.comm.to_string();
                                 a.push(LocalSocket {
                                     key: k,
                                     client: flow.role == Role::Client,

@@ -32,6 +32,8 @@ pub struct EbpfShard {
     seen: SocketFlowStats,
     packet_shards: Vec<Addr<FlowShard>>,
     announced: Vec<LocalSocket>,
+    /// Where payload buffers go back to the reader for reuse.
+    spent_to: Option<std::sync::mpsc::Sender<Vec<Vec<u8>>>>,
 }
 
 impl EbpfShard {
@@ -43,7 +45,15 @@ impl EbpfShard {
             seen: SocketFlowStats::default(),
             packet_shards: Vec::new(),
             announced: Vec::new(),
+            spent_to: None,
         }
+    }
+
+    /// Hand the payload buffers of processed events back to the reader
+    /// (see [`super::EbpfRouter::reuse_buffers`]).
+    pub fn give_buffers_to(mut self, to: std::sync::mpsc::Sender<Vec<Vec<u8>>>) -> EbpfShard {
+        self.spent_to = Some(to);
+        self
     }
 
     /// Tell these packet shards which connections this shard's sockets are.
@@ -114,6 +124,11 @@ impl Handler<EbpfBatch> for EbpfShard {
     fn handle(&mut self, batch: EbpfBatch, _: &mut Self::Context) {
         for event in batch.events {
             self.engine.process(event, &mut self.sink);
+        }
+        let spent = self.engine.take_spent();
+        if let (Some(to), false) = (&self.spent_to, spent.is_empty()) {
+            // The reader may be gone (stopping): the buffers are then freed.
+            let _ = to.send(spent);
         }
         self.announce();
         self.ship();

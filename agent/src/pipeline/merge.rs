@@ -89,7 +89,7 @@ impl Default for MergeConfig {
             window: Duration::from_secs(1),
             capacity: 100_000,
             retain: Duration::from_secs(330),
-            max_held: 65_536,
+            max_held: 16_384,
         }
     }
 }
