@@ -338,6 +338,7 @@ impl SocketFlowEngine {
                     let process = ProcessRef { pid: e.pid, tid: e.tid, name: e.comm.to_string() };
                     a.push(LocalSocket {
                         key: k,
+                        local_ip: key.local.ip().to_canonical(),
                         client: role == Role::Client,
                         process,
                         l7: false,
@@ -423,6 +424,7 @@ impl SocketFlowEngine {
                                 let name = flow.comm.to_string();
                                 a.push(LocalSocket {
                                     key: k,
+                                    local_ip: key.local.ip().to_canonical(),
                                     client: flow.role == Role::Client,
                                     process: ProcessRef { pid: e.pid, tid: e.tid, name },
                                     l7: true,

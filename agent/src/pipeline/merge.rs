@@ -18,7 +18,9 @@
 //!   network facts only packets have), stamped with the local process at
 //!   each end that eBPF reported (`client_process`, `server_process`).
 //! - The race: eBPF events reach the agent a little later (or earlier) than
-//!   the packets. A packet L7 record of a flow with a local end is held for
+//!   the packets. A packet L7 record of a flow with a local end (an address
+//!   of this host's interfaces, loopback, or one eBPF has seen a local
+//!   socket bound to, such as a container's) is held for
 //!   `flow.ebpf_merge_window_ms` and dropped if eBPF covered the connection
 //!   meanwhile, else emitted. Flows eBPF never sees (between two remote
 //!   hosts, excluded ports, eBPF off) lose nothing: remote flows are never
@@ -59,6 +61,9 @@ pub fn key_of(t: &FlowTuple) -> FlowKey {
 #[derive(Clone, Debug)]
 pub struct LocalSocket {
     pub key: FlowKey,
+    /// The socket's own address: an address of this host (or of a
+    /// container on it).
+    pub local_ip: IpAddr,
     /// The socket is the connection's client end.
     pub client: bool,
     pub process: ProcessRef,
@@ -81,6 +86,8 @@ pub struct MergeConfig {
     pub retain: Duration,
     /// Records held at once.
     pub max_held: usize,
+    /// Local addresses learned from eBPF's sockets, at most.
+    pub max_learned_ips: usize,
 }
 
 impl Default for MergeConfig {
@@ -90,6 +97,7 @@ impl Default for MergeConfig {
             capacity: 100_000,
             retain: Duration::from_secs(330),
             max_held: 16_384,
+            max_learned_ips: 65_536,
         }
     }
 }
@@ -118,6 +126,7 @@ pub struct MergeStats {
 pub struct Merger {
     cfg: MergeConfig,
     local_ips: Vec<IpAddr>,
+    learned_ips: hashbrown::HashSet<IpAddr>,
     sockets: LruCache<FlowKey, Ends>,
     held: VecDeque<(u64, L7Log)>,
     stats: MergeStats,
@@ -130,6 +139,7 @@ impl Merger {
         Merger {
             cfg,
             local_ips,
+            learned_ips: Default::default(),
             sockets: LruCache::new(cap),
             held: VecDeque::new(),
             stats: MergeStats::default(),
@@ -147,12 +157,15 @@ impl Merger {
     }
 
     fn is_local(&self, ip: IpAddr) -> bool {
-        ip.is_loopback() || self.local_ips.contains(&ip)
+        ip.is_loopback() || self.local_ips.contains(&ip) || self.learned_ips.contains(&ip)
     }
 
     /// What eBPF announced.
     pub fn on_sockets(&mut self, sockets: Vec<LocalSocket>, now_us: u64) {
         for s in sockets {
+            if self.learned_ips.len() < self.cfg.max_learned_ips && !self.is_local(s.local_ip) {
+                self.learned_ips.insert(s.local_ip);
+            }
             if self.sockets.peek(&s.key).is_none() && self.sockets.len() == self.sockets.cap().get()
             {
                 self.stats.evicted += 1;
@@ -299,6 +312,7 @@ mod tests {
     fn socket(t: FlowTuple, client: bool, l7: bool) -> LocalSocket {
         LocalSocket {
             key: key_of(&t),
+            local_ip: if client { t.client_ip } else { t.server_ip },
             client,
             process: ProcessRef { pid: 7, tid: 7, name: "curl".into() },
             l7,
@@ -328,6 +342,19 @@ mod tests {
         assert_eq!(out[1].flow, local);
         assert_eq!(m.stats().suppressed, 2);
         assert_eq!(m.stats().held, 2);
+    }
+
+    #[test]
+    fn addresses_of_announced_sockets_count_as_local() {
+        let mut m = Merger::new(MergeConfig::default(), Vec::new());
+        // A container's address: not the host's, but eBPF saw a socket on it.
+        let pod = tuple([10, 244, 1, 7], [10, 0, 0, 9]);
+        let mut other = tuple([10, 0, 0, 8], [10, 244, 1, 7]);
+        other.server_port = 8080;
+        m.on_sockets(vec![socket(pod, true, false)], 0);
+        let (mut logs, mut out) = (vec![log(other)], Vec::new());
+        m.l7(&mut logs, &mut out, 0);
+        assert_eq!((m.held(), out.len()), (1, 0));
     }
 
     #[test]
