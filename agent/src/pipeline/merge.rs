@@ -25,6 +25,9 @@
 //!   meanwhile, else emitted. Flows eBPF never sees (between two remote
 //!   hosts, excluded ports, eBPF off) lose nothing: remote flows are never
 //!   held and without eBPF there is no merger at all.
+//! - Not merged: sockets whose events name no local address (an unconnected
+//!   UDP socket bound to the wildcard, e.g. some DNS clients) cannot be
+//!   matched to a 5-tuple; their calls keep both records.
 //! - Memory is bounded: the connection table is an LRU of `capacity`
 //!   entries forgotten after `retain` without news, the hold queue holds at
 //!   most `max_held` records (beyond it records go out at once, counted).
