@@ -27,6 +27,7 @@ fn logs(span_us: u64) -> Vec<L7Log> {
                     protocol: L4Protocol::Tcp,
                 },
                 source: CaptureSource::Packet,
+                observation_point: ObservationPoint::ServerProcess,
                 interface: None,
                 process: Some(ProcessRef { pid: 100, tid: 101, name: "java".into() }),
                 start_time_us: 1_700_000_000_000_000 + i as u64 * span_us / N as u64,
@@ -99,7 +100,8 @@ fn bench(c: &mut Criterion) {
             rtt_client_us: Some(60),
             close_type: CloseType::Fin,
             l7_protocol: Some("HTTP".into()),
-            process: None,
+            client_process: None,
+            server_process: None,
         })
         .collect();
     let mut net = NetworkAggregator::new();

@@ -127,6 +127,10 @@ pub struct FlowSection {
     pub udp_idle_timeout_s: u64,
     /// Long flows report an L4 record this often even when still open.
     pub flow_report_interval_s: u64,
+    /// With eBPF on, packet L7 records of flows with a local end wait this
+    /// long for eBPF to cover the connection (then they are dropped as
+    /// duplicates) before they are emitted.
+    pub ebpf_merge_window_ms: u64,
 }
 
 impl Default for FlowSection {
@@ -139,6 +143,7 @@ impl Default for FlowSection {
             tcp_idle_timeout_s: 300,
             udp_idle_timeout_s: 30,
             flow_report_interval_s: 60,
+            ebpf_merge_window_ms: 1000,
         }
     }
 }
@@ -197,6 +202,9 @@ Configuration (TOML file; each key also FATHOM_AGENT_<SECTION>__<KEY>):
     tcp_idle_timeout_s = 300   idle TCP flows closed after this
     udp_idle_timeout_s = 30    idle UDP flows closed after this
     flow_report_interval_s = 60  long flows report L4 records this often
+    ebpf_merge_window_ms = 1000  with eBPF on, packet L7 records of flows with a local end
+                               wait this long; dropped if eBPF saw the connection (its
+                               records name the process), else emitted
   [output]
     format = \"json\"            json (NDJSON to path), server ([sender]) or both
     path = \"-\"                 '-' = stdout, else a file

@@ -219,7 +219,8 @@ mod tests {
             rtt_client_us: None,
             close_type: CloseType::Fin,
             l7_protocol: Some("HTTP".into()),
-            process: None,
+            client_process: None,
+            server_process: None,
         }
     }
 
@@ -232,6 +233,7 @@ mod tests {
         let log = L7Log {
             flow: flow().flow,
             source: CaptureSource::Packet,
+            observation_point: Default::default(),
             interface: None,
             process: None,
             start_time_us: 5_000_000,

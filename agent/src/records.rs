@@ -38,6 +38,30 @@ pub struct FlowTuple {
     pub protocol: L4Protocol,
 }
 
+/// Where a call was observed: in the client process, in the server process
+/// (both through eBPF, with the process's identity), or on the network
+/// (packets). A loopback call seen by eBPF at both ends is one record and
+/// one RED count per process end; its packets add none (see
+/// `pipeline::merge`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ObservationPoint {
+    ClientProcess,
+    ServerProcess,
+    #[default]
+    Network,
+}
+
+impl ObservationPoint {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ObservationPoint::ClientProcess => "client_process",
+            ObservationPoint::ServerProcess => "server_process",
+            ObservationPoint::Network => "network",
+        }
+    }
+}
+
 /// The process on one side of a flow, when eBPF saw it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct ProcessRef {
@@ -51,8 +75,11 @@ pub struct ProcessRef {
 pub struct L7Log {
     pub flow: FlowTuple,
     pub source: CaptureSource,
+    /// Which end (process) or the network: part of the RED key.
+    pub observation_point: ObservationPoint,
     /// Interface the packets came from, for packet captures.
     pub interface: Option<String>,
+    /// The observing process (client or server, as `observation_point` says).
     pub process: Option<ProcessRef>,
     pub start_time_us: u64,
     pub end_time_us: u64,
@@ -82,6 +109,7 @@ impl L7Log {
         L7Log {
             flow,
             source,
+            observation_point: ObservationPoint::Network,
             interface: None,
             process: None,
             start_time_us,
@@ -208,7 +236,10 @@ pub struct L4Flow {
     pub rtt_client_us: Option<u64>,
     pub close_type: CloseType,
     pub l7_protocol: Option<String>,
-    pub process: Option<ProcessRef>,
+    /// The local processes at each end, learned from eBPF (None when eBPF
+    /// did not see that end: a remote peer, or eBPF off).
+    pub client_process: Option<ProcessRef>,
+    pub server_process: Option<ProcessRef>,
 }
 
 /// Which period a metric row covers.

@@ -12,6 +12,7 @@ use crate::config::{AgentConfig, EbpfMode};
 use crate::ebpf_source::{spawn_reader, EbpfRouter, EbpfShard, SocketFlowConfig};
 use crate::flow::FlowConfig;
 use crate::output::OutputWriter;
+use crate::pipeline::merge::{local_addresses, MergeConfig, Merger};
 use crate::pipeline::{
     Clock, Emitter, FlowShard, Flush, Router, Shutdown, StopFlag, POLL_INTERVAL,
 };
@@ -109,12 +110,26 @@ fn open_output(cfg: &AgentConfig) -> Result<OutputWriter, String> {
     }
 }
 
-/// Start shards, each on its own arbiter (thread), and the emitter.
+/// The merge settings a config asks for, per shard (see `pipeline::merge`).
+pub fn merge_config(cfg: &AgentConfig, shards: usize) -> MergeConfig {
+    let f = &cfg.flow;
+    MergeConfig {
+        window: Duration::from_millis(f.ebpf_merge_window_ms),
+        capacity: (f.max_flows / shards.max(1)).max(1),
+        // Longer than a live flow goes without an L4 record.
+        retain: Duration::from_secs(f.tcp_idle_timeout_s.max(f.flow_report_interval_s) + 30),
+        ..MergeConfig::default()
+    }
+}
+
+/// Start shards, each on its own arbiter (thread), and the emitter; with
+/// `merge`, the shards merge what eBPF observes.
 fn start_actors(
     cfg: &AgentConfig,
     clock: Clock,
     source: CaptureSource,
     sender: Option<SenderHandle>,
+    merge: bool,
 ) -> Result<(Addr<Emitter>, Vec<Addr<FlowShard>>), String> {
     let (json, _) = outputs(cfg)?;
     let out = if json { Some(open_output(cfg)?) } else { None };
@@ -125,12 +140,20 @@ fn start_actors(
     });
     let n = shard_count(cfg);
     let template = flow_config(cfg, n, source);
+    let mc = merge.then(|| (merge_config(cfg, n), local_addresses()));
     let shards = (0..n)
         .map(|_| {
             let arbiter = Arbiter::new();
             let t = template.clone();
             let e = emitter.clone();
-            FlowShard::start_in_arbiter(&arbiter.handle(), move |_| FlowShard::new(t, e, clock))
+            let m = mc.clone();
+            FlowShard::start_in_arbiter(&arbiter.handle(), move |_| {
+                let shard = FlowShard::new(t, e, clock);
+                match m {
+                    Some((c, ips)) => shard.with_merger(Merger::new(c, ips)),
+                    None => shard,
+                }
+            })
         })
         .collect();
     Ok((emitter, shards))
@@ -150,10 +173,12 @@ fn start_sender(cfg: &AgentConfig) -> Result<Option<Sender>, String> {
 const SENDER_DRAIN: Duration = Duration::from_secs(5);
 
 async fn drain(emitter: &Addr<Emitter>, shards: &[Addr<FlowShard>], ebpf: &[Addr<EbpfShard>]) {
-    for s in shards {
+    // eBPF first: its last batches announce sockets the packet shards'
+    // held records wait for.
+    for s in ebpf {
         let _ = s.send(Flush).await;
     }
-    for s in ebpf {
+    for s in shards {
         let _ = s.send(Flush).await;
     }
     let _ = emitter.send(Shutdown).await;
@@ -208,7 +233,10 @@ pub fn run_live(cfg: AgentConfig) -> Result<(), String> {
     let handle = sender.as_ref().map(Sender::handle);
     let sys = System::new();
     sys.block_on(async move {
-        let (emitter, shards) = start_actors(&cfg, Clock::Wall, CaptureSource::Packet, handle)?;
+        // Both sources: the packet shards merge what eBPF observes.
+        let merge = ebpf.is_some() && !sources.is_empty();
+        let (emitter, shards) =
+            start_actors(&cfg, Clock::Wall, CaptureSource::Packet, handle, merge)?;
         let stop = StopFlag::default();
         let mut threads = Vec::new();
         for mut src in sources {
@@ -243,15 +271,20 @@ pub fn run_live(cfg: AgentConfig) -> Result<(), String> {
         if let Some(capture) = ebpf {
             let offset = capture.to_unix_ns(0);
             let sc = socket_flow_config(&cfg, shards.len(), offset);
+            let (spent_to, spent) = std::sync::mpsc::channel();
             ebpf_shards = (0..shards.len())
                 .map(|_| {
                     let arbiter = Arbiter::new();
-                    let (c, e) = (sc.clone(), emitter.clone());
-                    EbpfShard::start_in_arbiter(&arbiter.handle(), move |_| EbpfShard::new(c, e))
+                    let (c, e, s) = (sc.clone(), emitter.clone(), spent_to.clone());
+                    let p = if merge { shards.clone() } else { Vec::new() };
+                    EbpfShard::start_in_arbiter(&arbiter.handle(), move |_| {
+                        EbpfShard::new(c, e).announce_to(p).give_buffers_to(s)
+                    })
                 })
                 .collect();
             let router = EbpfRouter::new(ebpf_shards.clone(), emitter.clone(), offset)
-                .exclude_ports(&cfg.capture.exclude_ports);
+                .exclude_ports(&cfg.capture.exclude_ports)
+                .reuse_buffers(spent);
             threads.push(
                 spawn_reader(capture, router, stop.clone())
                     .map_err(|e| format!("cannot start eBPF reader thread: {e}"))?,
@@ -303,7 +336,8 @@ pub fn replay(path: &Path, cfg: AgentConfig) -> Result<u64, String> {
     let handle = sender.as_ref().map(Sender::handle);
     let sys = System::new();
     let packets = sys.block_on(async move {
-        let (emitter, shards) = start_actors(&cfg, Clock::Packets, CaptureSource::Pcap, handle)?;
+        let (emitter, shards) =
+            start_actors(&cfg, Clock::Packets, CaptureSource::Pcap, handle, false)?;
         // The same /metrics as live; a replay still runs if the port is taken.
         if let Err(e) = crate::http::serve(&cfg.http.listen).await {
             tracing::warn!("{e}");

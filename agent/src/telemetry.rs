@@ -110,6 +110,11 @@ pub struct Telemetry {
     pub ebpf_sockets_active: Metric,
     pub ebpf_sockets_undetected: Metric,
     pub ebpf_sockets_evicted: Metric,
+    pub merge_l7_suppressed: Metric,
+    pub merge_l7_held: Metric,
+    pub merge_l7_hold_overflows: Metric,
+    pub merge_l4_with_process: Metric,
+    pub merge_sockets_evicted: Metric,
     pub rss: Metric,
     pub ebpf_hooks: HookMetrics,
 }
@@ -182,6 +187,26 @@ pub static TELEMETRY: Telemetry = Telemetry {
         "fathom_agent_ebpf_sockets_evicted_total",
         "Sockets evicted to stay within the eBPF socket table capacity.",
     ),
+    merge_l7_suppressed: Metric::counter(
+        "fathom_agent_merge_l7_suppressed_total",
+        "Packet L7 records not emitted because eBPF covered the same connection.",
+    ),
+    merge_l7_held: Metric::counter(
+        "fathom_agent_merge_l7_held_total",
+        "Packet L7 records of flows with a local end held for the merge window.",
+    ),
+    merge_l7_hold_overflows: Metric::counter(
+        "fathom_agent_merge_l7_hold_overflows_total",
+        "Packet L7 records emitted without waiting because the hold queue was full.",
+    ),
+    merge_l4_with_process: Metric::counter(
+        "fathom_agent_merge_l4_with_process_total",
+        "Packet L4 records given a local process identity learned from eBPF.",
+    ),
+    merge_sockets_evicted: Metric::counter(
+        "fathom_agent_merge_sockets_evicted_total",
+        "eBPF-seen connections the packet shards forgot to stay within capacity.",
+    ),
     rss: Metric::gauge("fathom_agent_resident_memory_bytes", "Resident set size."),
     ebpf_hooks: HookMetrics {
         calls: [const { AtomicU64::new(0) }; HOOKS],
@@ -190,7 +215,7 @@ pub static TELEMETRY: Telemetry = Telemetry {
 };
 
 impl Telemetry {
-    fn all(&self) -> [&Metric; 23] {
+    fn all(&self) -> [&Metric; 28] {
         [
             &self.packets,
             &self.packet_bytes,
@@ -214,6 +239,11 @@ impl Telemetry {
             &self.ebpf_sockets_active,
             &self.ebpf_sockets_undetected,
             &self.ebpf_sockets_evicted,
+            &self.merge_l7_suppressed,
+            &self.merge_l7_held,
+            &self.merge_l7_hold_overflows,
+            &self.merge_l4_with_process,
+            &self.merge_sockets_evicted,
             &self.rss,
         ]
     }

@@ -1,6 +1,9 @@
 //! The real agent binary with the eBPF source on this kernel (AF_PACKET
 //! off, eBPF required): real clients and servers on 127.0.0.1 give L7
-//! records that name the process at each end. Needs root; fails without it.
+//! records that name the process at each end. With AF_PACKET on lo as
+//! well, each connection is one flow: eBPF's L7 records, the packets' L4
+//! record with both processes, no packet L7 duplicates. Needs root; fails
+//! without it.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -86,7 +89,19 @@ struct Agent {
 }
 
 impl Agent {
+    /// eBPF only.
     fn start(tag: &str) -> Agent {
+        Agent::start_with(
+            tag,
+            &[],
+            &[
+                ("FATHOM_AGENT_CAPTURE__AFPACKET", "false"),
+                ("FATHOM_AGENT_CAPTURE__EBPF", "required"),
+            ],
+        )
+    }
+
+    fn start_with(tag: &str, args: &[&str], envs: &[(&str, &str)]) -> Agent {
         require_root();
         let dir = TempDir::new(tag);
         let out = dir.0.join("out.jsonl");
@@ -94,8 +109,8 @@ impl Agent {
         let metrics_port = free_port();
         let mut child = Command::new(env!("CARGO_BIN_EXE_fathom-agent"))
             .arg("run")
-            .env("FATHOM_AGENT_CAPTURE__AFPACKET", "false")
-            .env("FATHOM_AGENT_CAPTURE__EBPF", "required")
+            .args(args)
+            .envs(envs.iter().copied())
             .env("FATHOM_AGENT_OUTPUT__PATH", &out)
             .env("FATHOM_AGENT_HTTP__LISTEN", format!("127.0.0.1:{metrics_port}"))
             .env("FATHOM_AGENT_LOG", "info")
@@ -497,4 +512,155 @@ fn a_proxy_threads_server_and_client_records_share_the_trace_id() {
     ids.sort_unstable();
     ids.dedup();
     assert_eq!(ids.len(), 3, "each request has its own trace id");
+}
+
+/// Calls of one curl (one connection each: http.server closes after every
+/// response) with AF_PACKET on lo and eBPF both on, or eBPF off.
+fn curl_calls(port: u16, n: usize) -> u64 {
+    let urls: Vec<String> = (0..n).map(|i| format!("http://127.0.0.1:{port}/f{i}.txt")).collect();
+    let (pid, body) = run_ok("curl", Command::new("curl").arg("-sS").args(&urls));
+    assert_eq!(body.len(), n * 3, "{}", String::from_utf8_lossy(&body));
+    pid
+}
+
+fn on_port<'a>(records: &'a [Value], ty: &str, port: u16) -> Vec<&'a Value> {
+    records.iter().filter(|r| r["type"] == ty && r["flow"]["server_port"] == port).collect()
+}
+
+/// Requests in the 1-minute RED rows of `port`, per observation point.
+fn red_requests(records: &[Value], port: u16) -> std::collections::BTreeMap<String, u64> {
+    let mut out = std::collections::BTreeMap::new();
+    for r in records.iter().filter(|r| {
+        r["type"] == "red_metric" && r["granularity"] == "1m" && r["server_port"] == port
+    }) {
+        let point = r["observation_point"].as_str().unwrap().to_string();
+        *out.entry(point).or_insert(0) += r["requests"].as_u64().unwrap();
+    }
+    out
+}
+
+const CALLS: usize = 5;
+
+fn files() -> Vec<(String, Vec<u8>)> {
+    (0..CALLS).map(|i| (format!("f{i}.txt"), format!("{i:>2}\n").into_bytes())).collect()
+}
+
+#[test]
+fn packets_and_ebpf_on_lo_make_one_flow_per_connection() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let agent = Agent::start_with(
+        "merge",
+        &["-i", "lo"],
+        &[("FATHOM_AGENT_CAPTURE__EBPF", "required"), ("FATHOM_AGENT_FLOW__SHARDS", "2")],
+    );
+    let files = files();
+    let refs: Vec<(&str, &[u8])> = files.iter().map(|(n, b)| (n.as_str(), b.as_slice())).collect();
+    let (server, port, _dir) = http_server("merge-root", &refs);
+    let curl_pid = curl_calls(port, CALLS);
+    let server_pid = server.pid();
+    agent.wait_for(|r| {
+        l7_of(r, curl_pid, "syscall").len() >= CALLS
+            && l7_of(r, server_pid, "syscall").len() >= CALLS
+    });
+    // Held packet records are decided within the merge window (1 s); the
+    // L4 records go out once the closed connections stop lingering (2 s).
+    let deadline = Instant::now() + PATIENCE;
+    let mut text = agent.metrics();
+    while (metric(&text, "fathom_agent_merge_l7_suppressed_total") < CALLS as u64
+        || metric(&text, "fathom_agent_merge_l4_with_process_total") < CALLS as u64)
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(200));
+        text = agent.metrics();
+    }
+    drop(server);
+    let records = agent.stop();
+    let all = summary(&records);
+    // eBPF's records: one per call at each end, naming the process.
+    let client = l7_of(&records, curl_pid, "syscall");
+    let srv = l7_of(&records, server_pid, "syscall");
+    assert_eq!(client.len(), CALLS, "curl's records:\n{all}");
+    assert_eq!(srv.len(), CALLS, "http.server's records:\n{all}");
+    for r in &client {
+        assert_eq!(r["observation_point"], "client_process", "{r}");
+        assert_eq!(r["process"]["name"], "curl", "{r}");
+    }
+    for r in &srv {
+        assert_eq!(r["observation_point"], "server_process", "{r}");
+        assert_eq!(r["process"]["name"], "python3", "{r}");
+    }
+    // No packet L7 record duplicates them.
+    let l7 = on_port(&records, "l7_log", port);
+    assert_eq!(l7.len(), 2 * CALLS, "L7 records of port {port}:\n{all}");
+    assert!(l7.iter().all(|r| r["source"] == "syscall"), "{all}");
+    // RED counts each call once per observation point.
+    let red = red_requests(&records, port);
+    let want: std::collections::BTreeMap<String, u64> = [
+        ("client_process".to_string(), CALLS as u64),
+        ("server_process".to_string(), CALLS as u64),
+    ]
+    .into();
+    assert_eq!(red, want);
+    // The packets' L4 record of each connection carries both processes.
+    // (The test's own port probes are L4 flows without L7.)
+    let l4: Vec<_> = on_port(&records, "l4_flow", port)
+        .into_iter()
+        .filter(|r| r["l7_protocol"] == "HTTP")
+        .collect();
+    assert_eq!(l4.len(), CALLS, "{l4:?}");
+    let mut client_ports: Vec<u64> =
+        l4.iter().map(|r| r["flow"]["client_port"].as_u64().unwrap()).collect();
+    client_ports.sort_unstable();
+    client_ports.dedup();
+    assert_eq!(client_ports.len(), CALLS, "{l4:?}");
+    for r in &l4 {
+        assert_eq!(r["source"], "packet", "{r}");
+        assert_eq!(r["interface"], "lo", "{r}");
+        assert_eq!(r["l7_protocol"], "HTTP", "{r}");
+        assert_eq!(r["client_process"]["pid"], curl_pid, "{r}");
+        assert_eq!(r["client_process"]["name"], "curl", "{r}");
+        assert_eq!(r["server_process"]["pid"], server_pid, "{r}");
+        assert_eq!(r["server_process"]["name"], "python3", "{r}");
+        assert_eq!(r["close_type"], "fin", "{r}");
+    }
+    // Every packet record of these calls was suppressed; others on lo
+    // (the machine's own traffic) may add to the counter.
+    assert!(metric(&text, "fathom_agent_merge_l7_suppressed_total") >= CALLS as u64, "{text}");
+    assert!(metric(&text, "fathom_agent_merge_l4_with_process_total") >= CALLS as u64, "{text}");
+}
+
+#[test]
+fn packets_on_lo_without_ebpf_keep_their_l7_records() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let agent =
+        Agent::start_with("nomerge", &["-i", "lo"], &[("FATHOM_AGENT_CAPTURE__EBPF", "off")]);
+    let files = files();
+    let refs: Vec<(&str, &[u8])> = files.iter().map(|(n, b)| (n.as_str(), b.as_slice())).collect();
+    let (server, port, _dir) = http_server("nomerge-root", &refs);
+    curl_calls(port, CALLS);
+    agent.wait_for(|r| on_port(r, "l7_log", port).len() >= CALLS);
+    drop(server);
+    let text = agent.metrics();
+    let records = agent.stop();
+    let all = summary(&records);
+    let l7 = on_port(&records, "l7_log", port);
+    assert_eq!(l7.len(), CALLS, "L7 records of port {port}:\n{all}");
+    for r in &l7 {
+        assert_eq!(r["source"], "packet", "{r}");
+        assert_eq!(r["observation_point"], "network", "{r}");
+        assert!(r["process"].is_null(), "{r}");
+        assert_eq!(r["response_code"], 200, "{r}");
+    }
+    let red = red_requests(&records, port);
+    let want: std::collections::BTreeMap<String, u64> =
+        [("network".to_string(), CALLS as u64)].into();
+    assert_eq!(red, want);
+    // (The test's own port probes are L4 flows without L7.)
+    let l4: Vec<_> = on_port(&records, "l4_flow", port)
+        .into_iter()
+        .filter(|r| r["l7_protocol"] == "HTTP")
+        .collect();
+    assert_eq!(l4.len(), CALLS, "{l4:?}");
+    assert!(l4.iter().all(|r| r["client_process"].is_null() && r["server_process"].is_null()));
+    assert_eq!(metric(&text, "fathom_agent_merge_l7_suppressed_total"), 0, "{text}");
 }

@@ -107,6 +107,37 @@ fn engine() -> SocketFlowEngine {
 }
 
 #[test]
+fn payload_buffers_are_handed_back_and_announcements_name_the_ends() {
+    let mut e = engine();
+    e.set_announcing(true);
+    let logs = run(
+        &mut e,
+        vec![
+            sock(&CURL, SocketEventKind::Connect, 1),
+            sock(&SRV, SocketEventKind::Accept, 2),
+            send(&CURL, 10, 1000, 0, REQ),
+            recv(&SRV, 11, 1000, 77, REQ),
+            send(&SRV, 20, 5000, 77, RESP),
+            recv(&CURL, 21, 5000, 9, RESP),
+        ],
+    );
+    assert_eq!(logs.len(), 2);
+    // Every data event's payload buffer, for the reader to decode into.
+    assert_eq!(e.take_spent().len(), 4);
+    assert!(e.take_spent().is_empty());
+    // Role from connect / accept, then again once L7 is detected.
+    let mut a = Vec::new();
+    e.take_announcements(&mut a);
+    let ends: Vec<(u32, bool, bool)> = a.iter().map(|s| (s.process.pid, s.client, s.l7)).collect();
+    assert_eq!(
+        ends,
+        [(100, true, false), (200, false, false), (100, true, true), (200, false, true)]
+    );
+    assert!(a.iter().all(|s| s.key == a[0].key), "one connection: one flow key");
+    assert_eq!(a[0].process.name, "curl");
+}
+
+#[test]
 fn both_ends_of_a_call_name_their_process() {
     let mut e = engine();
     let logs = run(

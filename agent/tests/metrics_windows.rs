@@ -32,6 +32,7 @@ fn call(endpoint: &str, msg_type: &str, status: &str, start_us: u64, latency_us:
     L7Log {
         flow: tuple(2, 80),
         source: CaptureSource::Packet,
+        observation_point: Default::default(),
         interface: None,
         process: None,
         start_time_us: start_us,
@@ -346,7 +347,8 @@ fn l4(start_us: u64, end_us: u64, duration_us: u64, close: CloseType) -> L4Flow 
         rtt_client_us: None,
         close_type: close,
         l7_protocol: None,
-        process: None,
+        client_process: None,
+        server_process: None,
     }
 }
 

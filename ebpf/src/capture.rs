@@ -14,7 +14,7 @@ use aya::programs::uprobe::{UProbeLinkId, UProbeScope};
 use aya::programs::{RawTracePoint, TracePoint, UProbe};
 use aya::{Ebpf, EbpfLoader};
 
-use crate::events::{decode, Event, Hook, MAX_CAPTURE_BYTES};
+use crate::events::{decode_reusing, Event, Hook, MAX_CAPTURE_BYTES};
 
 static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/fathom.bpf.o"));
 
@@ -396,6 +396,9 @@ fn clock_ns(clock: libc::clockid_t) -> u64 {
     (ts.tv_sec as u64).saturating_mul(1_000_000_000) + ts.tv_nsec as u64
 }
 
+/// Payload buffers [`EbpfCapture::recycle`] keeps for reuse.
+pub const MAX_SPARE_BUFFERS: usize = 4096;
+
 /// The loaded and attached programs and their ring buffer. Dropping it
 /// detaches and unloads everything.
 pub struct EbpfCapture {
@@ -412,6 +415,8 @@ pub struct EbpfCapture {
     program_ids: Vec<u32>,
     malformed: u64,
     delivered: u64,
+    /// Payload buffers given back by the consumer, reused by decoding.
+    spare: Vec<Vec<u8>>,
     unix_minus_monotonic_ns: i128,
     // Last: links and programs go after the maps' user-side handles.
     ebpf: Ebpf,
@@ -535,6 +540,7 @@ impl EbpfCapture {
             program_ids,
             malformed: 0,
             delivered: 0,
+            spare: Vec::new(),
             unix_minus_monotonic_ns,
             ebpf,
         };
@@ -639,6 +645,18 @@ impl EbpfCapture {
         Ok(Events { capture: self })
     }
 
+    /// Give payload buffers of consumed data events back: later events are
+    /// decoded into them instead of new allocations. At most
+    /// [`MAX_SPARE_BUFFERS`] are kept; the rest are freed.
+    pub fn recycle(&mut self, buffers: impl IntoIterator<Item = Vec<u8>>) {
+        for b in buffers {
+            if self.spare.len() >= MAX_SPARE_BUFFERS {
+                break;
+            }
+            self.spare.push(b);
+        }
+    }
+
     /// Counters from the kernel side plus what userspace decoded.
     pub fn counters(&self) -> Result<Counters, CaptureError> {
         let read = |index: u32| -> Result<u64, CaptureError> {
@@ -737,7 +755,7 @@ impl Iterator for Events<'_> {
         loop {
             let decoded = {
                 let record = self.capture.ring.next()?;
-                decode(&record)
+                decode_reusing(&record, &mut self.capture.spare)
             };
             match decoded {
                 Ok(event) => {

@@ -23,6 +23,77 @@ const AF_INET6: u16 = 10;
 const SOCKET_EVENT_HDR_LEN: usize = 112;
 const PROCESS_EVENT_LEN: usize = 304;
 
+/// A task's `comm` (at most 15 bytes), inline: decoding an event allocates
+/// nothing for it. Always valid UTF-8 (invalid bytes read as '?').
+#[derive(Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Comm {
+    bytes: [u8; 16],
+    len: u8,
+}
+
+impl Comm {
+    /// The bytes up to the first NUL (at most 16), invalid UTF-8 as '?'.
+    pub fn from_bytes(b: &[u8]) -> Comm {
+        let end = b.iter().position(|&c| c == 0).unwrap_or(b.len()).min(16);
+        let mut bytes = [0u8; 16];
+        bytes[..end].copy_from_slice(&b[..end]);
+        if std::str::from_utf8(&bytes[..end]).is_err() {
+            for c in &mut bytes[..end] {
+                if !c.is_ascii() {
+                    *c = b'?';
+                }
+            }
+        }
+        Comm { bytes, len: end as u8 }
+    }
+
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or("?")
+    }
+}
+
+impl std::ops::Deref for Comm {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl From<&str> for Comm {
+    fn from(s: &str) -> Comm {
+        // Cut on a char boundary, as the kernel never splits one.
+        let mut end = s.len().min(15);
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        Comm::from_bytes(&s.as_bytes()[..end])
+    }
+}
+
+impl PartialEq<str> for Comm {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for Comm {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl fmt::Debug for Comm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl fmt::Display for Comm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The hook (syscall or scheduler tracepoint) that produced an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Hook {
@@ -140,7 +211,7 @@ pub struct SocketDataEvent {
     pub pid: u32,
     pub tid: u32,
     pub fd: i32,
-    pub comm: String,
+    pub comm: Comm,
     pub hook: Hook,
     /// Sender of the bytes.
     pub src: SocketAddr,
@@ -204,7 +275,7 @@ pub struct SocketEvent {
     pub pid: u32,
     pub tid: u32,
     pub fd: i32,
-    pub comm: String,
+    pub comm: Comm,
     pub src: SocketAddr,
     pub dst: SocketAddr,
     pub l4: L4Proto,
@@ -229,7 +300,7 @@ pub struct ProcessEvent {
     pub pid: u32,
     pub tid: u32,
     pub ppid: u32,
-    pub comm: String,
+    pub comm: Comm,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -287,17 +358,23 @@ fn addr(family: u16, raw: &[u8], port: u16) -> Result<SocketAddr, DecodeError> {
 
 /// Decodes one ring buffer record.
 pub fn decode(record: &[u8]) -> Result<Event, DecodeError> {
+    decode_reusing(record, &mut Vec::new())
+}
+
+/// Decodes one ring buffer record; a data event's payload goes into one of
+/// `spare` buffers (emptied first) when there is one, else a new one.
+pub fn decode_reusing(record: &[u8], spare: &mut Vec<Vec<u8>>) -> Result<Event, DecodeError> {
     if record.len() < 4 {
         return Err(DecodeError::Short { len: record.len(), need: 4 });
     }
     match u32_at(record, 0) {
-        EVENT_DATA | EVENT_CONNECT | EVENT_ACCEPT | EVENT_CLOSE => decode_socket(record),
+        EVENT_DATA | EVENT_CONNECT | EVENT_ACCEPT | EVENT_CLOSE => decode_socket(record, spare),
         EVENT_EXEC | EVENT_EXIT | EVENT_FORK => decode_process(record),
         other => Err(DecodeError::UnknownKind(other)),
     }
 }
 
-fn decode_socket(b: &[u8]) -> Result<Event, DecodeError> {
+fn decode_socket(b: &[u8], spare: &mut Vec<Vec<u8>>) -> Result<Event, DecodeError> {
     if b.len() < SOCKET_EVENT_HDR_LEN {
         return Err(DecodeError::Short { len: b.len(), need: SOCKET_EVENT_HDR_LEN });
     }
@@ -327,7 +404,7 @@ fn decode_socket(b: &[u8]) -> Result<Event, DecodeError> {
         .ok_or(DecodeError::BadField { field: "hook", value: u64::from(b[56]) })?;
     let src = addr(family, &b[64..80], sport)?;
     let dst = addr(family, &b[80..96], dport)?;
-    let comm = c_string(&b[96..112]);
+    let comm = Comm::from_bytes(&b[96..112]);
     let payload_end = SOCKET_EVENT_HDR_LEN + cap_len;
     if cap_len > MAX_CAPTURE_BYTES as usize || payload_end > b.len() {
         return Err(DecodeError::BadField { field: "cap_len", value: cap_len as u64 });
@@ -335,6 +412,9 @@ fn decode_socket(b: &[u8]) -> Result<Event, DecodeError> {
 
     let kind = match kind {
         EVENT_DATA => {
+            let mut payload = spare.pop().unwrap_or_default();
+            payload.clear();
+            payload.extend_from_slice(&b[SOCKET_EVENT_HDR_LEN..payload_end]);
             return Ok(Event::Data(SocketDataEvent {
                 ts_ns,
                 pid,
@@ -349,8 +429,8 @@ fn decode_socket(b: &[u8]) -> Result<Event, DecodeError> {
                 tcp_seq,
                 syscall_len,
                 syscall_trace_id,
-                payload: b[SOCKET_EVENT_HDR_LEN..payload_end].to_vec(),
-            }))
+                payload,
+            }));
         }
         EVENT_CONNECT => SocketEventKind::Connect,
         EVENT_ACCEPT => SocketEventKind::Accept,
@@ -375,7 +455,7 @@ fn decode_process(b: &[u8]) -> Result<Event, DecodeError> {
         tid: u32_at(b, 8),
         ppid: u32_at(b, 12),
         ts_ns: u64_at(b, 16),
-        comm: c_string(&b[32..48]),
+        comm: Comm::from_bytes(&b[32..48]),
     }))
 }
 
@@ -406,6 +486,25 @@ mod tests {
         b[96..100].copy_from_slice(b"curl");
         b.extend_from_slice(cap);
         b
+    }
+
+    #[test]
+    fn payloads_reuse_spare_buffers_and_comm_is_inline() {
+        let spare = Vec::with_capacity(64);
+        let at = spare.as_ptr();
+        let mut pool = vec![spare];
+        let rec = socket_record(EVENT_DATA, b"GET /");
+        let Event::Data(ev) = decode_reusing(&rec, &mut pool).unwrap() else {
+            panic!("not a data event");
+        };
+        assert!(pool.is_empty());
+        assert_eq!(ev.payload.as_ptr(), at);
+        assert_eq!(ev.payload, b"GET /");
+        assert_eq!(ev.comm.as_str(), "curl");
+        assert_eq!(Comm::from_bytes(b"a\xffb\0junk"), "a?b");
+        assert_eq!(Comm::from_bytes(&[b'x'; 16]).len(), 16);
+        assert_eq!(Comm::from("kworker/u16:0-events"), "kworker/u16:0-e");
+        assert_eq!(Comm::from("ééééééééé").as_str(), "ééééééé");
     }
 
     #[test]

@@ -11,9 +11,9 @@ mod events;
 
 pub use capture::{
     check_prerequisites, CaptureError, Config, Counters, EbpfCapture, Events, HookCounters,
-    SslLibrary,
+    SslLibrary, MAX_SPARE_BUFFERS,
 };
 pub use events::{
-    decode, DecodeError, Direction, Event, Hook, L4Proto, ProcessEvent, ProcessEventKind,
-    SocketDataEvent, SocketEvent, SocketEventKind, MAX_CAPTURE_BYTES,
+    decode, decode_reusing, Comm, DecodeError, Direction, Event, Hook, L4Proto, ProcessEvent,
+    ProcessEventKind, SocketDataEvent, SocketEvent, SocketEventKind, MAX_CAPTURE_BYTES,
 };

@@ -85,8 +85,9 @@ impl<P: L7Parser> Session<P> {
             parser,
             limits,
             streams: Default::default(),
-            // Most flows have one call in flight: start small, grow on pipelining.
-            pending: VecDeque::with_capacity(1),
+            // Allocated on the first request, for one call: most flows have
+            // one call in flight; pipelining grows it.
+            pending: VecDeque::new(),
             free: Vec::new(),
             scratch: L7Record::default(),
             stats: SessionStats::default(),
@@ -246,6 +247,40 @@ impl<P: L7Parser> Session<P> {
         self.free.pop().unwrap_or_default()
     }
 
+    /// Keep a record for reuse: room for one, not the four a Vec's first
+    /// growth would give (records are large and most flows need one).
+    fn recycle(&mut self, rec: L7Record) {
+        if self.free.capacity() == 0 {
+            self.free.reserve_exact(1);
+        }
+        self.free.push(rec);
+    }
+
+    /// Whether no request waits and no partial message is buffered or
+    /// being skipped in either direction.
+    pub fn is_idle(&self) -> bool {
+        self.pending.is_empty() && self.streams.iter().all(|s| s.buf.is_empty() && s.skip == 0)
+    }
+
+    /// Give back the memory an idle session keeps for reuse: recycled
+    /// records, the scratch record's strings, buffers and queue room. The
+    /// parser's own state stays. For sessions idle a while: busy ones would
+    /// only allocate it all again. Returns false (and does nothing) unless
+    /// [`is_idle`](Self::is_idle).
+    pub fn release_idle(&mut self) -> bool {
+        if !self.is_idle() {
+            return false;
+        }
+        self.free = Vec::new();
+        self.pending = VecDeque::new();
+        // Parsers clear the record before filling it: nothing in it carries over.
+        self.scratch = L7Record::default();
+        for s in &mut self.streams {
+            s.buf = Vec::new();
+        }
+        true
+    }
+
     fn on_message(&mut self, dir: Direction, ts_us: u64, sink: &mut dyn FnMut(L7Event<'_>)) {
         match dir {
             Direction::Request => {
@@ -260,6 +295,9 @@ impl<P: L7Parser> Session<P> {
                 }
                 let mut rec = self.take_free();
                 rec.copy_from(&self.scratch);
+                if self.pending.capacity() == 0 {
+                    self.pending.reserve_exact(1);
+                }
                 self.pending.push_back(Pending { rec, start_us: ts_us });
             }
             Direction::Response => {
@@ -275,7 +313,7 @@ impl<P: L7Parser> Session<P> {
                     Some(mut p) => {
                         p.rec.merge_response(&self.scratch);
                         sink(L7Event { record: &p.rec, start_us: p.start_us, end_us: ts_us });
-                        self.free.push(p.rec);
+                        self.recycle(p.rec);
                     }
                     None => {
                         self.stats.orphan_responses += 1;
@@ -291,7 +329,7 @@ impl<P: L7Parser> Session<P> {
             self.stats.timeouts += 1;
             p.rec.set_timeout();
             sink(L7Event { record: &p.rec, start_us: p.start_us, end_us: p.start_us });
-            self.free.push(p.rec);
+            self.recycle(p.rec);
         }
     }
 
@@ -300,7 +338,7 @@ impl<P: L7Parser> Session<P> {
             p.rec.msg_type = MessageType::Session;
             p.rec.response_status = ResponseStatus::ParseFailed;
             sink(L7Event { record: &p.rec, start_us: p.start_us, end_us: p.start_us });
-            self.free.push(p.rec);
+            self.recycle(p.rec);
         }
     }
 

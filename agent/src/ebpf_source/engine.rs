@@ -22,7 +22,7 @@ use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use fathom_ebpf::{
-    Direction as Way, Event, L4Proto, ProcessEventKind, SocketDataEvent, SocketEvent,
+    Comm, Direction as Way, Event, L4Proto, ProcessEventKind, SocketDataEvent, SocketEvent,
     SocketEventKind,
 };
 use fathom_protocols::{Direction, SessionLimits, Transport};
@@ -30,7 +30,8 @@ use lru::LruCache;
 
 use super::l7::{FeedCounts, MsgMeta, SocketL7, Stamp};
 use crate::flow::RecordSink;
-use crate::records::{CaptureSource, FlowTuple, L4Protocol};
+use crate::pipeline::merge::LocalSocket;
+use crate::records::{CaptureSource, FlowTuple, L4Protocol, ObservationPoint, ProcessRef};
 
 #[derive(Clone, Debug)]
 pub struct SocketFlowConfig {
@@ -52,6 +53,9 @@ pub struct SocketFlowConfig {
     /// Exited processes remembered between ticks; beyond it their sockets
     /// are left to the idle timeout.
     pub max_exited: usize,
+    /// An L7 session with nothing in flight and no event for this long
+    /// gives back its reusable buffers at the next tick.
+    pub release_idle_after: Duration,
 }
 
 impl Default for SocketFlowConfig {
@@ -65,6 +69,7 @@ impl Default for SocketFlowConfig {
             session_limits: SessionLimits::default(),
             unix_offset_ns: 0,
             max_exited: 4096,
+            release_idle_after: Duration::from_secs(1),
         }
     }
 }
@@ -148,6 +153,20 @@ impl SocketKey {
         }
     }
 
+    /// The packet side's key of this socket's connection; None when an
+    /// end is not a real address (an unconnected UDP socket's wildcard).
+    fn flow_key(&self) -> Option<crate::flow::FlowKey> {
+        let (l, r) = (self.local.ip().to_canonical(), self.remote.ip().to_canonical());
+        if l.is_unspecified() || r.is_unspecified() || self.remote.port() == 0 {
+            return None;
+        }
+        let proto = match self.l4 {
+            L4Proto::Tcp => L4Protocol::Tcp,
+            L4Proto::Udp => L4Protocol::Udp,
+        };
+        Some(crate::flow::FlowKey::of(l, self.local.port(), r, self.remote.port(), proto).0)
+    }
+
     fn tuple(&self, role: Role) -> FlowTuple {
         let (client, server) = match role {
             Role::Server => (self.remote, self.local),
@@ -178,12 +197,12 @@ struct SocketFlow {
     l7: L7,
     /// The thread name of the first event: the process's name as the kernel
     /// knows it (`comm`).
-    comm: String,
+    comm: Comm,
     last_us: u64,
 }
 
 impl SocketFlow {
-    fn new(role: Role, comm: String, now_us: u64) -> SocketFlow {
+    fn new(role: Role, comm: Comm, now_us: u64) -> SocketFlow {
         SocketFlow { role, l7: L7::Detecting(0), comm, last_us: now_us }
     }
 
@@ -217,6 +236,10 @@ pub struct SocketFlowEngine {
     exited: Vec<u32>,
     /// Keys to end after a tick's scan, reused.
     expired: Vec<SocketKey>,
+    /// Sockets to announce to the packet shards (role known, L7 detected).
+    announce: Option<Vec<LocalSocket>>,
+    /// Payload buffers of processed events, to give back to the reader.
+    spent: Vec<Vec<u8>>,
 }
 
 impl SocketFlowEngine {
@@ -228,6 +251,21 @@ impl SocketFlowEngine {
             stats: SocketFlowStats::default(),
             exited: Vec::new(),
             expired: Vec::new(),
+            announce: None,
+            spent: Vec::new(),
+        }
+    }
+
+    /// Collect [`LocalSocket`] announcements for the packet side (taken
+    /// with [`take_announcements`](Self::take_announcements)).
+    pub fn set_announcing(&mut self, on: bool) {
+        self.announce = on.then(Vec::new);
+    }
+
+    /// Announcements since the last call.
+    pub fn take_announcements(&mut self, into: &mut Vec<LocalSocket>) {
+        if let Some(a) = self.announce.as_mut() {
+            into.append(a);
         }
     }
 
@@ -296,6 +334,16 @@ impl SocketFlowEngine {
                     self.stats.sockets_closed += 1;
                     old.finish(&key, sink, &mut self.stats);
                 }
+                if let (Some(a), Some(k)) = (self.announce.as_mut(), key.flow_key()) {
+                    let process = ProcessRef { pid: e.pid, tid: e.tid, name: e.comm.to_string() };
+                    a.push(LocalSocket {
+                        key: k,
+                        local_ip: key.local.ip().to_canonical(),
+                        client: role == Role::Client,
+                        process,
+                        l7: false,
+                    });
+                }
                 self.insert(key, SocketFlow::new(role, e.comm, now), sink);
             }
             SocketEventKind::Close => {
@@ -312,6 +360,19 @@ impl SocketFlowEngine {
     }
 
     fn on_data(&mut self, e: SocketDataEvent, sink: &mut dyn RecordSink) {
+        self.on_data_bytes(&e, sink);
+        if e.payload.capacity() > 0 && self.spent.len() < fathom_ebpf::MAX_SPARE_BUFFERS {
+            self.spent.push(e.payload);
+        }
+    }
+
+    /// Payload buffers of the events processed since the last call, for
+    /// the reader to decode later events into ([`fathom_ebpf::EbpfCapture::recycle`]).
+    pub fn take_spent(&mut self) -> Vec<Vec<u8>> {
+        std::mem::take(&mut self.spent)
+    }
+
+    fn on_data_bytes(&mut self, e: &SocketDataEvent, sink: &mut dyn RecordSink) {
         self.stats.data_events += 1;
         self.stats.tls_events += u64::from(e.is_tls());
         if e.payload.is_empty() {
@@ -319,7 +380,7 @@ impl SocketFlowEngine {
             return;
         }
         let now = self.unix_us(e.ts_ns);
-        let key = SocketKey::of_data(&e);
+        let key = SocketKey::of_data(e);
         if !self.table.contains(&key) {
             // Plaintext of a socket takes the role its syscalls revealed.
             let role = if key.tls {
@@ -328,8 +389,7 @@ impl SocketFlowEngine {
             } else {
                 Role::Unknown
             };
-            let comm = e.comm.clone();
-            self.insert(key, SocketFlow::new(role, comm, now), sink);
+            self.insert(key, SocketFlow::new(role, e.comm, now), sink);
         }
         let cfg = &self.cfg;
         let stats = &mut self.stats;
@@ -359,6 +419,16 @@ impl SocketFlowEngine {
                                     | (Direction::Response, Way::Ingress) => Role::Client,
                                     _ => Role::Server,
                                 };
+                            }
+                            if let (Some(a), Some(k)) = (self.announce.as_mut(), key.flow_key()) {
+                                let name = flow.comm.to_string();
+                                a.push(LocalSocket {
+                                    key: k,
+                                    local_ip: key.local.ip().to_canonical(),
+                                    client: flow.role == Role::Client,
+                                    process: ProcessRef { pid: e.pid, tid: e.tid, name },
+                                    l7: true,
+                                });
                             }
                         }
                         None => {
@@ -395,6 +465,7 @@ impl SocketFlowEngine {
         let timeout_us = self.cfg.l7_request_timeout.as_micros() as u64;
         let tcp_idle_us = self.cfg.idle_timeout.as_micros() as u64;
         let udp_idle_us = self.cfg.udp_idle_timeout.as_micros() as u64;
+        let release_us = self.cfg.release_idle_after.as_micros() as u64;
         self.exited.sort_unstable();
         self.exited.dedup();
         let SocketFlowEngine { table, stats, exited, expired, .. } = self;
@@ -412,6 +483,9 @@ impl SocketFlowEngine {
                 let stamp = flow_stamp(key, flow.role, &flow.comm);
                 l7.expire(now_us, timeout_us, false, &stamp, sink, &mut counts);
                 add(stats, &counts);
+                if now_us.saturating_sub(flow.last_us) >= release_us {
+                    l7.release_idle();
+                }
             }
         }
         exited.clear();
@@ -434,6 +508,10 @@ fn flow_stamp<'a>(key: &SocketKey, role: Role, comm: &'a str) -> Stamp<'a> {
     Stamp {
         tuple: key.tuple(role),
         source: if key.tls { CaptureSource::Tls } else { CaptureSource::Syscall },
+        point: match role {
+            Role::Server => ObservationPoint::ServerProcess,
+            Role::Client | Role::Unknown => ObservationPoint::ClientProcess,
+        },
         pid: key.pid,
         comm,
     }

@@ -17,7 +17,7 @@ use fathom_protocols::{
 };
 
 use crate::flow::RecordSink;
-use crate::records::{CaptureSource, FlowTuple, L7Log, ProcessRef};
+use crate::records::{CaptureSource, FlowTuple, L7Log, ObservationPoint, ProcessRef};
 
 /// What a record keeps of the event that started one of its messages.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -33,6 +33,7 @@ pub(crate) struct MsgMeta {
 pub(crate) struct Stamp<'a> {
     pub tuple: FlowTuple,
     pub source: CaptureSource,
+    pub point: ObservationPoint,
     pub pid: u32,
     pub comm: &'a str,
 }
@@ -131,6 +132,14 @@ impl SocketL7 {
         }
     }
 
+    /// Give back what an idle session keeps for reuse (see
+    /// [`Session::release_idle`]).
+    pub fn release_idle(&mut self) {
+        if self.session.release_idle() {
+            self.requests = VecDeque::new();
+        }
+    }
+
     /// Report requests older than the timeout; with `close`, all of them.
     pub fn expire(
         &mut self,
@@ -168,6 +177,7 @@ fn log(
     // server) or sent it (a client).
     let tid = req.or(resp).map(|m| m.tid).unwrap_or(0);
     L7Log {
+        observation_point: stamp.point,
         process: Some(ProcessRef { pid: stamp.pid, tid, name: stamp.comm.to_string() }),
         syscall_trace_id_request: req.and_then(|m| m.trace_id),
         syscall_trace_id_response: resp.and_then(|m| m.trace_id),

@@ -52,6 +52,8 @@ pub struct EbpfRouter {
     own_pid: u32,
     /// capture.exclude_ports: not observed by either source.
     exclude_ports: Vec<u16>,
+    /// Payload buffers the shards are done with.
+    spent: Option<std::sync::mpsc::Receiver<Vec<Vec<u8>>>>,
 }
 
 impl EbpfRouter {
@@ -66,7 +68,15 @@ impl EbpfRouter {
             hasher: Default::default(),
             own_pid: std::process::id(),
             exclude_ports: Vec::new(),
+            spent: None,
         }
+    }
+
+    /// Payload buffers come back from the shards on `spent` and later
+    /// events are decoded into them: no allocation per data event.
+    pub fn reuse_buffers(mut self, spent: std::sync::mpsc::Receiver<Vec<Vec<u8>>>) -> Self {
+        self.spent = Some(spent);
+        self
     }
 
     /// Skip data on sockets with one of these ports at either end.
@@ -146,6 +156,11 @@ pub fn spawn_reader(
         let mut last_rescan = Instant::now();
         let (mut lost, mut delivered, mut malformed) = (0u64, 0u64, 0u64);
         while !stop.stopped() {
+            if let Some(rx) = &router.spent {
+                for buffers in rx.try_iter() {
+                    capture.recycle(buffers);
+                }
+            }
             match capture.poll(POLL_INTERVAL) {
                 Ok(events) => {
                     for event in events {
@@ -198,7 +213,7 @@ pub(crate) fn process_from_event(
     crate::process::ProcessInfo {
         pid: e.pid,
         ppid: e.ppid,
-        name: e.comm.clone(),
+        name: e.comm.to_string(),
         cmdline: match &e.kind {
             ProcessEventKind::Exec { filename } => filename.clone(),
             _ => String::new(),

@@ -1,6 +1,8 @@
 //! The eBPF shard actor: owns one [`SocketFlowEngine`], fed batches of
 //! events by the reader thread, its records sent to the same emitter as the
-//! packet shards' (so RED metrics cover both).
+//! packet shards' (so RED metrics cover both). With AF_PACKET on too, it
+//! announces its sockets to the packet shard of each connection
+//! ([`crate::pipeline::merge`]).
 
 use std::time::Duration;
 
@@ -9,7 +11,8 @@ use fathom_ebpf::Event;
 
 use super::engine::{SocketFlowConfig, SocketFlowEngine, SocketFlowStats};
 use crate::flow::VecSink;
-use crate::pipeline::{wall_now_us, Emitter, Flush, Records};
+use crate::pipeline::merge::{shard_of, LocalSocket, LocalSockets};
+use crate::pipeline::{wall_now_us, Emitter, FlowShard, Flush, Records};
 use crate::telemetry::TELEMETRY;
 
 /// Batches waiting in a shard's mailbox before the reader starts dropping.
@@ -27,6 +30,10 @@ pub struct EbpfShard {
     emitter: Addr<Emitter>,
     sink: VecSink,
     seen: SocketFlowStats,
+    packet_shards: Vec<Addr<FlowShard>>,
+    announced: Vec<LocalSocket>,
+    /// Where payload buffers go back to the reader for reuse.
+    spent_to: Option<std::sync::mpsc::Sender<Vec<Vec<u8>>>>,
 }
 
 impl EbpfShard {
@@ -36,6 +43,42 @@ impl EbpfShard {
             emitter,
             sink: VecSink::default(),
             seen: SocketFlowStats::default(),
+            packet_shards: Vec::new(),
+            announced: Vec::new(),
+            spent_to: None,
+        }
+    }
+
+    /// Hand the payload buffers of processed events back to the reader
+    /// (see [`super::EbpfRouter::reuse_buffers`]).
+    pub fn give_buffers_to(mut self, to: std::sync::mpsc::Sender<Vec<Vec<u8>>>) -> EbpfShard {
+        self.spent_to = Some(to);
+        self
+    }
+
+    /// Tell these packet shards which connections this shard's sockets are.
+    pub fn announce_to(mut self, packet_shards: Vec<Addr<FlowShard>>) -> EbpfShard {
+        self.engine.set_announcing(!packet_shards.is_empty());
+        self.packet_shards = packet_shards;
+        self
+    }
+
+    /// Send announcements, one message per packet shard. Unbounded
+    /// (`do_send`): at most two per socket, far fewer than its events.
+    fn announce(&mut self) {
+        self.engine.take_announcements(&mut self.announced);
+        if self.announced.is_empty() {
+            return;
+        }
+        let n = self.packet_shards.len();
+        let mut per: Vec<Vec<LocalSocket>> = (0..n).map(|_| Vec::new()).collect();
+        for s in self.announced.drain(..) {
+            per[shard_of(&s.key, n)].push(s);
+        }
+        for (addr, list) in self.packet_shards.iter().zip(per) {
+            if !list.is_empty() {
+                addr.do_send(LocalSockets(list));
+            }
         }
     }
 
@@ -82,6 +125,12 @@ impl Handler<EbpfBatch> for EbpfShard {
         for event in batch.events {
             self.engine.process(event, &mut self.sink);
         }
+        let spent = self.engine.take_spent();
+        if let (Some(to), false) = (&self.spent_to, spent.is_empty()) {
+            // The reader may be gone (stopping): the buffers are then freed.
+            let _ = to.send(spent);
+        }
+        self.announce();
         self.ship();
     }
 }

@@ -407,6 +407,9 @@ impl Flow {
                 st.expire(now_us, us(cfg.l7_request_timeout), false, &stamp, cx.sink, &mut n);
                 cx.stats.add(&n);
             }
+            if now_us.saturating_sub(self.last_us) >= us(cfg.release_idle_after) {
+                st.release_idle();
+            }
         }
         let idle = now_us.saturating_sub(self.last_us);
         let (timeout, close) = match key.protocol {
@@ -485,7 +488,8 @@ impl Flow {
                 L7::Active(st) => Some(st.protocol.as_str().to_string()),
                 _ => None,
             },
-            process: None,
+            client_process: None,
+            server_process: None,
         }
     }
 }

@@ -179,6 +179,14 @@ impl L7State {
         }
     }
 
+    /// Give back what an idle session keeps for reuse (see
+    /// [`Session::release_idle`]).
+    pub fn release_idle(&mut self) {
+        if self.session.release_idle() {
+            self.req_seqs = VecDeque::new();
+        }
+    }
+
     /// Report requests older than the timeout; with `close`, all of them.
     pub fn expire(
         &mut self,

@@ -23,6 +23,10 @@
 //!   record of the same flow, so a flow's records add up to its totals.
 //! - UDP flows have no close; a DNS flow ends (close type `Fin`) once every
 //!   query it carried is answered.
+//! - Memory: a flow without L7 is its state and an LRU node; an L7 session
+//!   is boxed, created on detection, and gives back the buffers and records
+//!   it keeps for reuse once idle for `release_idle_after`; reassembly
+//!   buffers exist only while out-of-order bytes wait.
 
 mod conn;
 pub mod key;
@@ -94,6 +98,10 @@ pub struct FlowConfig {
     /// flow is treated as L4-only.
     pub detect_packets: u8,
     pub session_limits: SessionLimits,
+    /// An L7 session with nothing in flight and no packet for this long
+    /// gives back its reusable buffers at the next tick (idle keep-alive
+    /// connections are most of a busy host's flows).
+    pub release_idle_after: Duration,
     /// Stamped on every record.
     pub interface: Option<String>,
     pub source: CaptureSource,
@@ -116,6 +124,7 @@ impl Default for FlowConfig {
             max_ooo_total_bytes: 64 * 1024 * 1024,
             detect_packets: 4,
             session_limits: SessionLimits::default(),
+            release_idle_after: Duration::from_secs(1),
             interface: None,
             source: CaptureSource::Packet,
         }

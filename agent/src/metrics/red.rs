@@ -1,6 +1,9 @@
 //! RED metrics (rate, errors, duration) from L7 logs, per 1 s and 1 min.
 //!
-//! Key: (server ip, server port, process name, l7 protocol, endpoint).
+//! Key: (server ip, server port, observation point, process name, l7
+//! protocol, endpoint). The observation point (client process, server
+//! process, network) keeps a call seen at both ends of a loopback
+//! connection one count per end, never summed into one row.
 //! Each [`L7Log`] counts in the window of its `start_time_us`:
 //!
 //! | record | counts |
@@ -22,7 +25,7 @@ use serde::Serialize;
 
 use super::histogram::{Histogram, SparseHistogram};
 use super::window::{WindowConfig, WindowKey, WindowStats, WindowValue, Windows};
-use crate::records::{Granularity, L7Log};
+use crate::records::{Granularity, L7Log, ObservationPoint};
 
 /// Endpoint of the row that counts keys beyond the per-window bound.
 pub const OVERFLOW_ENDPOINT: &str = "__overflow__";
@@ -62,6 +65,7 @@ pub struct RedMetric {
     pub granularity: Granularity,
     pub server_ip: IpAddr,
     pub server_port: u16,
+    pub observation_point: ObservationPoint,
     pub process_name: Option<String>,
     pub l7_protocol: String,
     pub endpoint: String,
@@ -75,6 +79,7 @@ pub struct RedMetric {
 pub(crate) struct RedKey {
     server_ip: IpAddr,
     server_port: u16,
+    point: ObservationPoint,
     process: Option<Box<str>>,
     l7_protocol: Box<str>,
     endpoint: Box<str>,
@@ -84,6 +89,7 @@ pub(crate) struct RedKey {
 struct RedKeyRef<'a> {
     server_ip: IpAddr,
     server_port: u16,
+    point: ObservationPoint,
     process: Option<&'a str>,
     l7_protocol: &'a str,
     endpoint: &'a str,
@@ -92,6 +98,7 @@ struct RedKeyRef<'a> {
 fn hash_key<H: Hasher>(h: &mut H, k: &RedKeyRef<'_>) {
     k.server_ip.hash(h);
     k.server_port.hash(h);
+    k.point.hash(h);
     k.process.hash(h);
     k.l7_protocol.hash(h);
     k.endpoint.hash(h);
@@ -102,6 +109,7 @@ impl RedKey {
         RedKeyRef {
             server_ip: self.server_ip,
             server_port: self.server_port,
+            point: self.point,
             process: self.process.as_deref(),
             l7_protocol: &self.l7_protocol,
             endpoint: &self.endpoint,
@@ -125,6 +133,7 @@ impl Equivalent<RedKey> for RedKeyRef<'_> {
     fn equivalent(&self, k: &RedKey) -> bool {
         self.server_ip == k.server_ip
             && self.server_port == k.server_port
+            && self.point == k.point
             && self.endpoint == &*k.endpoint
             && self.l7_protocol == &*k.l7_protocol
             && self.process == k.process.as_deref()
@@ -136,6 +145,7 @@ impl WindowKey for RedKey {
         RedKey {
             server_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             server_port: 0,
+            point: ObservationPoint::Network,
             process: None,
             l7_protocol: "".into(),
             endpoint: OVERFLOW_ENDPOINT.into(),
@@ -206,6 +216,7 @@ impl RedAggregator {
         let key = RedKeyRef {
             server_ip: log.flow.server_ip,
             server_port: log.flow.server_port,
+            point: log.observation_point,
             process: log.process.as_ref().map(|p| p.name.as_str()).filter(|n| !n.is_empty()),
             l7_protocol: &log.call.l7_protocol,
             endpoint: &log.call.endpoint,
@@ -213,6 +224,7 @@ impl RedAggregator {
         let Some(acc) = self.windows.slot(log.start_time_us, &key, |k| RedKey {
             server_ip: k.server_ip,
             server_port: k.server_port,
+            point: k.point,
             process: k.process.map(Into::into),
             l7_protocol: k.l7_protocol.into(),
             endpoint: k.endpoint.into(),
@@ -267,6 +279,7 @@ fn row(time_s: u64, granularity: Granularity, k: &RedKey, a: &RedAcc) -> RedMetr
         granularity,
         server_ip: k.server_ip,
         server_port: k.server_port,
+        observation_point: k.point,
         process_name: k.process.as_deref().map(str::to_string),
         l7_protocol: k.l7_protocol.to_string(),
         endpoint: k.endpoint.to_string(),

@@ -134,6 +134,36 @@ pub struct PacketView<'a> {
     pub payload_len: u32,
 }
 
+/// A decoded frame without its bytes: decoded once where the packet is
+/// routed, turned back into a [`PacketView`] over the same frame where it
+/// is processed.
+#[derive(Clone, Copy, Debug)]
+pub struct Decoded {
+    /// The view with an empty payload.
+    head: PacketView<'static>,
+    payload_off: u32,
+    payload_cap: u32,
+}
+
+impl Decoded {
+    /// `view` must have been decoded from `frame`.
+    pub fn new(view: &PacketView<'_>, frame: &[u8]) -> Decoded {
+        let off = (view.payload.as_ptr() as usize).wrapping_sub(frame.as_ptr() as usize);
+        let (off, cap) = if off.checked_add(view.payload.len()).is_some_and(|e| e <= frame.len()) {
+            (off as u32, view.payload.len() as u32)
+        } else {
+            (0, 0)
+        };
+        Decoded { head: PacketView { payload: &[], ..*view }, payload_off: off, payload_cap: cap }
+    }
+
+    /// The view over `frame`, the bytes it was decoded from.
+    pub fn view<'a>(&self, frame: &'a [u8]) -> PacketView<'a> {
+        let (s, n) = (self.payload_off as usize, self.payload_cap as usize);
+        PacketView { payload: frame.get(s..s + n).unwrap_or(&[]), ..self.head }
+    }
+}
+
 impl PacketView<'_> {
     pub fn tcp(&self) -> Option<&TcpHeader> {
         match &self.l4 {

@@ -133,3 +133,19 @@ fn never_panics_on_any_prefix_or_mutation() {
         }
     }
 }
+
+#[test]
+fn decoded_once_gives_the_same_view_over_a_copy_of_the_frame() {
+    let f = FrameBuilder::tcp(sa("10.0.0.1:40000"), sa("10.0.0.2:80"), 7, 9, ACK | PSH)
+        .build(b"GET / HTTP/1.1\r\n\r\n");
+    let v = decode(LinkType::Ethernet, &f, f.len() as u32, 5).unwrap();
+    let d = Decoded::new(&v, &f);
+    // The shard sees the bytes at another address (the batch arena).
+    let copy = f.clone();
+    let w = d.view(&copy);
+    assert_eq!(w.payload, b"GET / HTTP/1.1\r\n\r\n");
+    assert_eq!((w.src_ip, w.dst_ip, w.src_port, w.dst_port), (v.src_ip, v.dst_ip, 40000, 80));
+    assert_eq!((w.l4, w.payload_len, w.wire_len, w.ts_us), (v.l4, v.payload_len, v.wire_len, 5));
+    // A view over shorter bytes never reads out of bounds.
+    assert_eq!(d.view(&f[..10]).payload, b"");
+}

@@ -5,15 +5,17 @@ use std::sync::Arc;
 
 use actix::Message;
 
-use crate::packet::LinkType;
+use crate::packet::{DecodeError, Decoded, LinkType};
 
-/// Where one packet lies in a batch's arena.
+/// Where one packet lies in a batch's arena, and its headers as the router
+/// decoded them (the shard does not decode again).
 #[derive(Clone, Copy, Debug)]
 pub struct Slot {
     pub offset: u32,
     pub len: u32,
     pub wire_len: u32,
     pub ts_us: u64,
+    pub decoded: Result<Decoded, DecodeError>,
 }
 
 /// Packets of one interface for one shard.
@@ -51,10 +53,16 @@ impl PacketBatch {
         }
     }
 
-    pub fn push(&mut self, frame: &[u8], wire_len: u32, ts_us: u64) {
+    pub fn push(
+        &mut self,
+        frame: &[u8],
+        wire_len: u32,
+        ts_us: u64,
+        decoded: Result<Decoded, DecodeError>,
+    ) {
         let offset = self.data.len() as u32;
         self.data.extend_from_slice(frame);
-        self.slots.push(Slot { offset, len: frame.len() as u32, wire_len, ts_us });
+        self.slots.push(Slot { offset, len: frame.len() as u32, wire_len, ts_us, decoded });
     }
 
     pub fn is_empty(&self) -> bool {

@@ -6,6 +6,7 @@
 
 pub mod batch;
 pub mod emitter;
+pub mod merge;
 pub mod router;
 pub mod shard;
 

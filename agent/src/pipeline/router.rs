@@ -1,7 +1,8 @@
 //! Runs on a capture thread: decides each packet's shard from its flow key
-//! (both directions of a flow land on the same shard) and ships batches.
+//! (both directions of a flow land on the same shard, and the eBPF shards
+//! announce its sockets to that shard: [`super::merge::shard_of`]) and
+//! ships batches.
 
-use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use actix::prelude::SendError;
@@ -10,7 +11,7 @@ use actix::Addr;
 use super::batch::PacketBatch;
 use super::shard::FlowShard;
 use crate::flow::FlowKey;
-use crate::packet::{self, LinkType, L4};
+use crate::packet::{self, Decoded, LinkType, L4};
 use crate::records::L4Protocol;
 use crate::telemetry::TELEMETRY;
 
@@ -22,7 +23,6 @@ pub struct Router {
     pending: Vec<PacketBatch>,
     interface: Arc<str>,
     link: LinkType,
-    hasher: std::collections::hash_map::RandomState,
     /// Wait for room in a shard's mailbox instead of dropping (replays).
     reliable: bool,
     /// Batches the shards have emptied, ready for reuse.
@@ -39,7 +39,6 @@ impl Router {
             pending: Vec::new(),
             interface,
             link,
-            hasher: Default::default(),
             reliable: false,
             returned,
             return_to,
@@ -65,8 +64,8 @@ impl Router {
         self
     }
 
-    /// Route one frame. Frames that do not decode go to shard 0, which
-    /// counts them.
+    /// Route one frame, decoded here once. Frames that do not decode go to
+    /// shard 0, which counts them.
     pub fn route(&mut self, link: LinkType, frame: &[u8], wire_len: u32, ts_us: u64) {
         if link != self.link {
             // pcapng files may mix link types: batches carry one each.
@@ -78,7 +77,8 @@ impl Router {
         }
         TELEMETRY.packets.add(1);
         TELEMETRY.packet_bytes.add(u64::from(wire_len));
-        let idx = match packet::decode(self.link, frame, wire_len, ts_us) {
+        let decoded = packet::decode(self.link, frame, wire_len, ts_us);
+        let idx = match &decoded {
             Ok(p) => {
                 let proto = match p.l4 {
                     L4::Tcp(_) => Some(L4Protocol::Tcp),
@@ -89,15 +89,16 @@ impl Router {
                     Some(proto) => {
                         let (key, _) =
                             FlowKey::of(p.src_ip, p.src_port, p.dst_ip, p.dst_port, proto);
-                        (self.hasher.hash_one(key) % self.shards.len() as u64) as usize
+                        super::merge::shard_of(&key, self.shards.len())
                     }
                     None => 0,
                 }
             }
             Err(_) => 0,
         };
+        let decoded = decoded.map(|p| Decoded::new(&p, frame));
         let b = &mut self.pending[idx];
-        b.push(frame, wire_len, ts_us);
+        b.push(frame, wire_len, ts_us, decoded);
         if b.slots.len() >= BATCH_PACKETS || b.data.len() >= BATCH_BYTES - 65536 {
             self.ship(idx);
         }

@@ -1,6 +1,7 @@
 //! A flow shard: one actix actor per core, owning one flow engine per
 //! interface (the same connection seen on two interfaces is two flows, as
-//! each capture point has its own view of loss and latency).
+//! each capture point has its own view of loss and latency). With eBPF on,
+//! it also merges the connections eBPF observes ([`super::merge`]).
 
 use std::time::Duration;
 
@@ -8,6 +9,7 @@ use actix::prelude::*;
 
 use super::batch::PacketBatch;
 use super::emitter::{Emitter, Records};
+use super::merge::{LocalSockets, Merger};
 use super::{wall_now_us, Clock};
 use crate::flow::{FlowConfig, FlowEngine, FlowStats, VecSink};
 use crate::telemetry::TELEMETRY;
@@ -22,6 +24,9 @@ pub struct FlowShard {
     clock: Clock,
     last_packet_us: u64,
     sink: VecSink,
+    merger: Option<Merger>,
+    /// Records that passed the merger, reused.
+    passed: Vec<crate::records::L7Log>,
 }
 
 impl FlowShard {
@@ -33,7 +38,15 @@ impl FlowShard {
             clock,
             last_packet_us: 0,
             sink: VecSink::default(),
+            merger: None,
+            passed: Vec::new(),
         }
+    }
+
+    /// Merge with what eBPF observes (see [`super::merge`]).
+    pub fn with_merger(mut self, merger: Merger) -> FlowShard {
+        self.merger = Some(merger);
+        self
     }
 
     fn now_us(&self) -> u64 {
@@ -53,8 +66,19 @@ impl FlowShard {
         self.engines.len() - 1
     }
 
-    /// Send collected records on and publish counter deltas.
-    fn ship(&mut self) {
+    /// Send collected records on and publish counter deltas. With a
+    /// merger, L7 records pass it first (`all`: release every held one).
+    fn ship(&mut self, all: bool) {
+        if let Some(m) = self.merger.as_mut() {
+            let now = wall_now_us();
+            m.l7(&mut self.sink.l7, &mut self.passed, now);
+            m.release(now, all, &mut self.passed);
+            std::mem::swap(&mut self.sink.l7, &mut self.passed);
+            for f in &mut self.sink.l4 {
+                m.l4(f, now);
+            }
+            m.publish();
+        }
         if !self.sink.l7.is_empty() || !self.sink.l4.is_empty() {
             TELEMETRY.l7_records.add(self.sink.l7.len() as u64);
             TELEMETRY.l4_records.add(self.sink.l4.len() as u64);
@@ -79,7 +103,7 @@ impl FlowShard {
         for i in 0..self.engines.len() {
             self.engines[i].1.tick(now, &mut self.sink);
         }
-        self.ship();
+        self.ship(false);
     }
 }
 
@@ -112,8 +136,10 @@ impl Handler<PacketBatch> for FlowShard {
         let i = self.engine(&batch.interface);
         let (_, engine, _) = &mut self.engines[i];
         for (frame, slot) in batch.frames() {
-            let _ =
-                engine.process_frame(batch.link, frame, slot.wire_len, slot.ts_us, &mut self.sink);
+            match &slot.decoded {
+                Ok(d) => engine.process_packet(&d.view(frame), &mut self.sink),
+                Err(e) => engine.decode_error(*e, slot.wire_len.max(frame.len() as u32)),
+            }
             self.last_packet_us = self.last_packet_us.max(slot.ts_us);
         }
         if self.clock == Clock::Packets {
@@ -123,7 +149,7 @@ impl Handler<PacketBatch> for FlowShard {
             self.engines[i].1.tick(now, &mut self.sink);
         }
         batch.give_back();
-        self.ship();
+        self.ship(false);
     }
 }
 
@@ -139,6 +165,16 @@ impl Handler<Flush> for FlowShard {
         for i in 0..self.engines.len() {
             self.engines[i].1.flush(&mut self.sink);
         }
-        self.ship();
+        self.ship(true);
+    }
+}
+
+impl Handler<LocalSockets> for FlowShard {
+    type Result = ();
+
+    fn handle(&mut self, s: LocalSockets, _: &mut Self::Context) {
+        if let Some(m) = self.merger.as_mut() {
+            m.on_sockets(s.0, wall_now_us());
+        }
     }
 }

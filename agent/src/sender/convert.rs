@@ -8,7 +8,8 @@ use crate::metrics::{NetworkMetric, RedMetric};
 use crate::output::OutputRecord;
 use crate::process::ProcessInfo;
 use crate::records::{
-    CaptureSource, CloseType, DirectionCounters, Granularity, L4Flow, L4Protocol, L7Log, ProcessRef,
+    CaptureSource, CloseType, DirectionCounters, Granularity, L4Flow, L4Protocol, L7Log,
+    ObservationPoint, ProcessRef,
 };
 
 fn ip(a: IpAddr) -> Vec<u8> {
@@ -41,9 +42,16 @@ fn granularity(g: Granularity) -> i32 {
     }) as i32
 }
 
-fn process(p: ProcessRef) -> pb::ProcessRef {
-    // The records do not say yet which end the process is.
-    pb::ProcessRef { pid: p.pid, tid: p.tid, name: p.name, side: pb::Side::Unknown as i32 }
+fn process(p: ProcessRef, side: pb::Side) -> pb::ProcessRef {
+    pb::ProcessRef { pid: p.pid, tid: p.tid, name: p.name, side: side as i32 }
+}
+
+fn point_side(p: ObservationPoint) -> pb::Side {
+    match p {
+        ObservationPoint::ClientProcess => pb::Side::Client,
+        ObservationPoint::ServerProcess => pb::Side::Server,
+        ObservationPoint::Network => pb::Side::Unknown,
+    }
 }
 
 fn close_type(c: CloseType) -> &'static str {
@@ -83,7 +91,7 @@ pub fn l7(r: L7Log) -> pb::L7Log {
         ip_protocol: ip_protocol(r.flow.protocol),
         source: source(r.source),
         interface: r.interface.unwrap_or_default(),
-        process: r.process.map(process),
+        process: r.process.map(|p| process(p, point_side(r.observation_point))),
         start_time_us: r.start_time_us,
         end_time_us: r.end_time_us,
         latency_us: r.latency_us,
@@ -132,7 +140,13 @@ pub fn l4(f: L4Flow) -> pb::L4Flow {
         rtt_client_us: f.rtt_client_us,
         close_type: close_type(f.close_type).to_string(),
         l7_protocol: f.l7_protocol,
-        process: f.process.map(process),
+        // One process per record on the wire: the server's when both
+        // ends are local.
+        process: match (f.server_process, f.client_process) {
+            (Some(p), _) => Some(process(p, pb::Side::Server)),
+            (None, Some(p)) => Some(process(p, pb::Side::Client)),
+            (None, None) => None,
+        },
     }
 }
 

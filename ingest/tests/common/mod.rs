@@ -32,6 +32,7 @@ pub fn l7(n: u64) -> OutputRecord {
             protocol: L4Protocol::Tcp,
         },
         source: CaptureSource::Packet,
+        observation_point: Default::default(),
         interface: Some("lo".into()),
         process: n.is_multiple_of(3).then(|| ProcessRef {
             pid: 42,
