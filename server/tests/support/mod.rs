@@ -315,11 +315,13 @@ impl Drop for Server {
     }
 }
 
-/// `fathomctl --server <url> -o json query --db <db> <sql>`: the answer, or
+/// `fathomctl --query-url <url> -o json query --db <db> <sql>`: the answer, or
 /// fathomctl's error text.
 pub fn fathomctl(server: &Server, db: &str, sql: &str) -> Result<Value, String> {
     let out = Command::new(fathomctl_bin())
-        .args(["--server", &server.query_url(), "-o", "json", "query", "--db", db, sql])
+        .args(["--query-url", &server.query_url(), "-o", "json", "query", "--db", db, sql])
+        // No contexts file of the machine's user.
+        .env("FATHOMCTL_CONFIG", server.dir.join("fathomctl.toml"))
         .stdin(Stdio::null())
         .output()
         .expect("run fathomctl");
