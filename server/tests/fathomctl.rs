@@ -318,3 +318,105 @@ fn contexts_choose_the_cluster_and_errors_name_the_address() {
         assert!(text.contains("fathomctl") && text.contains("token"), "{shell}");
     }
 }
+
+/// `cluster status -o json` of one node, if it answers.
+fn status_of(ctl: &Ctl) -> Result<Value, String> {
+    let out = ctl.run(&["cluster", "status", "-o", "json"]);
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())
+}
+
+/// Every listed node reports the same leader (not `except`) and the same voters.
+fn agreed_leader(ctls: &[&Ctl], voters: &[u64], except: u64) -> Result<u64, String> {
+    let mut leaders = Vec::new();
+    for c in ctls {
+        let v = status_of(c)?;
+        let got: Vec<u64> =
+            v["voters"].as_array().into_iter().flatten().filter_map(Value::as_u64).collect();
+        if got != voters {
+            return Err(format!("node {} sees voters {got:?}", v["node_id"]));
+        }
+        leaders.push(v["leader"].as_u64().unwrap_or(0));
+    }
+    match leaders.first() {
+        Some(&l) if l != 0 && l != except && leaders.iter().all(|x| *x == l) => Ok(l),
+        _ => Err(format!("leaders {leaders:?}")),
+    }
+}
+
+#[test]
+fn three_servers_form_a_cluster_that_every_node_reports_alike() {
+    let _g = serial();
+    let dir = TempDir::new("fathomctl-three");
+    let env = |id: &str, seeds: &str| {
+        vec![
+            ("FATHOM_SERVER_CLUSTER__NODE_ID".to_string(), id.to_string()),
+            ("FATHOM_SERVER_CLUSTER__BOOTSTRAP_EXPECT".to_string(), "3".to_string()),
+            ("FATHOM_SERVER_CLUSTER__SEEDS".to_string(), seeds.to_string()),
+        ]
+    };
+    let start = |id: &str, seeds: &str| {
+        let e = env(id, seeds);
+        let e: Vec<(&str, &str)> = e.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        Server::start(&dir.join(&format!("n{id}")), &e)
+    };
+    let s1 = start("1", "[]");
+    let seed = format!("[\"127.0.0.1:{}\"]", s1.gossip_port);
+    let s2 = start("2", &seed);
+    let s3 = start("3", &seed);
+    let mut servers = [s1, s2, s3];
+    let ctls: Vec<Ctl> = servers.iter().map(|s| Ctl::new(s, &dir.0)).collect();
+    let all: Vec<&Ctl> = ctls.iter().collect();
+
+    let leader = poll("three nodes agreeing on a leader", Duration::from_secs(60), || {
+        agreed_leader(&all, &[1, 2, 3], 0)
+    });
+    // Every node lists all three as live, registered voters.
+    for c in &all {
+        poll("every node listing three live voters", Duration::from_secs(60), || {
+            let v = c.json(&["node", "list"]);
+            let ok = v.as_array().is_some_and(|ns| {
+                ns.len() == 3
+                    && ns.iter().all(|n| {
+                        n["live"] == true && n["registered"] == true && n["raft_member"] == "voter"
+                    })
+            });
+            if ok { Ok(()) } else { Err(v.to_string()) }
+        });
+    }
+
+    // A write through a follower is forwarded to the leader and read on the others.
+    let follower = (0..3).find(|&i| i as u64 + 1 != leader).unwrap();
+    ctls[follower].ok(&["region", "create", "eu"]);
+    for c in &all {
+        assert_eq!(names(&c.json(&["region", "list"])), ["eu"]);
+    }
+
+    // The leader dies: the other two elect a new one and still agree.
+    let li = leader as usize - 1;
+    drop(ctls);
+    servers[li].kill9();
+    let ctls: Vec<Ctl> = servers.iter().map(|s| Ctl::new(s, &dir.0)).collect();
+    let rest: Vec<&Ctl> = ctls.iter().enumerate().filter(|(i, _)| *i != li).map(|(_, c)| c).collect();
+    let new_leader = poll("a new leader after the old one died", Duration::from_secs(60), || {
+        agreed_leader(&rest, &[1, 2, 3], leader)
+    });
+    assert_ne!(new_leader, leader);
+    rest[0].ok(&["region", "create", "us"]);
+    for c in &rest {
+        assert_eq!(names(&c.json(&["region", "list"])), ["eu", "us"]);
+    }
+    // Gossip marks the dead node; the table says so on both survivors.
+    for c in &rest {
+        poll("the dead node shown as not live", Duration::from_secs(60), || {
+            let v = c.json(&["node", "list"]);
+            let dead = v.as_array().into_iter().flatten().find(|n| n["id"] == leader);
+            match dead {
+                Some(n) if n["live"] == false => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        });
+    }
+}
