@@ -197,3 +197,120 @@ mod tests {
         assert!(s.agents.values().filter(|a| a.id != "agent-0").all(|a| a.ingest_node == Some(1)));
     }
 }
+
+/// The loop on real cluster members: three in-process nodes on loopback with gossip
+/// and Raft; a node dies and its agents, and only they, move to the survivors.
+#[cfg(test)]
+mod cluster_tests {
+    use std::collections::BTreeMap;
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    use fathom_cluster::state::{AgentRecord, AgentStatus};
+    use fathom_cluster::{
+        Cluster, ClusterConfig, Command, Load, MembershipConfig, MetaConfig, NodeInfo, Role,
+    };
+
+    fn free_tcp() -> SocketAddr {
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+    }
+
+    fn free_udp() -> SocketAddr {
+        std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+    }
+
+    async fn poll<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+        for _ in 0..600 {
+            if let Some(v) = f() {
+                return v;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("timed out waiting for {what}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn agents_of_a_dead_ingest_node_move_to_the_survivors_and_no_others_move() {
+        let base = std::env::temp_dir().join(format!("fathom-placement-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        let gossip: Vec<SocketAddr> = (0..3).map(|_| free_udp()).collect();
+        let mut nodes = Vec::new();
+        for i in 0..3u64 {
+            let raft = free_tcp();
+            let mut meta = MetaConfig::new(i + 1, raft, base.join(format!("n{}", i + 1)));
+            meta.advertise_addr = raft.to_string();
+            let info = NodeInfo {
+                id: i + 1,
+                region: "r".into(),
+                az: "a".into(),
+                roles: vec![Role::Controller, Role::Ingest],
+                raft_addr: raft.to_string(),
+                api_addr: String::new(),
+                gossip_addr: gossip[i as usize],
+                version: "test".into(),
+                load: Load::default(),
+            };
+            let mut membership = MembershipConfig::new(info, vec![gossip[0].to_string()]);
+            membership.gossip_interval = Duration::from_millis(200);
+            let c = Cluster::start(ClusterConfig { meta, membership, bootstrap_expect: 3 })
+                .await
+                .unwrap();
+            let task = super::spawn(c.meta.clone(), c.membership.clone());
+            nodes.push(Some((c, task)));
+        }
+        let metas: Vec<fathom_cluster::MetaNode> =
+            nodes.iter().map(|n| n.as_ref().unwrap().0.meta.clone()).collect();
+        let m0 = metas[0].clone();
+        poll("three registered nodes", || (m0.read(|s| s.nodes.len()) == 3).then_some(())).await;
+        for a in 0..90 {
+            let rec = AgentRecord {
+                id: format!("agent-{a}"),
+                host: format!("host-{a}"),
+                pool: "p".into(),
+                region: "r".into(),
+                az: "a".into(),
+                cert_serial: String::new(),
+                status: AgentStatus::Active,
+                ingest_node: None,
+                last_heartbeat_ms: 0,
+                config_version: 0,
+            };
+            m0.write(Command::UpsertAgent(rec)).await.unwrap();
+        }
+        let assigned = |m: &fathom_cluster::MetaNode| -> BTreeMap<String, Option<u64>> {
+            m.read(|s| s.agents.values().map(|a| (a.id.clone(), a.ingest_node)).collect())
+        };
+        let before = poll("every agent assigned", || {
+            let a = assigned(&m0);
+            (a.len() == 90 && a.values().all(Option::is_some)).then_some(a)
+        })
+        .await;
+        let leader = m0.status().leader.expect("a leader");
+        // A follower that carries agents dies.
+        let victim = (1..=3u64)
+            .find(|&n| n != leader && before.values().any(|v| *v == Some(n)))
+            .expect("agents on a follower");
+        let (c, task) = nodes[victim as usize - 1].take().unwrap();
+        task.abort();
+        let _ = task.await;
+        c.shutdown().await.unwrap();
+
+        let survivor = metas[if victim == 1 { 1 } else { 0 }].clone();
+        let after = poll("the dead node's agents moved", || {
+            let a = assigned(&survivor);
+            a.values().all(|v| v.is_some() && *v != Some(victim)).then_some(a)
+        })
+        .await;
+        for (agent, node) in &before {
+            if *node != Some(victim) {
+                assert_eq!(after[agent], *node, "{agent} was not on the dead node but moved");
+            }
+        }
+        for n in nodes.into_iter().flatten() {
+            n.1.abort();
+            let _ = n.1.await;
+            let _ = n.0.shutdown().await;
+        }
+        let _ = std::fs::remove_dir_all(&base);
+    }
+}

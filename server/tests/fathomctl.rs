@@ -383,7 +383,11 @@ fn three_servers_form_a_cluster_that_every_node_reports_alike() {
                         n["live"] == true && n["registered"] == true && n["raft_member"] == "voter"
                     })
             });
-            if ok { Ok(()) } else { Err(v.to_string()) }
+            if ok {
+                Ok(())
+            } else {
+                Err(v.to_string())
+            }
         });
     }
 
@@ -399,7 +403,8 @@ fn three_servers_form_a_cluster_that_every_node_reports_alike() {
     drop(ctls);
     servers[li].kill9();
     let ctls: Vec<Ctl> = servers.iter().map(|s| Ctl::new(s, &dir.0)).collect();
-    let rest: Vec<&Ctl> = ctls.iter().enumerate().filter(|(i, _)| *i != li).map(|(_, c)| c).collect();
+    let rest: Vec<&Ctl> =
+        ctls.iter().enumerate().filter(|(i, _)| *i != li).map(|(_, c)| c).collect();
     let new_leader = poll("a new leader after the old one died", Duration::from_secs(60), || {
         agreed_leader(&rest, &[1, 2, 3], leader)
     });
