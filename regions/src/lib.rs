@@ -48,10 +48,21 @@
 //!
 //! **Status**: `fathom_cluster::MetaNode` is one Raft group with its own data directory
 //! and port, and `fathom-server` runs one group today (the global one, holding
-//! everything). Running a region group means starting one more `MetaNode` per region on
-//! that region's controllers and routing the region-scoped commands listed above to it;
-//! until then a region cut off from the majority of controllers can read its replica but
-//! not enroll agents or allocate new tag ids.
+//! everything), so a region cut off from the majority of controllers can read its
+//! replica but cannot enroll agents or allocate new tag ids. What remains, in order:
+//!
+//! 1. a second `MetaNode` per server for its region's group (own port, e.g.
+//!    `cluster.region_raft_listen`, and data directory `<cluster data>/region-<name>`),
+//!    bootstrapped like the global group but counting only gossip members of the same
+//!    region (`Cluster`'s bootstrap filtered by `NodeInfo::region`);
+//! 2. a router that sends the region-scoped commands above (`UpsertAgent`,
+//!    `AgentHeartbeats`, `CreateToken`/`ConsumeToken`/`RevokeToken`, `SetAgentConfig`,
+//!    `AssignIngest*`, `ReserveTagIds`/`BindTags`) to the region group of the agent's
+//!    or pool's region, and the rest to the global group; admin reads merge both;
+//! 3. a `RegionIdRange` command in the global group and a range check in the region
+//!    group's `ReserveTagIds`;
+//! 4. a chaos test: three regions in network namespaces, one cut off by dropping its
+//!    links, enrolling an agent and allocating tag ids there while the others carry on.
 
 pub mod placement;
 pub mod topology;
