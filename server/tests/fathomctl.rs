@@ -350,46 +350,69 @@ fn agreed_leader(ctls: &[&Ctl], voters: &[u64], except: u64) -> Result<u64, Stri
 fn three_servers_form_a_cluster_that_every_node_reports_alike() {
     let _g = serial();
     let dir = TempDir::new("fathomctl-three");
-    let env = |id: &str, seeds: &str| {
+    let env = |id: &str, seeds: &str, expect: &str| {
         vec![
             ("FATHOM_SERVER_CLUSTER__NODE_ID".to_string(), id.to_string()),
-            ("FATHOM_SERVER_CLUSTER__BOOTSTRAP_EXPECT".to_string(), "3".to_string()),
+            ("FATHOM_SERVER_CLUSTER__BOOTSTRAP_EXPECT".to_string(), expect.to_string()),
             ("FATHOM_SERVER_CLUSTER__SEEDS".to_string(), seeds.to_string()),
         ]
     };
-    let start = |id: &str, seeds: &str| {
-        let e = env(id, seeds);
+    let start_with = |id: &str, seeds: &str, expect: &str| {
+        let e = env(id, seeds, expect);
         let e: Vec<(&str, &str)> = e.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         Server::start(&dir.join(&format!("n{id}")), &e)
     };
+    let start = |id: &str, seeds: &str| start_with(id, seeds, "3");
     let s1 = start("1", "[]");
     let seed = format!("[\"127.0.0.1:{}\"]", s1.gossip_port);
     let s2 = start("2", &seed);
     let s3 = start("3", &seed);
-    let mut servers = [s1, s2, s3];
+    let mut servers = vec![s1, s2, s3];
     let ctls: Vec<Ctl> = servers.iter().map(|s| Ctl::new(s, &dir.0)).collect();
     let all: Vec<&Ctl> = ctls.iter().collect();
-
-    let leader = poll("three nodes agreeing on a leader", Duration::from_secs(60), || {
+    poll("three nodes agreeing on a leader", Duration::from_secs(60), || {
         agreed_leader(&all, &[1, 2, 3], 0)
     });
-    // Every node lists all three as live, registered voters.
+    drop(ctls);
+
+    // A fourth node, started once the cluster exists and never forming one of its own
+    // (bootstrap_expect 0): it joins by `node add`.
+    let s4 = start_with("4", &seed, "0");
+    let raft4 = format!("127.0.0.1:{}", s4.raft_port);
+    servers.push(s4);
+    let ctls: Vec<Ctl> = servers.iter().map(|s| Ctl::new(s, &dir.0)).collect();
+    let all: Vec<&Ctl> = ctls[..3].iter().collect();
+    let v = status_of(&ctls[3]).unwrap();
+    assert_eq!((v["leader"].as_u64(), v["voters"].as_array().map(Vec::len)), (Some(0), Some(0)));
+    // Every node lists all three as live, registered voters, and the fourth as live
+    // through gossip but not (yet) a member.
     for c in &all {
         poll("every node listing three live voters", Duration::from_secs(60), || {
             let v = c.json(&["node", "list"]);
-            let ok = v.as_array().is_some_and(|ns| {
-                ns.len() == 3
-                    && ns.iter().all(|n| {
-                        n["live"] == true && n["registered"] == true && n["raft_member"] == "voter"
-                    })
+            let ns = v.as_array().cloned().unwrap_or_default();
+            let voters_ok = ns.iter().filter(|n| n["id"].as_u64() <= Some(3)).all(|n| {
+                n["live"] == true && n["registered"] == true && n["raft_member"] == "voter"
             });
-            if ok {
+            let fourth_ok = ns.iter().any(|n| {
+                n["id"] == 4
+                    && n["live"] == true
+                    && n["raft_member"] == ""
+                    && n["registered"] == false
+            });
+            if ns.len() == 4 && voters_ok && fourth_ok {
                 Ok(())
             } else {
                 Err(v.to_string())
             }
         });
     }
+
+    // The fourth node joins as a voter through any node; all four agree.
+    ctls[2].ok(&["node", "add", "4", "--raft-addr", &raft4]);
+    let all: Vec<&Ctl> = ctls.iter().collect();
+    let leader = poll("four nodes agreeing", Duration::from_secs(60), || {
+        agreed_leader(&all, &[1, 2, 3, 4], 0)
+    });
 
     // A write through a follower is forwarded to the leader and read on the others.
     let follower = (0..3).find(|&i| i as u64 + 1 != leader).unwrap();
@@ -406,7 +429,7 @@ fn three_servers_form_a_cluster_that_every_node_reports_alike() {
     let rest: Vec<&Ctl> =
         ctls.iter().enumerate().filter(|(i, _)| *i != li).map(|(_, c)| c).collect();
     let new_leader = poll("a new leader after the old one died", Duration::from_secs(60), || {
-        agreed_leader(&rest, &[1, 2, 3], leader)
+        agreed_leader(&rest, &[1, 2, 3, 4], leader)
     });
     assert_ne!(new_leader, leader);
     rest[0].ok(&["region", "create", "us"]);
@@ -421,6 +444,24 @@ fn three_servers_form_a_cluster_that_every_node_reports_alike() {
             match dead {
                 Some(n) if n["live"] == false => Ok(()),
                 other => Err(format!("{other:?}")),
+            }
+        });
+    }
+    // The dead node is removed: out of Raft and the node table, everywhere.
+    rest[1].ok(&["node", "remove", &leader.to_string()]);
+    let voters: Vec<u64> = (1..=4).filter(|n| *n != leader).collect();
+    poll("three voters after the removal", Duration::from_secs(60), || {
+        agreed_leader(&rest, &voters, leader)
+    });
+    for c in &rest {
+        poll("the removed node gone from the node list", Duration::from_secs(60), || {
+            let v = c.json(&["node", "list"]);
+            let ids: Vec<u64> =
+                v.as_array().into_iter().flatten().filter_map(|n| n["id"].as_u64()).collect();
+            if ids == voters {
+                Ok(())
+            } else {
+                Err(format!("{ids:?}"))
             }
         });
     }
