@@ -60,7 +60,7 @@ pids+=($!)
 cat <<EOM
 fathom is running (logs in $DATA).
   query API:  http://$QUERY_ADDR/v1/query   (POST {"db": "flow_log", "sql": "..."})
-  try:        $BIN/fathomctl --server http://$QUERY_ADDR query "SELECT l7_protocol, request_type, endpoint, response_code, Count(*) AS calls FROM l7_flow_log GROUP BY l7_protocol, request_type, endpoint, response_code ORDER BY calls DESC LIMIT 20"
+  try:        $BIN/fathomctl --query-url http://$QUERY_ADDR query "SELECT l7_protocol, request_type, endpoint, response_code, Count(*) AS calls FROM l7_flow_log GROUP BY l7_protocol, request_type, endpoint, response_code ORDER BY calls DESC LIMIT 20"
 Ctrl-C stops the agent and the server.
 EOM
 wait -n "${pids[@]}"

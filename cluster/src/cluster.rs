@@ -103,11 +103,16 @@ async fn bootstrap(
         drained: false,
     };
     loop {
-        let known = meta.read(|s| s.nodes.get(&record.id) == Some(&record));
+        // An operator's drain outlives restarts: keep the recorded flag.
+        let (known, drained) = meta.read(|s| match s.nodes.get(&record.id) {
+            Some(n) => (NodeRecord { drained: n.drained, ..record.clone() } == *n, n.drained),
+            None => (false, false),
+        });
         if known {
             break;
         }
-        match meta.write(Command::UpsertNode(record.clone())).await {
+        let record = NodeRecord { drained, ..record.clone() };
+        match meta.write(Command::UpsertNode(record)).await {
             Ok(_) => break,
             Err(e) => {
                 tracing::debug!(error = %e, "registering node; will retry");

@@ -174,7 +174,13 @@ pub enum Command {
         node: u64,
         pairs: Vec<(String, u32)>,
     },
-    /// A no-op used to measure and to test replication.
+    /// Many `AssignIngest` in one entry (placement moves agents in batches). Pairs
+    /// naming an unknown agent or node are skipped: they raced with a removal, and the
+    /// next placement round sees the removal.
+    AssignIngestMany {
+        assignments: Vec<(String, Option<u64>)>,
+    },
+    /// A key-value write: cluster settings (`setting/<key>`), and measuring replication.
     Put {
         key: String,
         value: String,
@@ -408,6 +414,17 @@ impl MetaState {
                 }
                 Response::TagIds { ids }
             }
+            Command::AssignIngestMany { assignments } => {
+                for (agent, node) in assignments {
+                    if node.is_some_and(|n| !self.nodes.contains_key(&n)) {
+                        continue;
+                    }
+                    if let Some(a) = self.agents.get_mut(&agent) {
+                        a.ingest_node = node;
+                    }
+                }
+                Response::Ok
+            }
             Command::Put { key, value } => {
                 self.kv.insert(key, value);
                 Response::Ok
@@ -512,6 +529,44 @@ mod tests {
         s.apply(Command::CreateToken(t2));
         let late = Command::ConsumeToken { id: "h2".into(), agent: "c".into(), now_ms: 1000 };
         assert!(matches!(s.apply(late), Response::Rejected { .. }));
+    }
+
+    #[test]
+    fn batched_assignments_skip_unknown_agents_and_nodes() {
+        let mut s = MetaState::default();
+        s.apply(Command::UpsertNode(NodeRecord {
+            id: 1,
+            region: "r".into(),
+            az: "z".into(),
+            roles: vec!["ingest".into()],
+            raft_addr: "n1:20040".into(),
+            drained: false,
+        }));
+        for id in ["a", "b"] {
+            s.apply(Command::UpsertAgent(AgentRecord {
+                id: id.into(),
+                host: id.into(),
+                pool: "p".into(),
+                region: "r".into(),
+                az: "z".into(),
+                cert_serial: String::new(),
+                status: AgentStatus::Active,
+                ingest_node: Some(9),
+                last_heartbeat_ms: 0,
+                config_version: 0,
+            }));
+        }
+        let r = s.apply(Command::AssignIngestMany {
+            assignments: vec![
+                ("a".into(), Some(1)),
+                ("b".into(), Some(7)),
+                ("ghost".into(), Some(1)),
+            ],
+        });
+        assert_eq!(r, Response::Ok);
+        assert_eq!(s.agents["a"].ingest_node, Some(1));
+        assert_eq!(s.agents["b"].ingest_node, Some(9), "unknown node 7 is skipped");
+        assert!(!s.agents.contains_key("ghost"));
     }
 
     #[test]

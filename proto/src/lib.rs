@@ -3,6 +3,7 @@
 //! The messages are hand-written prost structs (field numbers are the wire
 //! contract: never renumber or reuse one), so building needs no protoc.
 
+pub mod admin;
 pub mod agent;
 pub mod codec;
 

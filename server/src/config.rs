@@ -14,6 +14,8 @@ pub struct ServerConfig {
     pub store: StoreSection,
     pub ingest: IngestConfig,
     pub query: QuerySection,
+    pub cluster: ClusterSection,
+    pub control: ControlSection,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -64,6 +66,85 @@ impl Default for QuerySection {
     }
 }
 
+/// This node's place in the cluster. The defaults make a one-node cluster that forms
+/// by itself: node 1, bootstrap_expect 1, no seeds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterSection {
+    /// Raft node id: unique in the cluster, non-zero, never reused.
+    pub node_id: u64,
+    pub region: String,
+    pub az: String,
+    /// What this node runs: controller (Raft voter candidate), ingest, query.
+    pub roles: Vec<String>,
+    /// Raft and internal RPC.
+    pub raft_listen: String,
+    /// How peers reach `raft_listen`; empty = raft_listen (127.0.0.1 if it is 0.0.0.0).
+    pub raft_advertise: String,
+    /// Gossip (UDP).
+    pub gossip_listen: String,
+    /// How peers reach `gossip_listen`; empty = gossip_listen (127.0.0.1 if 0.0.0.0).
+    pub gossip_advertise: String,
+    /// Gossip addresses (host:port) of a few existing members.
+    pub seeds: Vec<String>,
+    /// Controllers to wait for before forming a new cluster; 0 = never form one (join
+    /// an existing cluster through `fathomctl node add`).
+    pub bootstrap_expect: usize,
+    /// Raft log and snapshots; empty = `<ingest.data_dir>/cluster`.
+    pub data_dir: String,
+}
+
+impl Default for ClusterSection {
+    fn default() -> Self {
+        ClusterSection {
+            node_id: 1,
+            region: "default".into(),
+            az: "default".into(),
+            roles: vec!["controller".into(), "ingest".into(), "query".into()],
+            raft_listen: "0.0.0.0:20040".into(),
+            raft_advertise: String::new(),
+            gossip_listen: "0.0.0.0:20041".into(),
+            gossip_advertise: String::new(),
+            seeds: Vec::new(),
+            bootstrap_expect: 1,
+            data_dir: String::new(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ControlSection {
+    /// Agent control and fleet administration (gRPC).
+    pub listen: String,
+    /// How fathomctl and agents reach `listen`; empty = listen (127.0.0.1 if 0.0.0.0).
+    pub advertise: String,
+}
+
+impl Default for ControlSection {
+    fn default() -> Self {
+        ControlSection { listen: "0.0.0.0:20035".into(), advertise: String::new() }
+    }
+}
+
+/// `addr` as others should dial it: an unspecified host (0.0.0.0, ::) becomes loopback.
+pub fn advertised(listen: &str, advertise: &str) -> String {
+    if !advertise.is_empty() {
+        return advertise.to_string();
+    }
+    match listen.parse::<std::net::SocketAddr>() {
+        Ok(a) if a.ip().is_unspecified() => {
+            let ip: std::net::IpAddr = if a.is_ipv4() {
+                std::net::Ipv4Addr::LOCALHOST.into()
+            } else {
+                std::net::Ipv6Addr::LOCALHOST.into()
+            };
+            std::net::SocketAddr::new(ip, a.port()).to_string()
+        }
+        _ => listen.to_string(),
+    }
+}
+
 pub const KEYS_HELP: &str = "\
 Configuration (TOML file; each key also FATHOM_SERVER_<SECTION>__<KEY>):
   [store]
@@ -88,6 +169,21 @@ Configuration (TOML file; each key also FATHOM_SERVER_<SECTION>__<KEY>):
     az = \"\"                     AZ of this node's agents
   [query]
     listen = \"0.0.0.0:20416\"    SQL API: POST /v1/query; Prometheus /metrics
+  [cluster]                     defaults: a one-node cluster that forms by itself
+    node_id = 1                 Raft node id: unique, non-zero, never reused
+    region = \"default\"          this node's region
+    az = \"default\"              this node's availability zone
+    roles = [\"controller\", \"ingest\", \"query\"]  controller = Raft voter candidate
+    raft_listen = \"0.0.0.0:20040\"  Raft and internal RPC (TCP)
+    raft_advertise = \"\"         how peers reach raft_listen; empty = raft_listen (0.0.0.0 -> 127.0.0.1)
+    gossip_listen = \"0.0.0.0:20041\"  gossip (UDP)
+    gossip_advertise = \"\"       how peers reach gossip_listen; empty = gossip_listen (0.0.0.0 -> 127.0.0.1)
+    seeds = []                  gossip host:port of a few members, e.g. [\"10.0.0.1:20041\"]
+    bootstrap_expect = 1        controllers to wait for before forming a new cluster; 0 = join only
+    data_dir = \"\"               Raft log and snapshots; empty = <ingest.data_dir>/cluster
+  [control]
+    listen = \"0.0.0.0:20035\"    agent control and fleet administration (gRPC; fathomctl)
+    advertise = \"\"              how fathomctl reaches it; empty = listen (0.0.0.0 -> 127.0.0.1)
 ";
 
 impl ServerConfig {

@@ -150,6 +150,10 @@ pub struct Server {
     pub dir: PathBuf,
     pub ingest_port: u16,
     pub query_port: u16,
+    /// Raft (TCP), gossip (UDP) and control (gRPC, fathomctl) of the one-node cluster.
+    pub raft_port: u16,
+    pub gossip_port: u16,
+    pub control_port: u16,
     pub log: PathBuf,
     env: Vec<(String, String)>,
 }
@@ -161,6 +165,9 @@ impl Server {
             dir: dir.to_path_buf(),
             ingest_port: free_port(),
             query_port: free_port(),
+            raft_port: free_port(),
+            gossip_port: free_port(),
+            control_port: free_port(),
             log: dir.join("server.log"),
             env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         };
@@ -170,6 +177,11 @@ impl Server {
 
     pub fn query_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.query_port)
+    }
+
+    /// The admin endpoint for `fathomctl --server`.
+    pub fn control_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.control_port)
     }
 
     pub fn ingest_addr(&self) -> String {
@@ -189,6 +201,9 @@ impl Server {
             .env("FATHOM_SERVER_INGEST__DATA_DIR", self.dir.join("server"))
             .env("FATHOM_SERVER_INGEST__LISTEN", self.ingest_addr())
             .env("FATHOM_SERVER_QUERY__LISTEN", format!("127.0.0.1:{}", self.query_port))
+            .env("FATHOM_SERVER_CLUSTER__RAFT_LISTEN", format!("127.0.0.1:{}", self.raft_port))
+            .env("FATHOM_SERVER_CLUSTER__GOSSIP_LISTEN", format!("127.0.0.1:{}", self.gossip_port))
+            .env("FATHOM_SERVER_CONTROL__LISTEN", format!("127.0.0.1:{}", self.control_port))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);
@@ -300,11 +315,13 @@ impl Drop for Server {
     }
 }
 
-/// `fathomctl --server <url> -o json query --db <db> <sql>`: the answer, or
+/// `fathomctl --query-url <url> -o json query --db <db> <sql>`: the answer, or
 /// fathomctl's error text.
 pub fn fathomctl(server: &Server, db: &str, sql: &str) -> Result<Value, String> {
     let out = Command::new(fathomctl_bin())
-        .args(["--server", &server.query_url(), "-o", "json", "query", "--db", db, sql])
+        .args(["--query-url", &server.query_url(), "-o", "json", "query", "--db", db, sql])
+        // No contexts file of the machine's user.
+        .env("FATHOMCTL_CONFIG", server.dir.join("fathomctl.toml"))
         .stdin(Stdio::null())
         .output()
         .expect("run fathomctl");

@@ -1,0 +1,346 @@
+//! The fleet administration service (`fathom.admin.v1.Admin`) that fathomctl talks to.
+//!
+//! Every node serves it. Reads that must be current go through Raft's read index
+//! (`read_linearizable`); cluster status and the node list answer from the local replica
+//! so that they work without a leader. Writes go through `MetaNode::write`, which
+//! forwards to the leader. Operator input is checked with `fathom_regions` before it
+//! is written.
+//!
+//! [`admin_routes`] is the one entry point: the control-plane listener (plain TCP today,
+//! mTLS with an admin client certificate once the controller's TLS config is wired in)
+//! adds these routes next to the agent control service.
+
+mod views;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fathom_cluster::state::{AgentStatus, Az, NodeRecord, Pool, Region};
+use fathom_cluster::{Command, Membership, MetaError, MetaNode, MetaState, Response};
+use fathom_proto::admin::admin_server::{Admin, AdminServer};
+use fathom_proto::admin::*;
+use fathom_regions::{check_name, PoolSpec, Topology};
+use tonic::{Request, Response as Reply, Status};
+
+use crate::settings;
+
+/// The admin gRPC service of this node, as routes to serve on the control port.
+pub fn admin_routes(meta: MetaNode, membership: Arc<Membership>) -> tonic::service::Routes {
+    tonic::service::Routes::new(AdminServer::new(AdminService { meta, membership }))
+}
+
+pub struct AdminService {
+    meta: MetaNode,
+    membership: Arc<Membership>,
+}
+
+type Res<T> = Result<Reply<T>, Status>;
+
+fn meta_status(e: MetaError) -> Status {
+    match e {
+        MetaError::NoLeader(_) => {
+            Status::unavailable(format!("{e}; is a majority of controllers up?"))
+        }
+        MetaError::Rejected(r) => Status::failed_precondition(r),
+        MetaError::Forward { .. } => Status::unavailable(e.to_string()),
+        other => Status::internal(other.to_string()),
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+fn invalid(e: impl std::fmt::Display) -> Status {
+    Status::invalid_argument(e.to_string())
+}
+
+impl AdminService {
+    async fn read<T>(&self, f: impl FnOnce(&MetaState) -> T) -> Result<T, Status> {
+        self.meta.read_linearizable(f).await.map_err(meta_status)
+    }
+
+    /// Commit a command; a rule violation becomes FAILED_PRECONDITION (or NOT_FOUND).
+    async fn write(&self, cmd: Command) -> Result<Response, Status> {
+        match self.meta.write(cmd).await.map_err(meta_status)? {
+            Response::Rejected { reason } if reason.starts_with("unknown") => {
+                Err(Status::not_found(reason))
+            }
+            Response::Rejected { reason } => Err(Status::failed_precondition(reason)),
+            r => Ok(r),
+        }
+    }
+
+    async fn topology(&self) -> Result<Topology, Status> {
+        self.read(|s| Topology {
+            regions: s.regions.keys().cloned().collect(),
+            az_region: s.azs.values().map(|a| (a.name.clone(), a.region.clone())).collect(),
+            pool_az: s.pools.values().map(|p| (p.name.clone(), p.az.clone())).collect(),
+        })
+        .await
+    }
+
+    fn nodes_now(&self) -> Vec<NodeView> {
+        let status = self.meta.status();
+        let live = self.membership.live_nodes();
+        self.meta.read(|s| views::nodes(s, &status, &live))
+    }
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn cluster_status(&self, _: Request<Empty>) -> Res<ClusterStatusReply> {
+        let st = self.meta.status();
+        let nodes = self.nodes_now();
+        let reply = self.meta.read(|s| ClusterStatusReply {
+            node_id: st.node_id,
+            state: st.state.clone(),
+            leader: st.leader.unwrap_or(0),
+            term: st.term,
+            voters: st.voters.clone(),
+            learners: st.learners.clone(),
+            last_log_index: st.last_log_index.unwrap_or(0),
+            last_applied: st.last_applied.unwrap_or(0),
+            nodes,
+            regions: s.regions.len() as u64,
+            azs: s.azs.len() as u64,
+            pools: s.pools.len() as u64,
+            agents: s.agents.len() as u64,
+            unassigned_agents: s
+                .agents
+                .values()
+                .filter(|a| a.status != AgentStatus::Revoked && a.ingest_node.is_none())
+                .count() as u64,
+        });
+        Ok(Reply::new(reply))
+    }
+
+    async fn list_nodes(&self, _: Request<Empty>) -> Res<NodeList> {
+        Ok(Reply::new(NodeList { nodes: self.nodes_now() }))
+    }
+
+    async fn add_node(&self, req: Request<AddNodeRequest>) -> Res<Empty> {
+        let r = req.into_inner();
+        if r.id == 0 {
+            return Err(invalid("node id must be non-zero"));
+        }
+        if r.raft_addr.is_empty() {
+            return Err(invalid("the node's Raft address (host:port) is required"));
+        }
+        self.meta.add_learner(r.id, r.raft_addr).await.map_err(meta_status)?;
+        if r.voter {
+            self.meta.promote(r.id).await.map_err(meta_status)?;
+        }
+        Ok(Reply::new(Empty {}))
+    }
+
+    async fn remove_node(&self, req: Request<NodeId>) -> Res<Empty> {
+        let id = req.into_inner().id;
+        let st = self.meta.status();
+        let member = st.voters.contains(&id) || st.learners.contains(&id);
+        let known = self.read(|s| s.nodes.contains_key(&id)).await?;
+        if !member && !known {
+            return Err(Status::not_found(format!("no node {id} in the cluster")));
+        }
+        if st.voters == [id] {
+            return Err(Status::failed_precondition(format!(
+                "node {id} is the only voter; add another voter first"
+            )));
+        }
+        if member {
+            self.meta.remove(id).await.map_err(meta_status)?;
+        }
+        // Its agents lose their node here; placement gives them a new one.
+        self.write(Command::RemoveNode { id }).await?;
+        Ok(Reply::new(Empty {}))
+    }
+
+    async fn drain_node(&self, req: Request<DrainRequest>) -> Res<Empty> {
+        let r = req.into_inner();
+        let rec: Option<NodeRecord> = self.read(|s| s.nodes.get(&r.id).cloned()).await?;
+        let Some(mut rec) = rec else {
+            return Err(Status::not_found(format!("no node {} in the metadata", r.id)));
+        };
+        rec.drained = r.drained;
+        self.write(Command::UpsertNode(rec)).await?;
+        Ok(Reply::new(Empty {}))
+    }
+
+    async fn list_regions(&self, _: Request<Empty>) -> Res<RegionList> {
+        Ok(Reply::new(RegionList { regions: self.read(views::regions).await? }))
+    }
+
+    async fn create_region(&self, req: Request<CreateRegionRequest>) -> Res<Empty> {
+        let r = req.into_inner();
+        check_name("region", &r.name).map_err(invalid)?;
+        self.write(Command::UpsertRegion(Region { name: r.name, description: r.description }))
+            .await?;
+        Ok(Reply::new(Empty {}))
+    }
+
+    async fn list_azs(&self, req: Request<Filter>) -> Res<AzList> {
+        let f = req.into_inner();
+        Ok(Reply::new(AzList { azs: self.read(|s| views::azs(s, &f)).await? }))
+    }
+
+    async fn create_az(&self, req: Request<CreateAzRequest>) -> Res<Empty> {
+        let r = req.into_inner();
+        self.topology().await?.check_az(&r.name, &r.region).map_err(invalid)?;
+        self.write(Command::UpsertAz(Az { name: r.name, region: r.region })).await?;
+        Ok(Reply::new(Empty {}))
+    }
+
+    async fn list_pools(&self, req: Request<Filter>) -> Res<PoolList> {
+        let f = req.into_inner();
+        Ok(Reply::new(PoolList { pools: self.read(|s| views::pools(s, &f)).await? }))
+    }
+
+    async fn create_pool(&self, req: Request<CreatePoolRequest>) -> Res<Empty> {
+        let r = req.into_inner();
+        let spec = PoolSpec::parse(&r.name, &r.region, &r.az, &r.kind, &r.arch, &r.kernel_range)
+            .map_err(invalid)?;
+        self.topology().await?.check_pool(&spec).map_err(invalid)?;
+        self.write(Command::UpsertPool(Pool {
+            name: spec.name,
+            region: spec.region,
+            az: spec.az,
+            kind: spec.kind.as_str().into(),
+            arch: spec.arch.as_str().into(),
+            kernel_range: spec.kernel.to_string(),
+        }))
+        .await?;
+        Ok(Reply::new(Empty {}))
+    }
+
+    async fn set_pool_config(&self, req: Request<SetPoolConfigRequest>) -> Res<PoolConfigReply> {
+        let r = req.into_inner();
+        if !self.read(|s| s.pools.contains_key(&r.pool)).await? {
+            return Err(Status::not_found(format!("unknown pool {:?}", r.pool)));
+        }
+        if let Err(e) = r.body.parse::<toml::Table>() {
+            return Err(invalid(format!("the agent config is not valid TOML: {e}")));
+        }
+        let version = match self
+            .write(Command::SetAgentConfig { pool: r.pool.clone(), body: r.body.clone() })
+            .await?
+        {
+            Response::ConfigVersion { version } => version,
+            other => return Err(Status::internal(format!("unexpected answer {other:?}"))),
+        };
+        Ok(Reply::new(PoolConfigReply { pool: r.pool, version, body: r.body }))
+    }
+
+    async fn list_agents(&self, req: Request<Filter>) -> Res<AgentList> {
+        let f = req.into_inner();
+        if !f.status.is_empty() && views::parse_status(&f.status).is_none() {
+            return Err(invalid(format!(
+                "unknown agent status {:?} (use enrolled, active, lost or revoked)",
+                f.status
+            )));
+        }
+        Ok(Reply::new(AgentList { agents: self.read(|s| views::agents(s, &f)).await? }))
+    }
+
+    async fn get_agent(&self, req: Request<AgentId>) -> Res<AgentView> {
+        let id = req.into_inner().id;
+        match self.read(|s| s.agents.get(&id).map(views::agent)).await? {
+            Some(a) => Ok(Reply::new(a)),
+            None => Err(Status::not_found(format!("unknown agent {id:?}"))),
+        }
+    }
+
+    async fn revoke_agent(&self, req: Request<AgentId>) -> Res<Empty> {
+        let id = req.into_inner().id;
+        self.write(Command::SetAgentStatus { id, status: AgentStatus::Revoked }).await?;
+        Ok(Reply::new(Empty {}))
+    }
+
+    async fn create_token(&self, req: Request<CreateTokenRequest>) -> Res<CreateTokenReply> {
+        let r = req.into_inner();
+        if r.pool.is_empty() {
+            return Err(invalid("a token enrolls agents into a pool: --pool is required"));
+        }
+        let (pool, ttl_default) = self
+            .read(|s| {
+                (s.pools.get(&r.pool).cloned(), settings::parsed::<u64>(s, settings::TOKEN_TTL))
+            })
+            .await?;
+        let Some(pool) = pool else {
+            return Err(Status::not_found(format!("unknown pool {:?}", r.pool)));
+        };
+        for (what, given, actual) in [("region", &r.region, &pool.region), ("az", &r.az, &pool.az)]
+        {
+            if !given.is_empty() && given != actual {
+                return Err(invalid(format!(
+                    "pool {:?} is in {what} {actual:?}, not {given:?}",
+                    pool.name
+                )));
+            }
+        }
+        let ttl = Duration::from_secs(if r.ttl_seconds == 0 { ttl_default } else { r.ttl_seconds });
+        let now = now_ms();
+        let (secret, token) =
+            fathom_controller::token::new_token(&pool.region, &pool.az, &pool.name, ttl, now)
+                .map_err(|e| Status::internal(format!("no randomness for the secret: {e}")))?;
+        self.write(Command::CreateToken(token.clone())).await?;
+        Ok(Reply::new(CreateTokenReply { secret, token: Some(views::token(&token, now)) }))
+    }
+
+    async fn list_tokens(&self, req: Request<Filter>) -> Res<TokenList> {
+        let f = req.into_inner();
+        let now = now_ms();
+        Ok(Reply::new(TokenList { tokens: self.read(|s| views::tokens(s, &f, now)).await? }))
+    }
+
+    async fn revoke_token(&self, req: Request<TokenId>) -> Res<Empty> {
+        let want = req.into_inner().id;
+        if want.len() < 8 {
+            return Err(invalid("give the token id or at least its first 8 characters"));
+        }
+        let ids: Vec<String> = self
+            .read(|s| s.tokens.keys().filter(|k| k.starts_with(&want)).cloned().collect())
+            .await?;
+        let id = match ids.as_slice() {
+            [one] => one.clone(),
+            [] => return Err(Status::not_found(format!("no token id starts with {want:?}"))),
+            _ => {
+                return Err(invalid(format!("{} tokens start with {want:?}; give more", ids.len())))
+            }
+        };
+        self.write(Command::RevokeToken { id }).await?;
+        Ok(Reply::new(Empty {}))
+    }
+
+    async fn get_config(&self, req: Request<ConfigKey>) -> Res<ConfigList> {
+        let key = req.into_inner().key;
+        let wanted: Vec<&settings::Setting> = if key.is_empty() {
+            settings::SETTINGS.iter().collect()
+        } else {
+            vec![settings::find(&key).map_err(Status::not_found)?]
+        };
+        let entries = self
+            .read(|s| {
+                wanted
+                    .iter()
+                    .map(|w| {
+                        let (value, default) = settings::get(s, w);
+                        ConfigEntry {
+                            key: w.key.into(),
+                            value,
+                            description: w.description.into(),
+                            default,
+                        }
+                    })
+                    .collect()
+            })
+            .await?;
+        Ok(Reply::new(ConfigList { entries }))
+    }
+
+    async fn set_config(&self, req: Request<ConfigEntry>) -> Res<Empty> {
+        let e = req.into_inner();
+        let stored = settings::check(&e.key, &e.value).map_err(invalid)?;
+        self.write(Command::Put { key: stored, value: e.value.trim().to_string() }).await?;
+        Ok(Reply::new(Empty {}))
+    }
+}

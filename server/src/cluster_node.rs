@@ -1,0 +1,82 @@
+//! This node's cluster member: the `[cluster]` section turned into a running
+//! `fathom_cluster::Cluster` (gossip + Raft metadata).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use fathom_cluster::{ClusterConfig, Load, MembershipConfig, MetaConfig, NodeInfo, Role};
+
+use crate::config::{advertised, ServerConfig};
+
+fn addr(key: &str, v: &str) -> Result<SocketAddr, String> {
+    v.parse().map_err(|e| format!("cluster.{key} = {v:?}: want ip:port ({e})"))
+}
+
+pub fn cluster_config(cfg: &ServerConfig) -> Result<ClusterConfig, String> {
+    let c = &cfg.cluster;
+    if c.node_id == 0 {
+        return Err("cluster.node_id must be non-zero".into());
+    }
+    let mut roles = Vec::new();
+    for r in &c.roles {
+        roles.push(Role::parse(r).ok_or_else(|| {
+            format!("cluster.roles: unknown role {r:?} (use controller, ingest, query)")
+        })?);
+    }
+    let raft_listen = addr("raft_listen", &c.raft_listen)?;
+    let gossip_listen = addr("gossip_listen", &c.gossip_listen)?;
+    let gossip_advertise =
+        addr("gossip_advertise", &advertised(&c.gossip_listen, &c.gossip_advertise))?;
+    let data_dir = if c.data_dir.is_empty() {
+        cfg.ingest.data_dir.join("cluster")
+    } else {
+        PathBuf::from(&c.data_dir)
+    };
+    let raft_advertise = advertised(&c.raft_listen, &c.raft_advertise);
+    let mut meta = MetaConfig::new(c.node_id, raft_listen, data_dir);
+    meta.advertise_addr = raft_advertise.clone();
+    let node = NodeInfo {
+        id: c.node_id,
+        region: c.region.clone(),
+        az: c.az.clone(),
+        roles,
+        raft_addr: raft_advertise,
+        api_addr: advertised(&cfg.control.listen, &cfg.control.advertise),
+        gossip_addr: gossip_advertise,
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        load: Load::default(),
+    };
+    let mut membership = MembershipConfig::new(node, c.seeds.clone());
+    membership.listen_addr = gossip_listen;
+    Ok(ClusterConfig { meta, membership, bootstrap_expect: c.bootstrap_expect })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_make_a_one_node_cluster_under_the_data_dir() {
+        let cfg = ServerConfig::default();
+        let cc = cluster_config(&cfg).unwrap();
+        assert_eq!(cc.bootstrap_expect, 1);
+        assert_eq!(cc.meta.data_dir, cfg.ingest.data_dir.join("cluster"));
+        assert_eq!(cc.meta.advertise_addr, "127.0.0.1:20040");
+        assert_eq!(cc.membership.node.gossip_addr.to_string(), "127.0.0.1:20041");
+        assert_eq!(cc.membership.listen_addr.to_string(), "0.0.0.0:20041");
+        assert_eq!(cc.membership.node.api_addr, "127.0.0.1:20035");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let mut cfg = ServerConfig::default();
+        cfg.cluster.roles = vec!["chef".into()];
+        assert!(cluster_config(&cfg).unwrap_err().contains("chef"));
+        let mut cfg = ServerConfig::default();
+        cfg.cluster.raft_listen = "nowhere".into();
+        assert!(cluster_config(&cfg).unwrap_err().contains("raft_listen"));
+        let mut cfg = ServerConfig::default();
+        cfg.cluster.node_id = 0;
+        assert!(cluster_config(&cfg).is_err());
+    }
+}
