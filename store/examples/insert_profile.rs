@@ -44,6 +44,23 @@ where
     );
 }
 
+/// Prints the compressed bytes per row of `profile.variant` (its parts
+/// as written, before any merge).
+async fn variant_size(store: &EmbeddedStore) {
+    let r = store
+        .query(
+            "SELECT sum(data_compressed_bytes), sum(rows) FROM system.parts \
+             WHERE database = 'profile' AND table = 'variant' AND active",
+        )
+        .await
+        .unwrap();
+    let num = |v: &serde_json::Value| {
+        v.as_f64().or_else(|| v.as_str().and_then(|s| s.parse().ok())).unwrap_or(0.0)
+    };
+    let (bytes, rows) = (num(&r.rows[0][0]), num(&r.rows[0][1]));
+    println!("{:<58} {:>9.1} bytes/row on disk", "", bytes / rows.max(1.0));
+}
+
 async fn sql(store: &EmbeddedStore, q: &str) {
     if let Err(e) = store.query(q).await {
         panic!("{q}: {e}");
@@ -158,19 +175,20 @@ async fn main() {
 
     // Variants of the table, written from the Memory table (MergeTree cost).
     let variants: &[(&str, &[&str])] = &[
+        ("  - the schema as created (skip indexes at GRANULARITY 4)", &[]),
         (
             "  - without the 4 bloom-filter skip indexes",
             &["ALTER TABLE {t} DROP INDEX idx_trace_id, DROP INDEX idx_x_request_id, \
                DROP INDEX idx_syscall_trace_id_request, DROP INDEX idx_syscall_trace_id_response"],
         ),
         (
-            "  - skip indexes at GRANULARITY 4",
+            "  - skip indexes at GRANULARITY 1 (schema version 2)",
             &["ALTER TABLE {t} DROP INDEX idx_trace_id, DROP INDEX idx_x_request_id, \
                DROP INDEX idx_syscall_trace_id_request, DROP INDEX idx_syscall_trace_id_response",
-              "ALTER TABLE {t} ADD INDEX idx_trace_id trace_id TYPE bloom_filter(0.01) GRANULARITY 4, \
-               ADD INDEX idx_x_request_id x_request_id TYPE bloom_filter(0.01) GRANULARITY 4, \
-               ADD INDEX idx_syscall_trace_id_request syscall_trace_id_request TYPE bloom_filter(0.01) GRANULARITY 4, \
-               ADD INDEX idx_syscall_trace_id_response syscall_trace_id_response TYPE bloom_filter(0.01) GRANULARITY 4"],
+              "ALTER TABLE {t} ADD INDEX idx_trace_id trace_id TYPE bloom_filter(0.01) GRANULARITY 1, \
+               ADD INDEX idx_x_request_id x_request_id TYPE bloom_filter(0.01) GRANULARITY 1, \
+               ADD INDEX idx_syscall_trace_id_request syscall_trace_id_request TYPE bloom_filter(0.01) GRANULARITY 1, \
+               ADD INDEX idx_syscall_trace_id_response syscall_trace_id_response TYPE bloom_filter(0.01) GRANULARITY 1"],
         ),
     ];
     for (what, alters) in variants {
@@ -183,6 +201,7 @@ async fn main() {
             sql(&store, "INSERT INTO profile.variant SELECT * FROM profile.mem")
         })
         .await;
+        variant_size(&store).await;
     }
     // Plain codecs and no sort key: what the schema's choices cost.
     let mut lz4 = String::from("ALTER TABLE profile.variant");
@@ -199,6 +218,16 @@ async fn main() {
         sql(&store, "INSERT INTO profile.variant SELECT * FROM profile.mem")
     })
     .await;
+    variant_size(&store).await;
+    let t64_lz4 = lz4.replace("UInt32 CODEC(LZ4)", "UInt32 CODEC(T64, LZ4)");
+    sql(&store, "DROP TABLE IF EXISTS profile.variant").await;
+    sql(&store, "CREATE TABLE profile.variant AS flow_log.l7_flow_log").await;
+    sql(&store, &t64_lz4).await;
+    measure("  - T64 + LZ4 on tags, LZ4 on times", n, rounds, |_| {
+        sql(&store, "INSERT INTO profile.variant SELECT * FROM profile.mem")
+    })
+    .await;
+    variant_size(&store).await;
     sql(&store, "DROP TABLE IF EXISTS profile.variant").await;
     sql(
         &store,
