@@ -44,12 +44,13 @@ where
     );
 }
 
-/// Prints the compressed bytes per row of `profile.variant` (its parts
-/// as written, before any merge).
+/// Prints the compressed bytes per row of `profile.variant`'s columns and
+/// of its skip indexes (its parts as written, before any merge).
 async fn variant_size(store: &EmbeddedStore) {
     let r = store
         .query(
-            "SELECT sum(data_compressed_bytes), sum(rows) FROM system.parts \
+            "SELECT sum(data_compressed_bytes), sum(rows), sum(secondary_indices_compressed_bytes) \
+             FROM system.parts \
              WHERE database = 'profile' AND table = 'variant' AND active",
         )
         .await
@@ -57,8 +58,14 @@ async fn variant_size(store: &EmbeddedStore) {
     let num = |v: &serde_json::Value| {
         v.as_f64().or_else(|| v.as_str().and_then(|s| s.parse().ok())).unwrap_or(0.0)
     };
-    let (bytes, rows) = (num(&r.rows[0][0]), num(&r.rows[0][1]));
-    println!("{:<58} {:>9.1} bytes/row on disk", "", bytes / rows.max(1.0));
+    let (bytes, rows, index) = (num(&r.rows[0][0]), num(&r.rows[0][1]), num(&r.rows[0][2]));
+    let rows = rows.max(1.0);
+    println!(
+        "{:<58} {:>9.1} bytes/row of columns, {:.2} of skip indexes",
+        "",
+        bytes / rows,
+        index / rows
+    );
 }
 
 async fn sql(store: &EmbeddedStore, q: &str) {
@@ -163,6 +170,20 @@ async fn main() {
         async move { sql(store, &q).await }
     })
     .await;
+    // The same Native block with the LowCardinality columns kept as such
+    // (dictionary-encoded): what the engine saves when it need not build
+    // the dictionaries from plain strings.
+    let native_lc = dir.path().join("payload_lc.native").display().to_string();
+    sql(&store, &format!("SELECT * FROM profile.mem INTO OUTFILE '{native_lc}' FORMAT Native"))
+        .await;
+    sql(&store, "CREATE TABLE profile.native_lc_target AS flow_log.l7_flow_log").await;
+    measure("  Native file, LowCardinality kept -> MergeTree (fresh table)", n, rounds, |_| {
+        let q =
+            format!("INSERT INTO profile.native_lc_target FROM INFILE '{native_lc}' FORMAT Native");
+        let store = &store;
+        async move { sql(store, &q).await }
+    })
+    .await;
     sql(&store, "CREATE TABLE profile.rowbinary_target AS flow_log.l7_flow_log").await;
     measure("  RowBinary file -> MergeTree (fresh table)", n, rounds, |_| {
         let q = format!(
@@ -175,20 +196,20 @@ async fn main() {
 
     // Variants of the table, written from the Memory table (MergeTree cost).
     let variants: &[(&str, &[&str])] = &[
-        ("  - the schema as created (skip indexes at GRANULARITY 4)", &[]),
+        ("  - the schema as created (skip indexes at GRANULARITY 1)", &[]),
         (
             "  - without the 4 bloom-filter skip indexes",
             &["ALTER TABLE {t} DROP INDEX idx_trace_id, DROP INDEX idx_x_request_id, \
                DROP INDEX idx_syscall_trace_id_request, DROP INDEX idx_syscall_trace_id_response"],
         ),
         (
-            "  - skip indexes at GRANULARITY 1 (schema version 2)",
+            "  - skip indexes at GRANULARITY 4",
             &["ALTER TABLE {t} DROP INDEX idx_trace_id, DROP INDEX idx_x_request_id, \
                DROP INDEX idx_syscall_trace_id_request, DROP INDEX idx_syscall_trace_id_response",
-              "ALTER TABLE {t} ADD INDEX idx_trace_id trace_id TYPE bloom_filter(0.01) GRANULARITY 1, \
-               ADD INDEX idx_x_request_id x_request_id TYPE bloom_filter(0.01) GRANULARITY 1, \
-               ADD INDEX idx_syscall_trace_id_request syscall_trace_id_request TYPE bloom_filter(0.01) GRANULARITY 1, \
-               ADD INDEX idx_syscall_trace_id_response syscall_trace_id_response TYPE bloom_filter(0.01) GRANULARITY 1"],
+              "ALTER TABLE {t} ADD INDEX idx_trace_id trace_id TYPE bloom_filter(0.01) GRANULARITY 4, \
+               ADD INDEX idx_x_request_id x_request_id TYPE bloom_filter(0.01) GRANULARITY 4, \
+               ADD INDEX idx_syscall_trace_id_request syscall_trace_id_request TYPE bloom_filter(0.01) GRANULARITY 4, \
+               ADD INDEX idx_syscall_trace_id_response syscall_trace_id_response TYPE bloom_filter(0.01) GRANULARITY 4"],
         ),
     ];
     for (what, alters) in variants {

@@ -15,15 +15,12 @@
 //!   ingest tags each insert with its batch (`insert_deduplication_token`),
 //!   so a batch replayed after a crash is dropped by the engine;
 //! - bloom-filter skip indexes on the trace columns, which are looked up by
-//!   value (trace assembly) and are not in the sort key; one filter per 4
-//!   granules (32768 rows): a lookup reads at most 4 times the rows of one
-//!   per granule, and inserts build a quarter of the filters (schema
-//!   version 3; see `insert_profile` for the write rate of each choice).
+//!   value (trace assembly) and are not in the sort key.
 
 use std::fmt::Write;
 
 /// Version of the newest migration; recorded in `flow_tag.schema_version`.
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// How long each kind of data is kept.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -91,22 +88,6 @@ pub fn table_ttl(table: &str, r: &Retention) -> Option<String> {
 /// shortly after a restart, within far fewer inserts than this.
 pub const DEDUP_WINDOW: u32 = 10_000;
 
-/// The skip indexes of `flow_log.l7_flow_log`: (index name, column).
-pub const L7_TRACE_INDEXES: &[(&str, &str)] = &[
-    ("idx_trace_id", "trace_id"),
-    ("idx_x_request_id", "x_request_id"),
-    ("idx_syscall_trace_id_request", "syscall_trace_id_request"),
-    ("idx_syscall_trace_id_response", "syscall_trace_id_response"),
-];
-
-/// Data granules (of `index_granularity` rows) per skip-index granule.
-pub const TRACE_INDEX_GRANULARITY: u32 = 4;
-
-/// The declaration of one skip index, as CREATE and `ADD INDEX` take it.
-fn trace_index(name: &str, column: &str) -> String {
-    format!("INDEX {name} {column} TYPE bloom_filter(0.01) GRANULARITY {TRACE_INDEX_GRANULARITY}")
-}
-
 const TABLE_SETTINGS: &str = "SETTINGS ttl_only_drop_parts = 1, index_granularity = 8192, \
                               non_replicated_deduplication_window = 10000";
 
@@ -151,14 +132,11 @@ fn l7_flow_log(r: &Retention) -> String {
     req_tcp_seq UInt32,
     resp_tcp_seq UInt32,
     truncated Bool,
-",
-    );
-    for (i, (name, column)) in L7_TRACE_INDEXES.iter().enumerate() {
-        let sep = if i + 1 < L7_TRACE_INDEXES.len() { "," } else { "" };
-        let _ = writeln!(s, "    {}{sep}", trace_index(name, column));
-    }
-    s.push_str(
-        ") ENGINE = MergeTree
+    INDEX idx_trace_id trace_id TYPE bloom_filter(0.01) GRANULARITY 1,
+    INDEX idx_x_request_id x_request_id TYPE bloom_filter(0.01) GRANULARITY 1,
+    INDEX idx_syscall_trace_id_request syscall_trace_id_request TYPE bloom_filter(0.01) GRANULARITY 1,
+    INDEX idx_syscall_trace_id_response syscall_trace_id_response TYPE bloom_filter(0.01) GRANULARITY 1
+) ENGINE = MergeTree
 PARTITION BY toStartOfHour(time)
 ORDER BY (l7_protocol, process_id_1, server_port, endpoint, time)
 ",
@@ -340,22 +318,7 @@ pub fn migrations() -> Vec<(u32, Vec<String>)> {
             )
         })
         .collect();
-    // Version 3: the trace skip indexes go from GRANULARITY 1 to 4. An
-    // index cannot be modified: it is dropped and added again, then built
-    // for the parts already written (MATERIALIZE runs as a background
-    // mutation that writes only the index files). Re-running after a crash
-    // drops and adds again, which is harmless.
-    let mut coarser_indexes = Vec::new();
-    for (name, column) in L7_TRACE_INDEXES {
-        let t = "flow_log.l7_flow_log";
-        coarser_indexes.push(format!("ALTER TABLE {t} DROP INDEX IF EXISTS {name}"));
-        coarser_indexes.push(format!(
-            "ALTER TABLE {t} ADD {}",
-            trace_index(name, column).replacen("INDEX ", "INDEX IF NOT EXISTS ", 1)
-        ));
-        coarser_indexes.push(format!("ALTER TABLE {t} MATERIALIZE INDEX {name}"));
-    }
-    vec![(1, Vec::new()), (2, dedup), (3, coarser_indexes)]
+    vec![(1, Vec::new()), (2, dedup)]
 }
 
 /// The columns of `table` (`db.name`) and their types as the CREATE
