@@ -44,6 +44,30 @@ where
     );
 }
 
+/// Prints the compressed bytes per row of `profile.variant`'s columns and
+/// of its skip indexes (its parts as written, before any merge).
+async fn variant_size(store: &EmbeddedStore) {
+    let r = store
+        .query(
+            "SELECT sum(data_compressed_bytes), sum(rows), sum(secondary_indices_compressed_bytes) \
+             FROM system.parts \
+             WHERE database = 'profile' AND table = 'variant' AND active",
+        )
+        .await
+        .unwrap();
+    let num = |v: &serde_json::Value| {
+        v.as_f64().or_else(|| v.as_str().and_then(|s| s.parse().ok())).unwrap_or(0.0)
+    };
+    let (bytes, rows, index) = (num(&r.rows[0][0]), num(&r.rows[0][1]), num(&r.rows[0][2]));
+    let rows = rows.max(1.0);
+    println!(
+        "{:<58} {:>9.1} bytes/row of columns, {:.2} of skip indexes",
+        "",
+        bytes / rows,
+        index / rows
+    );
+}
+
 async fn sql(store: &EmbeddedStore, q: &str) {
     if let Err(e) = store.query(q).await {
         panic!("{q}: {e}");
@@ -146,6 +170,20 @@ async fn main() {
         async move { sql(store, &q).await }
     })
     .await;
+    // The same Native block with the LowCardinality columns kept as such
+    // (dictionary-encoded): what the engine saves when it need not build
+    // the dictionaries from plain strings.
+    let native_lc = dir.path().join("payload_lc.native").display().to_string();
+    sql(&store, &format!("SELECT * FROM profile.mem INTO OUTFILE '{native_lc}' FORMAT Native"))
+        .await;
+    sql(&store, "CREATE TABLE profile.native_lc_target AS flow_log.l7_flow_log").await;
+    measure("  Native file, LowCardinality kept -> MergeTree (fresh table)", n, rounds, |_| {
+        let q =
+            format!("INSERT INTO profile.native_lc_target FROM INFILE '{native_lc}' FORMAT Native");
+        let store = &store;
+        async move { sql(store, &q).await }
+    })
+    .await;
     sql(&store, "CREATE TABLE profile.rowbinary_target AS flow_log.l7_flow_log").await;
     measure("  RowBinary file -> MergeTree (fresh table)", n, rounds, |_| {
         let q = format!(
@@ -158,6 +196,7 @@ async fn main() {
 
     // Variants of the table, written from the Memory table (MergeTree cost).
     let variants: &[(&str, &[&str])] = &[
+        ("  - the schema as created (skip indexes at GRANULARITY 1)", &[]),
         (
             "  - without the 4 bloom-filter skip indexes",
             &["ALTER TABLE {t} DROP INDEX idx_trace_id, DROP INDEX idx_x_request_id, \
@@ -183,6 +222,7 @@ async fn main() {
             sql(&store, "INSERT INTO profile.variant SELECT * FROM profile.mem")
         })
         .await;
+        variant_size(&store).await;
     }
     // Plain codecs and no sort key: what the schema's choices cost.
     let mut lz4 = String::from("ALTER TABLE profile.variant");
@@ -199,6 +239,16 @@ async fn main() {
         sql(&store, "INSERT INTO profile.variant SELECT * FROM profile.mem")
     })
     .await;
+    variant_size(&store).await;
+    let t64_lz4 = lz4.replace("UInt32 CODEC(LZ4)", "UInt32 CODEC(T64, LZ4)");
+    sql(&store, "DROP TABLE IF EXISTS profile.variant").await;
+    sql(&store, "CREATE TABLE profile.variant AS flow_log.l7_flow_log").await;
+    sql(&store, &t64_lz4).await;
+    measure("  - T64 + LZ4 on tags, LZ4 on times", n, rounds, |_| {
+        sql(&store, "INSERT INTO profile.variant SELECT * FROM profile.mem")
+    })
+    .await;
+    variant_size(&store).await;
     sql(&store, "DROP TABLE IF EXISTS profile.variant").await;
     sql(
         &store,
