@@ -21,6 +21,7 @@ pub mod capture;
 pub mod config;
 pub mod ebpf_source;
 pub mod flow;
+pub mod host;
 pub mod http;
 pub mod metrics;
 pub mod output;

@@ -216,49 +216,6 @@ pub fn render_metrics(out: &mut String) {
     }
 }
 
-/// This host's addresses (every interface), re-read for each batch so
-/// address changes follow; loopback addresses are implied at the server.
-pub fn local_addresses() -> Vec<Vec<u8>> {
-    let mut out = Vec::new();
-    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs fills `head` with a list freed below.
-    if unsafe { libc::getifaddrs(&mut head) } != 0 {
-        return out;
-    }
-    let mut cur = head;
-    while !cur.is_null() {
-        // SAFETY: cur is a node of the list getifaddrs returned.
-        let ifa = unsafe { &*cur };
-        if !ifa.ifa_addr.is_null() {
-            // SAFETY: ifa_addr points to a sockaddr of the family it names.
-            match i32::from(unsafe { (*ifa.ifa_addr).sa_family }) {
-                libc::AF_INET => {
-                    // SAFETY: AF_INET addresses are sockaddr_in.
-                    let a = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
-                    out.push(a.sin_addr.s_addr.to_ne_bytes().to_vec());
-                }
-                libc::AF_INET6 => {
-                    // SAFETY: AF_INET6 addresses are sockaddr_in6.
-                    let a = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in6) };
-                    out.push(a.sin6_addr.s6_addr.to_vec());
-                }
-                _ => {}
-            }
-        }
-        cur = ifa.ifa_next;
-    }
-    // SAFETY: head came from getifaddrs and is freed once.
-    unsafe { libc::freeifaddrs(head) };
-    out.sort();
-    out.dedup();
-    out
-}
-
-fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default()
-}
 
 impl Sender {
     /// Opens the spool and starts the batcher and sending threads.
@@ -272,7 +229,7 @@ impl Sender {
         );
         let timeout = Duration::from_millis(cfg.request_timeout_ms.max(1));
         let endpoint = endpoint(&cfg.server, timeout)?;
-        let host = host_name();
+        let host = crate::host::host_name();
         let agent_id = if cfg.agent_id.is_empty() { host.clone() } else { cfg.agent_id.clone() };
         if agent_id.is_empty() {
             return Err("sender: no agent_id set and the host name is unknown".into());
@@ -424,7 +381,15 @@ impl Batcher {
                 uncompressed_size: raw.len() as u64,
                 counts: Some(counts),
                 host: self.host.clone(),
-                host_ips: local_addresses(),
+                // Re-read for each batch so address changes follow; loopback
+                // addresses are implied at the server.
+                host_ips: crate::host::local_addresses()
+                    .into_iter()
+                    .map(|ip| match ip {
+                        std::net::IpAddr::V4(a) => a.octets().to_vec(),
+                        std::net::IpAddr::V6(a) => a.octets().to_vec(),
+                    })
+                    .collect(),
             })
         });
         match res {
