@@ -503,10 +503,8 @@ mod tests {
         assert_eq!((l4.client_process, l4.server_process), (None, None));
         assert_eq!(l4.process.unwrap().name, "nginx");
 
-        let red = RedMetric {
-            observation_point: ObservationPoint::ClientProcess as i32,
-            ..old_red
-        };
+        let red =
+            RedMetric { observation_point: ObservationPoint::ClientProcess as i32, ..old_red };
         let back = RedMetric::decode(red.encode_to_vec().as_slice()).unwrap();
         assert_eq!(back.observation_point(), ObservationPoint::ClientProcess);
         // An unknown point (a newer agent) decodes; the accessor says Unspecified.

@@ -468,10 +468,7 @@ async fn every_query_shape_runs_on_the_embedded_engine() {
         response: 5,
         ..Default::default()
     };
-    store
-        .insert_app_metrics(Granularity::Second, &[red("c-p", 11), red("s-p", 10)])
-        .await
-        .unwrap();
+    store.insert_app_metrics(Granularity::Second, &[red("c-p", 11), red("s-p", 10)]).await.unwrap();
     store
         .insert_l4(&[L4Row {
             time: fx.base,
@@ -503,7 +500,8 @@ async fn every_query_shape_runs_on_the_embedded_engine() {
     assert_eq!(r, vec![vec![json!("nginx"), json!(5)]], "the server end alone");
     let r = rows(&app, "flow_metrics", "SHOW TAGS FROM application_1s").await;
     assert!(r.iter().any(|t| t[0] == json!("observation_point")), "{r:?}");
-    let r = rows(&app, "flow_metrics", "SHOW TAG observation_point VALUES FROM application_1s").await;
+    let r =
+        rows(&app, "flow_metrics", "SHOW TAG observation_point VALUES FROM application_1s").await;
     assert_eq!(r, vec![vec![json!("c-p"), json!(1)], vec![json!("s-p"), json!(1)]]);
     let r = rows(
         &app,
@@ -512,7 +510,10 @@ async fn every_query_shape_runs_on_the_embedded_engine() {
          WHERE server_port = 8000 GROUP BY process_0, process_1, pid_0, pid_1, observation_point",
     )
     .await;
-    assert_eq!(r, vec![vec![json!("curl"), json!("nginx"), json!(7), json!(9), json!("s"), json!(1)]]);
+    assert_eq!(
+        r,
+        vec![vec![json!("curl"), json!("nginx"), json!(7), json!(9), json!("s"), json!(1)]]
+    );
 
     // Form bodies; the answer's shape.
     let req = Request::post("/v1/query")

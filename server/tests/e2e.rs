@@ -184,16 +184,18 @@ fn a_call_between_local_processes_counts_once_per_end() {
     require_root();
     let _serial = serial();
     let dir = TempDir::new("ends");
-    let server = Server::start(&dir.join("server-data"), &[]);
-    let agent =
-        Agent::start(&dir.0, &server, "e2e-ends", &[("FATHOM_AGENT_CAPTURE__EBPF", "required")]);
     const CALLS: usize = 5;
     let www = dir.join("www");
     std::fs::create_dir_all(&www).unwrap();
     for i in 0..CALLS {
         std::fs::write(www.join(format!("f{i}.txt")), format!("{i}\n")).unwrap();
     }
+    // Started before the agent: its readiness probes are not captured, so
+    // curl's connections are the only flows to the port.
     let (_http, port) = http_server(&www);
+    let server = Server::start(&dir.join("server-data"), &[]);
+    let agent =
+        Agent::start(&dir.0, &server, "e2e-ends", &[("FATHOM_AGENT_CAPTURE__EBPF", "required")]);
     // One curl, CALLS connections (http.server closes after each answer).
     let urls: Vec<String> =
         (0..CALLS).map(|i| format!("http://127.0.0.1:{port}/f{i}.txt")).collect();
@@ -218,15 +220,14 @@ fn a_call_between_local_processes_counts_once_per_end() {
     let want = CALLS as i64;
     let table = |db: &str, sql: &str, cols: &[&str]| -> Result<Vec<Vec<String>>, String> {
         let v = fathomctl(&server, db, sql)?;
-        Ok(rows(&v)
-            .iter()
-            .map(|r| cols.iter().map(|c| text(&r[*c])).collect())
-            .collect())
+        Ok(rows(&v).iter().map(|r| cols.iter().map(|c| text(&r[*c])).collect()).collect())
     };
     let red = || table("flow_metrics", &red_sql, &["observation_point", "n"]);
     let l7 = || table("flow_log", &l7_sql, &["observation_point", "process_0", "process_1", "n"]);
     let l4 = || table("flow_log", &l4_sql, &["process_0", "process_1", "n"]);
-    let total = |t: &[Vec<String>]| t.iter().map(|r| r.last().unwrap().parse::<i64>().unwrap_or(0)).sum::<i64>();
+    let total = |t: &[Vec<String>]| {
+        t.iter().map(|r| r.last().unwrap().parse::<i64>().unwrap_or(0)).sum::<i64>()
+    };
     poll("both ends of the calls in RED, L7 and L4", ARRIVAL, || {
         let (r, l, f) = (red()?, l7()?, l4()?);
         if total(&r) >= 2 * want && total(&l) >= 2 * want && total(&f) >= want {

@@ -399,11 +399,13 @@ async fn both_ends_of_a_call_stay_two_rows() {
         .await
         .unwrap();
     let request = app_row(1, base_s).request;
-    assert_eq!(r.rows, vec![vec![json!("c-p"), json!(5), json!(request)], vec![
-        json!("s-p"),
-        json!(6),
-        json!(request)
-    ]]);
+    assert_eq!(
+        r.rows,
+        vec![
+            vec![json!("c-p"), json!(5), json!(request)],
+            vec![json!("s-p"), json!(6), json!(request)]
+        ]
+    );
     let flow = fathom_store::L4Row { process_id_0: 5, pid_0: 7, ..l4_row(1, base_time_us()) };
     store.insert_l4(&[flow]).await.unwrap();
     let r = store
