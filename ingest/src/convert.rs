@@ -3,7 +3,14 @@
 //! Which side of a call or flow is "this host": the side whose address is
 //! one of the batch's `host_ips` or a loopback address gets the host,
 //! region and AZ ids. A process goes to the side the agent says, else to
-//! the side that is this host (the server side when both are).
+//! the side that is this host (the server side when both are); a flow
+//! record names the process at each end it saw.
+//!
+//! `observation_point` uses DeepFlow's tap side codes: "c-p" / "s-p" a
+//! call seen in the client / server process (eBPF), "c" / "s" packets on
+//! the client's / server's NIC, "pcap" a replayed file. A RED row keeps
+//! the agent's point, so the two ends of a call between local processes
+//! are two rows that a query tells apart (or picks one of).
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -160,31 +167,51 @@ macro_rules! side_tags {
     };
 }
 
-/// Host, region, AZ and process tags on the side(s) of a row that are this
-/// agent's host, and where the record was observed (client or server side,
-/// with or without a process).
-macro_rules! local_tags {
-    ($row:ident, $t:expr, $ctx:expr, $local:expr, $source:expr, $process:expr, $known:expr) => {{
+/// Host, region and AZ tags on the side(s) of a row that are this agent's
+/// host.
+macro_rules! host_tags {
+    ($row:ident, $t:expr, $ctx:expr, $local:expr) => {{
         if $local.client {
             side_tags!($row, 0, $t, $ctx.host_id, None::<u32>, 0);
         }
         if $local.server {
             side_tags!($row, 1, $t, $ctx.host_id, None::<u32>, 0);
         }
-        let mut point = match $source {
-            "pcap" => "pcap",
-            _ if $local.server => "s",
-            _ if $local.client => "c",
-            _ => "",
-        };
-        if let Some(p) = $process {
-            let side = process_side(p, $local);
-            let pid = $known.unwrap_or_else(|| Self::id(&$ctx.process, &p.name));
-            side_tags!($row, side, $t, $ctx.host_id, Some(pid), p.pid);
-            point = if side == 0 { "c-p" } else { "s-p" };
-        }
-        $row.observation_point = point.into();
     }};
+}
+
+/// A process's tags on its side (`0` client, `1` server): a local process
+/// makes its side this host. `$known` is its id when already looked up.
+macro_rules! process_tags {
+    ($row:ident, $t:expr, $ctx:expr, $side:expr, $p:expr, $known:expr) => {{
+        let p: &pb::ProcessRef = $p;
+        let id = $known.unwrap_or_else(|| Self::id(&$ctx.process, &p.name));
+        side_tags!($row, $side, $t, $ctx.host_id, Some(id), p.pid);
+    }};
+}
+
+/// Where packets were seen: "pcap" for a replayed file, else the NIC of
+/// the local side ("s" when the server is local, "c" when only the
+/// client is), "" when neither end is this host (mirrored traffic).
+fn nic_point(source: &str, local: Local) -> &'static str {
+    match source {
+        "pcap" => "pcap",
+        _ if local.server => "s",
+        _ if local.client => "c",
+        _ => "",
+    }
+}
+
+/// The stored observation point of a RED row (DeepFlow's tap side codes,
+/// as in the flow logs). Agents that predate the field send
+/// `Unspecified`: their rows keep the NIC-side rule.
+fn red_point(p: i32, server_local: bool) -> &'static str {
+    match pb::ObservationPoint::try_from(p) {
+        Ok(pb::ObservationPoint::ClientProcess) => "c-p",
+        Ok(pb::ObservationPoint::ServerProcess) => "s-p",
+        _ if server_local => "s",
+        _ => "",
+    }
 }
 
 impl Tagger {
@@ -273,7 +300,7 @@ impl Tagger {
         }
         drop(known);
         for r in &recs.l4 {
-            if let Some(p) = &r.process {
+            for p in [&r.client_process, &r.server_process, &r.process].into_iter().flatten() {
                 if self.process.lookup(&p.name).is_none() {
                     misses.process.push(&p.name);
                 }
@@ -384,7 +411,20 @@ impl Tagger {
             truncated: r.truncated,
             ..Default::default()
         };
-        local_tags!(row, self, ctx, local, source, &r.process, process_id);
+        host_tags!(row, self, ctx, local);
+        row.observation_point = match &r.process {
+            Some(p) => {
+                let side = process_side(p, local);
+                process_tags!(row, self, ctx, side, p, process_id);
+                if side == 0 {
+                    "c-p"
+                } else {
+                    "s-p"
+                }
+            }
+            None => nic_point(source, local),
+        }
+        .into();
         Ok(row)
     }
 
@@ -432,7 +472,20 @@ impl Tagger {
             rtt_client: r.rtt_client_us,
             ..Default::default()
         };
-        local_tags!(row, self, ctx, local, source, &r.process, None::<u32>);
+        host_tags!(row, self, ctx, local);
+        // Flow records come from packets: the observation point is the
+        // NIC; the processes eBPF saw at each end are tags of their side.
+        row.observation_point = nic_point(source, local).into();
+        if r.client_process.is_some() || r.server_process.is_some() {
+            if let Some(p) = &r.client_process {
+                process_tags!(row, self, ctx, 0, p, None::<u32>);
+            }
+            if let Some(p) = &r.server_process {
+                process_tags!(row, self, ctx, 1, p, None::<u32>);
+            }
+        } else if let Some(p) = &r.process {
+            process_tags!(row, self, ctx, process_side(p, local), p, None::<u32>);
+        }
         Ok(row)
     }
 
@@ -482,7 +535,7 @@ impl Tagger {
             AppMetricRow {
                 time: Self::time_s(r.time_s, id, i)?,
                 agent_id: ctx.agent_id,
-                observation_point: if local { "s" } else { "" }.into(),
+                observation_point: red_point(r.observation_point, local).into(),
                 region_id: if local { self.region_id } else { 0 },
                 az_id: if local { self.az_id } else { 0 },
                 host_id: if local { ctx.host_id } else { 0 },
@@ -573,4 +626,121 @@ pub enum ConvertError {
     Bad(#[from] DecodeError),
     #[error(transparent)]
     Tags(#[from] TagError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fathom_tagging::DictConfig;
+
+    fn proc(pid: u32, name: &str, side: pb::Side) -> Option<pb::ProcessRef> {
+        Some(pb::ProcessRef { pid, tid: pid, name: name.into(), side: side as i32 })
+    }
+
+    fn red(point: pb::ObservationPoint, process: &str, requests: u64) -> pb::RedMetric {
+        pb::RedMetric {
+            time_s: 1_700_000_000,
+            granularity: pb::Granularity::Second as i32,
+            server_ip: vec![127, 0, 0, 1],
+            server_port: 8000,
+            process_name: (!process.is_empty()).then(|| process.into()),
+            l7_protocol: "HTTP".into(),
+            endpoint: "/".into(),
+            requests,
+            observation_point: point as i32,
+            ..Default::default()
+        }
+    }
+
+    fn l4(
+        client: Option<pb::ProcessRef>,
+        server: Option<pb::ProcessRef>,
+        legacy: Option<pb::ProcessRef>,
+    ) -> pb::L4Flow {
+        pb::L4Flow {
+            client_ip: vec![127, 0, 0, 1],
+            client_port: 40000,
+            server_ip: vec![127, 0, 0, 1],
+            server_port: 8000,
+            ip_protocol: 6,
+            source: pb::CaptureSource::Packet as i32,
+            client_process: client,
+            server_process: server,
+            process: legacy,
+            ..Default::default()
+        }
+    }
+
+    /// RED rows keep their observation point; L4 rows get the process of
+    /// each end on its side; L7 rows say which process saw them.
+    #[test]
+    fn observation_points_and_both_flow_processes_reach_the_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let dicts = Arc::new(Dictionaries::open(dir.path(), DictConfig::default()).unwrap());
+        let tagger = Tagger::new(dicts, "r1", "az1").unwrap();
+        let batch = pb::RecordBatch {
+            agent_id: "a1".into(),
+            batch_id: 1,
+            host: "h1".into(),
+            host_ips: vec![vec![10, 0, 0, 1]],
+            ..Default::default()
+        };
+        let recs = pb::Records {
+            red: vec![
+                red(pb::ObservationPoint::ClientProcess, "curl", 5),
+                red(pb::ObservationPoint::ServerProcess, "python3", 5),
+                red(pb::ObservationPoint::Network, "", 2),
+                // an older agent's row
+                red(pb::ObservationPoint::Unspecified, "python3", 1),
+            ],
+            l4: vec![
+                l4(proc(7, "curl", pb::Side::Client), proc(9, "python3", pb::Side::Server), None),
+                l4(proc(7, "curl", pb::Side::Client), None, None),
+                l4(None, None, proc(9, "python3", pb::Side::Server)),
+                l4(None, None, None),
+            ],
+            l7: vec![pb::L7Log {
+                client_ip: vec![127, 0, 0, 1],
+                server_ip: vec![127, 0, 0, 1],
+                source: pb::CaptureSource::Syscall as i32,
+                process: proc(7, "curl", pb::Side::Client),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let mut created = Vec::new();
+        let rows = tagger.convert(&batch, recs, &mut created).unwrap();
+        let id = |name: &str| {
+            created.iter().find(|t| t.tag_type == "process" && t.name == name).unwrap().id
+        };
+        let (curl, python) = (id("curl"), id("python3"));
+
+        let red: Vec<(&str, u32, u64)> = rows
+            .app_1s
+            .iter()
+            .map(|r| (r.observation_point.as_ref(), r.process_id, r.request))
+            .collect();
+        assert_eq!(red, [("c-p", curl, 5), ("s-p", python, 5), ("s", 0, 2), ("s", python, 1)]);
+        assert!(rows.app_1s.iter().all(|r| r.host_id != 0), "the server is this host");
+
+        let l4: Vec<(u32, u32, u32, u32, &str)> = rows
+            .l4
+            .iter()
+            .map(|r| {
+                (r.process_id_0, r.pid_0, r.process_id_1, r.pid_1, r.observation_point.as_ref())
+            })
+            .collect();
+        assert_eq!(
+            l4,
+            [
+                (curl, 7, python, 9, "s"),
+                (curl, 7, 0, 0, "s"),
+                (0, 0, python, 9, "s"),
+                (0, 0, 0, 0, "s"),
+            ]
+        );
+        let l7 = &rows.l7[0];
+        assert_eq!(l7.observation_point, "c-p");
+        assert_eq!((l7.process_id_0, l7.pid_0, l7.process_id_1), (curl, 7, 0));
+    }
 }

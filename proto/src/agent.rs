@@ -145,6 +145,18 @@ pub enum Side {
     Server = 2,
 }
 
+/// Where a call was observed (DeepFlow's tap side): in the client or the
+/// server process (eBPF), or on the network (packets). `Unspecified` is
+/// what agents that predate the field send.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
+#[repr(i32)]
+pub enum ObservationPoint {
+    Unspecified = 0,
+    ClientProcess = 1,
+    ServerProcess = 2,
+    Network = 3,
+}
+
 #[derive(Clone, PartialEq, Message)]
 pub struct ProcessRef {
     #[prost(uint32, tag = "1")]
@@ -293,8 +305,16 @@ pub struct L4Flow {
     pub close_type: String,
     #[prost(string, optional, tag = "17")]
     pub l7_protocol: Option<String>,
+    /// One local process, from agents that predate `client_process` and
+    /// `server_process`; ignored when either of those is set.
     #[prost(message, optional, tag = "18")]
     pub process: Option<ProcessRef>,
+    /// The local process at the client end, when eBPF saw it.
+    #[prost(message, optional, tag = "19")]
+    pub client_process: Option<ProcessRef>,
+    /// The local process at the server end, when eBPF saw it.
+    #[prost(message, optional, tag = "20")]
+    pub server_process: Option<ProcessRef>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
@@ -354,6 +374,10 @@ pub struct RedMetric {
     pub histogram: Vec<HistogramBucket>,
     #[prost(uint32, tag = "18")]
     pub ip_protocol: u32,
+    /// Part of the RED key: a call between two local processes is counted
+    /// once at each end, and `process_name` is that end's process.
+    #[prost(enumeration = "ObservationPoint", tag = "19")]
+    pub observation_point: i32,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -460,5 +484,32 @@ mod tests {
         // A truncated message and random bytes fail to decode, never panic.
         assert!(Records::decode(&bytes[..bytes.len() - 1]).is_err());
         assert!(Records::decode(&[0xff, 0xff, 0xff, 0xff, 0xff][..]).is_err());
+    }
+
+    /// The observation point and the two L4 processes are new fields:
+    /// messages of agents without them still decode, with the defaults.
+    #[test]
+    fn observation_fields_are_wire_compatible() {
+        // RedMetric and L4Flow as older agents encode them (fields 1-18).
+        let old_red = RedMetric { server_port: 80, requests: 3, ..Default::default() };
+        let old_l4 = L4Flow {
+            server_port: 80,
+            process: Some(ProcessRef { pid: 9, name: "nginx".into(), ..Default::default() }),
+            ..Default::default()
+        };
+        let red = RedMetric::decode(old_red.encode_to_vec().as_slice()).unwrap();
+        assert_eq!(red.observation_point(), ObservationPoint::Unspecified);
+        let l4 = L4Flow::decode(old_l4.encode_to_vec().as_slice()).unwrap();
+        assert_eq!((l4.client_process, l4.server_process), (None, None));
+        assert_eq!(l4.process.unwrap().name, "nginx");
+
+        let red =
+            RedMetric { observation_point: ObservationPoint::ClientProcess as i32, ..old_red };
+        let back = RedMetric::decode(red.encode_to_vec().as_slice()).unwrap();
+        assert_eq!(back.observation_point(), ObservationPoint::ClientProcess);
+        // An unknown point (a newer agent) decodes; the accessor says Unspecified.
+        let odd = RedMetric { observation_point: 99, ..Default::default() };
+        let back = RedMetric::decode(odd.encode_to_vec().as_slice()).unwrap();
+        assert_eq!(back.observation_point(), ObservationPoint::Unspecified);
     }
 }

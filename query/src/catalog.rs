@@ -221,10 +221,17 @@ impl Table {
             v.push(col("capture_source", "string", "packet, syscall, tls or pcap"));
         } else {
             for (name, stem) in RESOURCES {
+                let d = match (*name, self.kind) {
+                    // A RED row's process is the one that observed it.
+                    ("process", TableKind::Application) => {
+                        "observing process: the server's, the client's in c-p rows".to_string()
+                    }
+                    _ => format!("{name} of the server"),
+                };
                 v.push(tag(
                     name,
                     TagKind::Resource { column: format!("{stem}_id"), tag_type: stem },
-                    &format!("{name} of the server"),
+                    &d,
                 ));
                 v.push(col(&format!("{stem}_id"), "int", &format!("{name} id")));
             }
@@ -235,7 +242,17 @@ impl Table {
         v.push(col("server_port", "int", "server port"));
         v.push(col("protocol", "int", "IP protocol number (6 TCP, 17 UDP)"));
         v.push(col("agent_id", "int", "agent that observed it"));
-        v.push(col("observation_point", "string", "c-p/s-p (process), c/s (NIC), pcap"));
+        v.push(col(
+            "observation_point",
+            "string",
+            match self.kind {
+                TableKind::Application => {
+                    "c-p/s-p: counted in the client/server process (a call between two local \
+                     processes has one row at each end), s: on the server's NIC"
+                }
+                _ => "c-p/s-p (process), c/s (NIC), pcap",
+            },
+        ));
         match self.kind {
             TableKind::L7 => {
                 for (n, d) in [

@@ -454,6 +454,67 @@ async fn every_query_shape_runs_on_the_embedded_engine() {
     let r = rows(&app, "flow_metrics", "SHOW METRICS FROM network_1m").await;
     assert!(r.iter().any(|r| r[0] == json!("rtt")));
 
+    // Observation points: a call between two local processes is one RED
+    // row at each end; a flow names the process at each end.
+    let red = |point: &str, process_id: u32| AppMetricRow {
+        time: (fx.base / 1_000_000) as u32,
+        observation_point: point.to_string().into(),
+        process_id,
+        ip: ip("127.0.0.1"),
+        server_port: 8000,
+        l7_protocol: "http".into(),
+        endpoint: "/".into(),
+        request: 5,
+        response: 5,
+        ..Default::default()
+    };
+    store.insert_app_metrics(Granularity::Second, &[red("c-p", 11), red("s-p", 10)]).await.unwrap();
+    store
+        .insert_l4(&[L4Row {
+            time: fx.base,
+            observation_point: "s".into(),
+            process_id_0: 11,
+            pid_0: 7,
+            process_id_1: 10,
+            pid_1: 9,
+            server_port: 8000,
+            ..Default::default()
+        }])
+        .await
+        .unwrap();
+    let r = rows(
+        &app,
+        "flow_metrics",
+        "SELECT observation_point, Sum(request) AS n FROM application_1s \
+         WHERE server_port = 8000 GROUP BY observation_point ORDER BY observation_point",
+    )
+    .await;
+    assert_eq!(r, vec![vec![json!("c-p"), json!(5)], vec![json!("s-p"), json!(5)]]);
+    let r = rows(
+        &app,
+        "flow_metrics",
+        "SELECT process, Sum(request) FROM application_1s \
+         WHERE observation_point = 's-p' GROUP BY process",
+    )
+    .await;
+    assert_eq!(r, vec![vec![json!("nginx"), json!(5)]], "the server end alone");
+    let r = rows(&app, "flow_metrics", "SHOW TAGS FROM application_1s").await;
+    assert!(r.iter().any(|t| t[0] == json!("observation_point")), "{r:?}");
+    let r =
+        rows(&app, "flow_metrics", "SHOW TAG observation_point VALUES FROM application_1s").await;
+    assert_eq!(r, vec![vec![json!("c-p"), json!(1)], vec![json!("s-p"), json!(1)]]);
+    let r = rows(
+        &app,
+        "flow_log",
+        "SELECT process_0, process_1, pid_0, pid_1, observation_point, Count(*) FROM l4_flow_log \
+         WHERE server_port = 8000 GROUP BY process_0, process_1, pid_0, pid_1, observation_point",
+    )
+    .await;
+    assert_eq!(
+        r,
+        vec![vec![json!("curl"), json!("nginx"), json!(7), json!(9), json!("s"), json!(1)]]
+    );
+
     // Form bodies; the answer's shape.
     let req = Request::post("/v1/query")
         .header("content-type", "application/x-www-form-urlencoded")

@@ -175,6 +175,81 @@ fn run_command_shows_curl_and_redis_cli_traffic() {
     drop(agent);
 }
 
+/// With eBPF on, a curl -> python3 http.server call on loopback is seen in
+/// both processes. On the server each end counts the call once: RED rows
+/// per observation point (c-p, s-p), one L7 record per end, and one L4
+/// flow naming both processes.
+#[test]
+fn a_call_between_local_processes_counts_once_per_end() {
+    require_root();
+    let _serial = serial();
+    let dir = TempDir::new("ends");
+    const CALLS: usize = 5;
+    let www = dir.join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    for i in 0..CALLS {
+        std::fs::write(www.join(format!("f{i}.txt")), format!("{i}\n")).unwrap();
+    }
+    // Started before the agent: its readiness probes are not captured, so
+    // curl's connections are the only flows to the port.
+    let (_http, port) = http_server(&www);
+    let server = Server::start(&dir.join("server-data"), &[]);
+    let agent =
+        Agent::start(&dir.0, &server, "e2e-ends", &[("FATHOM_AGENT_CAPTURE__EBPF", "required")]);
+    // One curl, CALLS connections (http.server closes after each answer).
+    let urls: Vec<String> =
+        (0..CALLS).map(|i| format!("http://127.0.0.1:{port}/f{i}.txt")).collect();
+    let mut args = vec!["-sS"];
+    args.extend(urls.iter().map(String::as_str));
+    let body = run("curl", &args);
+    assert_eq!(body, (0..CALLS).map(|i| i.to_string()).collect::<Vec<_>>().join("\n"));
+
+    let red_sql = format!(
+        "SELECT observation_point, Sum(request) AS n FROM application_1s \
+         WHERE server_port = {port} GROUP BY observation_point ORDER BY observation_point"
+    );
+    let l7_sql = format!(
+        "SELECT observation_point, process_0, process_1, Count(*) AS n FROM l7_flow_log \
+         WHERE server_port = {port} GROUP BY observation_point, process_0, process_1 \
+         ORDER BY observation_point"
+    );
+    let l4_sql = format!(
+        "SELECT process_0, process_1, Count(*) AS n FROM l4_flow_log \
+         WHERE server_port = {port} GROUP BY process_0, process_1"
+    );
+    let want = CALLS as i64;
+    let table = |db: &str, sql: &str, cols: &[&str]| -> Result<Vec<Vec<String>>, String> {
+        let v = fathomctl(&server, db, sql)?;
+        Ok(rows(&v).iter().map(|r| cols.iter().map(|c| text(&r[*c])).collect()).collect())
+    };
+    let red = || table("flow_metrics", &red_sql, &["observation_point", "n"]);
+    let l7 = || table("flow_log", &l7_sql, &["observation_point", "process_0", "process_1", "n"]);
+    let l4 = || table("flow_log", &l4_sql, &["process_0", "process_1", "n"]);
+    let total = |t: &[Vec<String>]| {
+        t.iter().map(|r| r.last().unwrap().parse::<i64>().unwrap_or(0)).sum::<i64>()
+    };
+    poll("both ends of the calls in RED, L7 and L4", ARRIVAL, || {
+        let (r, l, f) = (red()?, l7()?, l4()?);
+        if total(&r) >= 2 * want && total(&l) >= 2 * want && total(&f) >= want {
+            Ok(())
+        } else {
+            Err(format!("red {r:?}\nl7 {l:?}\nl4 {f:?}\nagent: {}", agent.log_tail()))
+        }
+    });
+    // Let any late (duplicate) batch land before checking exact counts.
+    std::thread::sleep(Duration::from_secs(3));
+    let n = want.to_string();
+    let row = |cells: &[&str]| cells.iter().map(|c| c.to_string()).collect::<Vec<_>>();
+    assert_eq!(red().unwrap(), vec![row(&["c-p", &n]), row(&["s-p", &n])], "RED per end");
+    assert_eq!(
+        l7().unwrap(),
+        vec![row(&["c-p", "curl", "", &n]), row(&["s-p", "", "python3", &n])],
+        "one L7 record per end, none from packets"
+    );
+    assert_eq!(l4().unwrap(), vec![row(&["curl", "python3", &n])], "flows name both ends");
+    drop(agent);
+}
+
 /// A paced HTTP client: `total` requests to `/seq/<i>` (one connection
 /// each), holding before request `hold_at` until `go` is set. Returns how
 /// many got an answer.

@@ -372,3 +372,45 @@ async fn a_replayed_batch_is_stored_once() {
     .await;
     assert!(engine.as_str().unwrap().contains("non_replicated_deduplication_window = 10000"));
 }
+
+/// A call between two local processes is one RED row per end, equal but
+/// for the observation point and the process: merges keep both rows, and
+/// each end is counted once; a flow keeps the process of each end.
+#[tokio::test]
+async fn both_ends_of_a_call_stay_two_rows() {
+    let _turn = TURN.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    let base_s = (base_time_us() / 1_000_000) as u32;
+    let end = |point: &'static str, process_id| fathom_store::AppMetricRow {
+        observation_point: point.into(),
+        process_id,
+        ..app_row(1, base_s)
+    };
+    // Two inserts (one per agent batch), then a merge of the parts.
+    store.insert_app_metrics(Granularity::Second, &[end("c-p", 5)]).await.unwrap();
+    store.insert_app_metrics(Granularity::Second, &[end("s-p", 6)]).await.unwrap();
+    store.query("OPTIMIZE TABLE flow_metrics.application_1s FINAL").await.unwrap();
+    let r = store
+        .query(
+            "SELECT observation_point, process_id, sum(request) FROM flow_metrics.application_1s \
+             GROUP BY observation_point, process_id ORDER BY observation_point",
+        )
+        .await
+        .unwrap();
+    let request = app_row(1, base_s).request;
+    assert_eq!(
+        r.rows,
+        vec![
+            vec![json!("c-p"), json!(5), json!(request)],
+            vec![json!("s-p"), json!(6), json!(request)]
+        ]
+    );
+    let flow = fathom_store::L4Row { process_id_0: 5, pid_0: 7, ..l4_row(1, base_time_us()) };
+    store.insert_l4(&[flow]).await.unwrap();
+    let r = store
+        .query("SELECT process_id_0, pid_0, process_id_1, pid_1 FROM flow_log.l4_flow_log")
+        .await
+        .unwrap();
+    assert_eq!(r.rows, vec![vec![json!(5), json!(7), json!(1), json!(4242)]]);
+}

@@ -46,6 +46,14 @@ fn process(p: ProcessRef, side: pb::Side) -> pb::ProcessRef {
     pb::ProcessRef { pid: p.pid, tid: p.tid, name: p.name, side: side as i32 }
 }
 
+fn observation_point(p: ObservationPoint) -> i32 {
+    (match p {
+        ObservationPoint::ClientProcess => pb::ObservationPoint::ClientProcess,
+        ObservationPoint::ServerProcess => pb::ObservationPoint::ServerProcess,
+        ObservationPoint::Network => pb::ObservationPoint::Network,
+    }) as i32
+}
+
 fn point_side(p: ObservationPoint) -> pb::Side {
     match p {
         ObservationPoint::ClientProcess => pb::Side::Client,
@@ -140,13 +148,10 @@ pub fn l4(f: L4Flow) -> pb::L4Flow {
         rtt_client_us: f.rtt_client_us,
         close_type: close_type(f.close_type).to_string(),
         l7_protocol: f.l7_protocol,
-        // One process per record on the wire: the server's when both
-        // ends are local.
-        process: match (f.server_process, f.client_process) {
-            (Some(p), _) => Some(process(p, pb::Side::Server)),
-            (None, Some(p)) => Some(process(p, pb::Side::Client)),
-            (None, None) => None,
-        },
+        // `process` is the one-process field of older agents.
+        process: None,
+        client_process: f.client_process.map(|p| process(p, pb::Side::Client)),
+        server_process: f.server_process.map(|p| process(p, pb::Side::Server)),
     }
 }
 
@@ -157,6 +162,7 @@ pub fn red(m: RedMetric) -> pb::RedMetric {
         granularity: granularity(m.granularity),
         server_ip: ip(m.server_ip),
         server_port: m.server_port.into(),
+        observation_point: observation_point(m.observation_point),
         process_name: m.process_name,
         l7_protocol: m.l7_protocol,
         endpoint: m.endpoint,
@@ -261,5 +267,104 @@ pub fn push(into: &mut pb::Records, rec: OutputRecord) -> usize {
             into.process.push(m);
             n + FRAME
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+    use crate::metrics::{RedValues, SparseHistogram};
+    use crate::records::FlowTuple;
+
+    fn tuple() -> FlowTuple {
+        FlowTuple {
+            client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            client_port: 40000,
+            server_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            server_port: 8000,
+            protocol: L4Protocol::Tcp,
+        }
+    }
+
+    fn proc(pid: u32, name: &str) -> ProcessRef {
+        ProcessRef { pid, tid: pid, name: name.into() }
+    }
+
+    #[test]
+    fn red_rows_carry_their_observation_point() {
+        let row = |point, name: &str| RedMetric {
+            time_s: 60,
+            granularity: Granularity::Minute,
+            server_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            server_port: 8000,
+            observation_point: point,
+            process_name: Some(name.into()),
+            l7_protocol: "HTTP".into(),
+            endpoint: "/".into(),
+            values: RedValues { requests: 5, ..Default::default() },
+            histogram: SparseHistogram::default(),
+        };
+        for (point, name, want) in [
+            (ObservationPoint::ClientProcess, "curl", pb::ObservationPoint::ClientProcess),
+            (ObservationPoint::ServerProcess, "python3", pb::ObservationPoint::ServerProcess),
+            (ObservationPoint::Network, "", pb::ObservationPoint::Network),
+        ] {
+            let m = red(row(point, name));
+            assert_eq!(m.observation_point(), want);
+            assert_eq!((m.process_name.as_deref(), m.requests), (Some(name), 5));
+        }
+    }
+
+    #[test]
+    fn l4_flows_carry_the_process_at_each_end() {
+        let flow = |client, server| L4Flow {
+            flow: tuple(),
+            source: CaptureSource::Packet,
+            interface: Some("lo".into()),
+            start_time_us: 1,
+            end_time_us: 2,
+            duration_us: 1,
+            tx: DirectionCounters::default(),
+            rx: DirectionCounters::default(),
+            syn_ack: 1,
+            rtt_server_us: None,
+            rtt_client_us: None,
+            close_type: CloseType::Fin,
+            l7_protocol: None,
+            client_process: client,
+            server_process: server,
+        };
+        let m = l4(flow(Some(proc(7, "curl")), Some(proc(9, "python3"))));
+        let c = m.client_process.unwrap();
+        let s = m.server_process.unwrap();
+        assert_eq!((c.pid, c.name.as_str(), c.side()), (7, "curl", pb::Side::Client));
+        assert_eq!((s.pid, s.name.as_str(), s.side()), (9, "python3", pb::Side::Server));
+        assert_eq!(m.process, None, "the one-process field of older agents stays empty");
+        // One end seen (a remote peer): only that end.
+        let m = l4(flow(Some(proc(7, "curl")), None));
+        assert_eq!(m.client_process.unwrap().name, "curl");
+        assert_eq!(m.server_process, None);
+        let m = l4(flow(None, None));
+        assert_eq!((m.client_process, m.server_process), (None, None));
+    }
+
+    #[test]
+    fn l7_logs_name_the_observing_end() {
+        let rec = fathom_protocols::L7Record::default();
+        for (point, side) in [
+            (ObservationPoint::ClientProcess, pb::Side::Client),
+            (ObservationPoint::ServerProcess, pb::Side::Server),
+        ] {
+            let log = L7Log {
+                observation_point: point,
+                process: Some(proc(7, "p")),
+                ..L7Log::from_call(tuple(), CaptureSource::Syscall, &rec, 1, 2)
+            };
+            assert_eq!(l7(log).process.unwrap().side(), side);
+        }
+        let log = L7Log::from_call(tuple(), CaptureSource::Packet, &rec, 1, 2);
+        assert_eq!(l7(log).process, None, "a network observation names no process");
     }
 }

@@ -387,8 +387,9 @@ pub fn count_calls(server: &Server, port: u16) -> Result<(i64, i64), String> {
     Ok((int(&r["n"]), int(&r["u"])))
 }
 
-/// A running `fathom-agent run -i lo` (eBPF off: packets only, for
-/// determinism) sending to `server`; the ingest port is excluded.
+/// A running `fathom-agent run -i lo` (eBPF off unless `env` turns it on:
+/// packets only, for determinism) sending to `server`; the ingest port is
+/// excluded.
 pub struct Agent {
     child: Option<Child>,
     pub spool: PathBuf,
@@ -403,9 +404,7 @@ impl Agent {
         let metrics_port = free_port();
         let file = File::create(&log).unwrap();
         let mut cmd = Command::new(agent_bin());
-        cmd.envs(env.iter().copied());
-        let child = cmd
-            .args(["run", "-i", "lo"])
+        cmd.args(["run", "-i", "lo"])
             .env("RUST_BACKTRACE", "0")
             .env("FATHOM_AGENT_OUTPUT__FORMAT", "server")
             .env("FATHOM_AGENT_SENDER__SERVER", server.ingest_addr())
@@ -415,7 +414,10 @@ impl Agent {
             .env("FATHOM_AGENT_CAPTURE__EXCLUDE_PORTS", format!("[{}]", server.ingest_port))
             .env("FATHOM_AGENT_CAPTURE__EBPF", "off")
             .env("FATHOM_AGENT_CAPTURE__AFPACKET", "true")
-            .env("FATHOM_AGENT_HTTP__LISTEN", format!("127.0.0.1:{metrics_port}"))
+            .env("FATHOM_AGENT_HTTP__LISTEN", format!("127.0.0.1:{metrics_port}"));
+        // The caller's settings win over the defaults above (e.g. eBPF on).
+        let child = cmd
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(file.try_clone().unwrap())
             .stderr(file)
