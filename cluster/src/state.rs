@@ -85,6 +85,23 @@ pub struct AgentConfig {
     pub body: String,
 }
 
+/// The cluster CA: its certificate and private key (PEM). Replicated so that every
+/// controller can sign; see the controller crate for what protects it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaRecord {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+/// A certificate the CA issued, by serial (hex): whom it names and until when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IssuedCert {
+    /// "agent/<id>", "admin/<name>" or "node/<id>".
+    pub subject: String,
+    pub expires_at_ms: u64,
+    pub revoked: bool,
+}
+
 /// A range of ids `[start, end)` reserved for one node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TagBlock {
@@ -174,6 +191,34 @@ pub enum Command {
         node: u64,
         pairs: Vec<(String, u32)>,
     },
+    /// Install the cluster CA. The first one wins: a second bootstrap racing the first
+    /// gets `Rejected` and must use the replicated one.
+    SetCa(CaRecord),
+    /// Record a certificate the CA signed (an agent's certificate also becomes its
+    /// record's `cert_serial`).
+    RecordCert {
+        serial: String,
+        cert: IssuedCert,
+    },
+    /// Revoke one certificate by serial.
+    RevokeCert {
+        serial: String,
+    },
+    /// Revoke an agent: its status becomes `Revoked` and every certificate issued to it
+    /// is revoked, so it is refused on every node once this entry is applied there.
+    RevokeAgent {
+        id: String,
+    },
+    /// Drop records of certificates expired before `now_ms` (they are refused by the
+    /// TLS layer anyway).
+    PruneCerts {
+        now_ms: u64,
+    },
+    /// Agents whose last beat is older than `before_ms` become `Lost` (Active/Enrolled
+    /// ones only; a revoked agent stays revoked).
+    MarkLost {
+        before_ms: u64,
+    },
     /// A no-op used to measure and to test replication.
     Put {
         key: String,
@@ -221,6 +266,27 @@ pub struct MetaState {
     pub tags: BTreeMap<String, TagDict>,
     pub agent_configs: BTreeMap<String, AgentConfig>,
     pub kv: BTreeMap<String, String>,
+    #[serde(default)]
+    pub ca: Option<CaRecord>,
+    /// Every certificate issued and not yet pruned, by serial (hex).
+    #[serde(default)]
+    pub certs: BTreeMap<String, IssuedCert>,
+}
+
+impl MetaState {
+    /// Whether a certificate (by serial) must be refused: revoked itself, or issued to an
+    /// agent that is revoked.
+    pub fn cert_revoked(&self, serial: &str) -> bool {
+        match self.certs.get(serial) {
+            Some(c) => {
+                c.revoked
+                    || c.subject.strip_prefix("agent/").is_some_and(|id| {
+                        self.agents.get(id).is_some_and(|a| a.status == AgentStatus::Revoked)
+                    })
+            }
+            None => false,
+        }
+    }
 }
 
 impl MetaState {
@@ -407,6 +473,58 @@ impl MetaState {
                     ids.push(id);
                 }
                 Response::TagIds { ids }
+            }
+            Command::SetCa(ca) => {
+                if self.ca.is_some() {
+                    return Response::rejected("the cluster CA is already set");
+                }
+                self.ca = Some(ca);
+                Response::Ok
+            }
+            Command::RecordCert { serial, cert } => {
+                if let Some(id) = cert.subject.strip_prefix("agent/") {
+                    match self.agents.get_mut(id) {
+                        Some(a) if a.status == AgentStatus::Revoked => {
+                            return Response::rejected(format!("agent {id:?} is revoked"))
+                        }
+                        Some(a) => a.cert_serial = serial.clone(),
+                        None => return Response::rejected(format!("unknown agent {id:?}")),
+                    }
+                }
+                self.certs.entry(serial).or_insert(cert);
+                Response::Ok
+            }
+            Command::RevokeCert { serial } => match self.certs.get_mut(&serial) {
+                Some(c) => {
+                    c.revoked = true;
+                    Response::Ok
+                }
+                None => Response::rejected(format!("unknown certificate {serial:?}")),
+            },
+            Command::RevokeAgent { id } => {
+                let Some(a) = self.agents.get_mut(&id) else {
+                    return Response::rejected(format!("unknown agent {id:?}"));
+                };
+                a.status = AgentStatus::Revoked;
+                let subject = format!("agent/{id}");
+                for c in self.certs.values_mut().filter(|c| c.subject == subject) {
+                    c.revoked = true;
+                }
+                Response::Ok
+            }
+            Command::PruneCerts { now_ms } => {
+                self.certs.retain(|_, c| c.expires_at_ms > now_ms);
+                Response::Ok
+            }
+            Command::MarkLost { before_ms } => {
+                for a in self.agents.values_mut() {
+                    if matches!(a.status, AgentStatus::Active | AgentStatus::Enrolled)
+                        && a.last_heartbeat_ms < before_ms
+                    {
+                        a.status = AgentStatus::Lost;
+                    }
+                }
+                Response::Ok
             }
             Command::Put { key, value } => {
                 self.kv.insert(key, value);
