@@ -164,6 +164,10 @@ pub enum Command {
     AgentHeartbeats {
         beats: Vec<(String, u64)>,
     },
+    /// The config versions agents report running (only changes are sent).
+    AgentConfigVersions {
+        versions: Vec<(String, u64)>,
+    },
     CreateToken(EnrollmentToken),
     /// Single use: fails when the token is expired, revoked or already used by another agent.
     ConsumeToken {
@@ -374,6 +378,14 @@ impl MetaState {
                         if a.status == AgentStatus::Lost || a.status == AgentStatus::Enrolled {
                             a.status = AgentStatus::Active;
                         }
+                    }
+                }
+                Response::Ok
+            }
+            Command::AgentConfigVersions { versions } => {
+                for (id, v) in versions {
+                    if let Some(a) = self.agents.get_mut(&id) {
+                        a.config_version = v;
                     }
                 }
                 Response::Ok
@@ -643,6 +655,66 @@ mod tests {
         assert_eq!(s.apply(set("a")), Response::ConfigVersion { version: 1 });
         assert_eq!(s.apply(set("a")), Response::ConfigVersion { version: 1 });
         assert_eq!(s.apply(set("b")), Response::ConfigVersion { version: 2 });
+    }
+
+    fn agent(id: &str) -> AgentRecord {
+        AgentRecord {
+            id: id.into(),
+            host: id.into(),
+            pool: "p".into(),
+            region: "r".into(),
+            az: "z".into(),
+            cert_serial: String::new(),
+            status: AgentStatus::Enrolled,
+            ingest_node: None,
+            last_heartbeat_ms: 100,
+            config_version: 0,
+        }
+    }
+
+    #[test]
+    fn revoking_an_agent_revokes_all_its_certificates_and_sticks() {
+        let mut s = MetaState::default();
+        s.apply(Command::UpsertAgent(agent("a")));
+        s.apply(Command::UpsertAgent(agent("b")));
+        let cert = |subject: &str| IssuedCert {
+            subject: subject.into(),
+            expires_at_ms: 1000,
+            revoked: false,
+        };
+        for (serial, subject) in [("01", "agent/a"), ("02", "agent/a"), ("03", "agent/b")] {
+            let r = s.apply(Command::RecordCert { serial: serial.into(), cert: cert(subject) });
+            assert_eq!(r, Response::Ok);
+        }
+        assert_eq!(s.agents["a"].cert_serial, "02");
+        assert_eq!(s.apply(Command::RevokeAgent { id: "a".into() }), Response::Ok);
+        assert!(s.cert_revoked("01") && s.cert_revoked("02") && !s.cert_revoked("03"));
+        // A beat does not bring a revoked agent back, nor can it get a new certificate.
+        s.apply(Command::AgentHeartbeats { beats: vec![("a".into(), 500)] });
+        assert_eq!(s.agents["a"].status, AgentStatus::Revoked);
+        let r = s.apply(Command::RecordCert { serial: "04".into(), cert: cert("agent/a") });
+        assert!(matches!(r, Response::Rejected { .. }), "{r:?}");
+        // The CA is set once.
+        let ca = CaRecord { cert_pem: "c".into(), key_pem: "k".into() };
+        assert_eq!(s.apply(Command::SetCa(ca.clone())), Response::Ok);
+        assert!(matches!(s.apply(Command::SetCa(ca)), Response::Rejected { .. }));
+        s.apply(Command::PruneCerts { now_ms: 1000 });
+        assert!(s.certs.is_empty());
+    }
+
+    #[test]
+    fn silent_agents_are_lost_until_they_beat() {
+        let mut s = MetaState::default();
+        s.apply(Command::UpsertAgent(agent("a")));
+        s.apply(Command::UpsertAgent(agent("b")));
+        s.apply(Command::AgentHeartbeats { beats: vec![("b".into(), 300)] });
+        s.apply(Command::MarkLost { before_ms: 200 });
+        assert_eq!(s.agents["a"].status, AgentStatus::Lost);
+        assert_eq!(s.agents["b"].status, AgentStatus::Active);
+        s.apply(Command::AgentHeartbeats { beats: vec![("a".into(), 400)] });
+        assert_eq!(s.agents["a"].status, AgentStatus::Active);
+        s.apply(Command::AgentConfigVersions { versions: vec![("a".into(), 3)] });
+        assert_eq!(s.agents["a"].config_version, 3);
     }
 
     #[test]

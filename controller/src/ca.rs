@@ -182,8 +182,11 @@ impl ClusterCa {
         dn.push(DnType::CommonName, "fathom cluster CA");
         params.distinguished_name = dn;
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-        params.key_usages =
-            vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
         let now = now_ms();
         params.not_before = time_of(now.saturating_sub(CLOCK_SKEW.as_millis() as u64));
         params.not_after = time_of(now.saturating_add(ttl.as_millis() as u64));
@@ -412,7 +415,13 @@ mod tests {
     fn issued_certs_carry_their_identity_and_serial() {
         let ca = ClusterCa::generate(Duration::from_secs(3600)).unwrap();
         let ca2 = ClusterCa::from_record(&ca.to_record()).unwrap();
-        let node = ca2.issue_node(7, &["127.0.0.1:20035".into(), "db-1:20040".into()], Duration::from_secs(60)).unwrap();
+        let node = ca2
+            .issue_node(
+                7,
+                &["127.0.0.1:20035".into(), "db-1:20040".into()],
+                Duration::from_secs(60),
+            )
+            .unwrap();
         let info = cert_info(&node.cert_der).unwrap();
         assert_eq!(info.identity, Identity::Node(7));
         assert_eq!(info.serial, node.serial);

@@ -4,5 +4,7 @@
 //! contract: never renumber or reuse one), so building needs no protoc.
 
 pub mod agent;
+pub mod control;
+pub mod tls;
 
 pub use agent::*;
