@@ -46,11 +46,15 @@ use rustls::{ClientConfig, ServerConfig};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::ca::{now_ms, CaError, ClusterCa, Identity, Issued};
+use crate::ca::{now_ms, CaError, CertInfo, ClusterCa, Identity, Issued};
 use crate::service::{ControlService, Pending};
 use crate::tls::{Authority, TlsIdentity};
 
 pub const DEFAULT_CONTROL_PORT: u16 = 20035;
+
+/// A peer certificate (DER) -> the agent id it may push as, or why it is refused (the
+/// same type as `fathom_ingest::AgentAuthorizer`).
+pub type AgentAuthorizer = Arc<dyn Fn(&[u8]) -> Result<String, String> + Send + Sync>;
 
 /// Settings of the control plane (the server's `[controller]` section maps onto this).
 #[derive(Clone, Debug)]
@@ -173,6 +177,18 @@ impl ControlPlane {
     /// The agent data port (20033): agent client certificates required.
     pub fn data_server_config(&self) -> Result<Arc<ServerConfig>, ControlError> {
         Ok(tls::mtls_server_config(&self.ca, &self.node, self.authority(), &[b"h2"])?)
+    }
+
+    /// For the ingest data service (`fathom_ingest::IngestTls::authorize`): a peer
+    /// certificate (DER) -> the agent id it may push as, refusing revoked, unknown and
+    /// non-agent certificates. Checked on every push.
+    pub fn agent_authorizer(&self) -> AgentAuthorizer {
+        let authority = self.authority();
+        Arc::new(move |der| match authority.check_der(der) {
+            Ok(CertInfo { identity: Identity::Agent(id), .. }) => Ok(id),
+            Ok(info) => Err(format!("{:?} is not an agent", info.identity)),
+            Err(e) => Err(e.to_string()),
+        })
     }
 
     /// An admin gRPC port: client certificates required (check `Identity::Admin` per

@@ -12,6 +12,9 @@ use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_stream::wrappers::ReceiverStream;
 
+/// The rustls these streams use, for crates that only configure it.
+pub use tokio_rustls::rustls;
+
 /// A handshake that takes longer than this is dropped.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
