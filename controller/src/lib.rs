@@ -146,7 +146,25 @@ impl ControlPlane {
         meta: MetaNode,
         config: ControlConfig,
     ) -> Result<ControlPlane, ControlError> {
-        let ca = Arc::new(ensure_ca(&meta, config.ca_ttl).await?);
+        Self::bootstrap_with_ca(meta, config, None).await
+    }
+
+    /// [`bootstrap`](Self::bootstrap), proposing `local` (the CA this node's Raft
+    /// certificates come from, see [`NodeTls`]) instead of a new one. A cluster that
+    /// already replicates a different CA is a misconfiguration and an error.
+    pub async fn bootstrap_with_ca(
+        meta: MetaNode,
+        config: ControlConfig,
+        local: Option<ClusterCa>,
+    ) -> Result<ControlPlane, ControlError> {
+        let local_pem = local.as_ref().map(|c| c.cert_pem().to_string());
+        let ca = Arc::new(ensure_ca(&meta, config.ca_ttl, local).await?);
+        if local_pem.is_some_and(|p| p != ca.cert_pem()) {
+            return Err(ControlError::Rejected {
+                what: "CA",
+                reason: "the cluster replicates another CA than this node's".into(),
+            });
+        }
         let mut names = config.advertise.clone();
         names.extend(["127.0.0.1".to_string(), "::1".to_string(), "localhost".to_string()]);
         let issued = ca.issue_node(meta.id(), &names, config.node_cert_ttl)?;
@@ -197,15 +215,16 @@ impl ControlPlane {
         self.data_server_config()
     }
 
-    /// The cluster port (20040, HTTP/1.1): node certificates.
+    /// The cluster port (20040, HTTP/1.1): node certificates only. The `MetaNode`
+    /// normally starts before a `ControlPlane` exists: use [`tls::raft_server_config`]
+    /// with [`NodeTls`] there.
     pub fn raft_server_config(&self) -> Result<Arc<ServerConfig>, ControlError> {
-        Ok(tls::mtls_server_config(&self.ca, &self.node, self.authority(), &[b"http/1.1"])?)
+        Ok(tls::raft_server_config(&self.ca, &self.node)?)
     }
 
-    /// The client side of node-to-node calls (Raft RPC, forwarding): this node's
-    /// certificate, trusting only the CA.
+    /// The client side of node-to-node calls (Raft RPC, forwarding).
     pub fn raft_client_config(&self) -> Result<ClientConfig, ControlError> {
-        Ok(tls::client_config(self.ca.cert_pem(), Some(&self.node), &[b"http/1.1"])?)
+        Ok(tls::raft_client_config(self.ca.cert_pem(), &self.node)?)
     }
 
     /// A one-time enrollment token for agents of `pool` in `region`/`az`, valid for
@@ -328,6 +347,62 @@ impl ControlHandle {
     }
 }
 
+/// A node's TLS material before the metadata is up: the CA (key included) from a
+/// directory every controller node is provisioned with (`ca.pem`, `ca.key`), made on
+/// the first node when missing, and a node certificate issued from it at each start.
+///
+/// Bootstrap order for the server:
+/// 1. `let tls = NodeTls::load_or_create(&data_dir.join("ca"), node_id, &[advertise], ..)?;`
+///    (copy that directory to the other controller nodes before they first start);
+/// 2. `MetaNode::start_with_tls(meta_cfg, Transport::with_tls(tls.raft_client()?)?,
+///    Some(tls.raft_server()?))`;
+/// 3. once Raft has a leader: `ControlPlane::bootstrap_with_ca(meta, cfg, Some(tls.ca))`
+///    replicates that CA (first one wins) so every controller signs with it.
+pub struct NodeTls {
+    pub ca: ClusterCa,
+    pub node: TlsIdentity,
+}
+
+impl NodeTls {
+    pub fn load_or_create(
+        dir: &Path,
+        node_id: u64,
+        advertise: &[String],
+        ca_ttl: Duration,
+        node_ttl: Duration,
+    ) -> Result<NodeTls, ControlError> {
+        let (cert, key) = (dir.join("ca.pem"), dir.join("ca.key"));
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| ControlError::Io { path, source }
+        };
+        let ca = if cert.exists() {
+            let rec = fathom_cluster::state::CaRecord {
+                cert_pem: std::fs::read_to_string(&cert).map_err(io(&cert))?,
+                key_pem: std::fs::read_to_string(&key).map_err(io(&key))?,
+            };
+            ClusterCa::from_record(&rec)?
+        } else {
+            let ca = ClusterCa::generate(ca_ttl)?;
+            let rec = ca.to_record();
+            write_files(dir, &[("ca.key", &rec.key_pem, 0o600), ("ca.pem", &rec.cert_pem, 0o644)])?;
+            ca
+        };
+        let mut names = advertise.to_vec();
+        names.extend(["127.0.0.1".to_string(), "::1".to_string(), "localhost".to_string()]);
+        let node = TlsIdentity::from_issued(&ca.issue_node(node_id, &names, node_ttl)?)?;
+        Ok(NodeTls { ca, node })
+    }
+
+    pub fn raft_server(&self) -> Result<Arc<ServerConfig>, ControlError> {
+        Ok(tls::raft_server_config(&self.ca, &self.node)?)
+    }
+
+    pub fn raft_client(&self) -> Result<ClientConfig, ControlError> {
+        Ok(tls::raft_client_config(self.ca.cert_pem(), &self.node)?)
+    }
+}
+
 /// Where [`ControlPlane::write_admin_bundle`] put the files.
 #[derive(Clone, Debug)]
 pub struct AdminBundle {
@@ -337,11 +412,18 @@ pub struct AdminBundle {
     pub identity: Identity,
 }
 
-async fn ensure_ca(meta: &MetaNode, ttl: Duration) -> Result<ClusterCa, ControlError> {
+async fn ensure_ca(
+    meta: &MetaNode,
+    ttl: Duration,
+    local: Option<ClusterCa>,
+) -> Result<ClusterCa, ControlError> {
     if let Some(rec) = meta.read_linearizable(|s| s.ca.clone()).await? {
         return Ok(ClusterCa::from_record(&rec)?);
     }
-    let ca = ClusterCa::generate(ttl)?;
+    let ca = match local {
+        Some(ca) => ca,
+        None => ClusterCa::generate(ttl)?,
+    };
     match meta.write(Command::SetCa(ca.to_record())).await? {
         MetaResponse::Rejected { .. } => {
             // Another node's bootstrap won: use the committed one.
@@ -371,30 +453,44 @@ fn write_bundle(
     ca_pem: &str,
     issued: &Issued,
 ) -> Result<AdminBundle, ControlError> {
+    let (cert, key) = (format!("{name}.pem"), format!("{name}.key"));
+    write_files(
+        dir,
+        &[
+            ("ca.pem", ca_pem, 0o644),
+            (&cert, &issued.cert_pem, 0o644),
+            (&key, &issued.key_pem, 0o600),
+        ],
+    )?;
+    Ok(AdminBundle {
+        ca: dir.join("ca.pem"),
+        cert: dir.join(cert),
+        key: dir.join(key),
+        identity: Identity::Admin(name.to_string()),
+    })
+}
+
+/// Writes each (name, body, mode) into `dir` (made 0700 if missing), atomically.
+fn write_files(dir: &Path, files: &[(&str, &str, u32)]) -> Result<(), ControlError> {
+    use std::io::Write;
     use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| ControlError::Io { path, source }
     };
     std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io(dir))?;
-    let write = |path: PathBuf, body: &str, mode: u32| -> Result<PathBuf, ControlError> {
-        use std::io::Write;
+    for (name, body, mode) in files {
+        let path = dir.join(name);
         let tmp = path.with_extension("tmp");
         let mut f = std::fs::OpenOptions::new()
             .create(true)
             .write(true)
             .truncate(true)
-            .mode(mode)
+            .mode(*mode)
             .open(&tmp)
             .map_err(io(&tmp))?;
         f.write_all(body.as_bytes()).and_then(|_| f.sync_all()).map_err(io(&tmp))?;
         std::fs::rename(&tmp, &path).map_err(io(&path))?;
-        Ok(path)
-    };
-    Ok(AdminBundle {
-        ca: write(dir.join("ca.pem"), ca_pem, 0o644)?,
-        cert: write(dir.join(format!("{name}.pem")), &issued.cert_pem, 0o644)?,
-        key: write(dir.join(format!("{name}.key")), &issued.key_pem, 0o600)?,
-        identity: Identity::Admin(name.to_string()),
-    })
+    }
+    Ok(())
 }

@@ -127,11 +127,12 @@ impl Authority {
     }
 }
 
-/// webpki chain validation against the CA, then [`Authority::check_der`].
+/// webpki chain validation against the CA, then [`Authority::check_der`] (or, on the
+/// cluster port, which serves before the metadata is readable: node identities only).
 #[derive(Debug)]
 pub struct PeerVerifier {
     inner: Arc<dyn ClientCertVerifier>,
-    authority: Authority,
+    authority: Option<Authority>,
 }
 
 impl PeerVerifier {
@@ -145,7 +146,15 @@ impl PeerVerifier {
         let b = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider());
         let b = if optional { b.allow_unauthenticated() } else { b };
         let inner = b.build().map_err(|e| rustls::Error::General(e.to_string()))?;
-        Ok(Arc::new(PeerVerifier { inner, authority }))
+        Ok(Arc::new(PeerVerifier { inner, authority: Some(authority) }))
+    }
+
+    /// Client certificates from the CA naming a node (`spiffe://fathom/node/<id>`).
+    pub fn nodes_only(roots: RootCertStore) -> Result<Arc<PeerVerifier>, rustls::Error> {
+        let inner = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+            .build()
+            .map_err(|e| rustls::Error::General(e.to_string()))?;
+        Ok(Arc::new(PeerVerifier { inner, authority: None }))
     }
 }
 
@@ -169,7 +178,15 @@ impl ClientCertVerifier for PeerVerifier {
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
         let ok = self.inner.verify_client_cert(end_entity, intermediates, now)?;
-        match self.authority.check_der(end_entity) {
+        let Some(authority) = &self.authority else {
+            return match cert_info(end_entity) {
+                Ok(CertInfo { identity: Identity::Node(_), .. }) => Ok(ok),
+                _ => Err(rustls::Error::InvalidCertificate(
+                    CertificateError::ApplicationVerificationFailure,
+                )),
+            };
+        };
+        match authority.check_der(end_entity) {
             Ok(_) => Ok(ok),
             Err(AuthError::Revoked { .. }) => {
                 Err(rustls::Error::InvalidCertificate(CertificateError::Revoked))
@@ -263,4 +280,19 @@ pub fn client_config(
     };
     cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(cfg)
+}
+
+/// The cluster port (20040, HTTP/1.1): only nodes of this CA. It needs no metadata, so
+/// it can be built before the `MetaNode` that serves it.
+pub fn raft_server_config(
+    ca: &ClusterCa,
+    me: &TlsIdentity,
+) -> Result<Arc<ServerConfig>, rustls::Error> {
+    server_config(PeerVerifier::nodes_only(ca.roots())?, me, &[b"http/1.1"])
+}
+
+/// The client side of node-to-node calls: this node's certificate, trusting only the CA
+/// (for `fathom_cluster::network::Transport::with_tls`).
+pub fn raft_client_config(ca_pem: &str, me: &TlsIdentity) -> Result<ClientConfig, CaError> {
+    client_config(ca_pem, Some(me), &[b"http/1.1"])
 }
