@@ -52,6 +52,9 @@ use crate::tls::{Authority, TlsIdentity};
 
 pub const DEFAULT_CONTROL_PORT: u16 = 20035;
 
+/// How often the leader drops records of expired certificates.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
 /// A peer certificate (DER) -> the agent id it may push as, or why it is refused (the
 /// same type as `fathom_ingest::AgentAuthorizer`).
 pub type AgentAuthorizer = Arc<dyn Fn(&[u8]) -> Result<String, String> + Send + Sync>;
@@ -250,6 +253,13 @@ impl ControlPlane {
         Ok(())
     }
 
+    /// Revokes one certificate by serial (hex), e.g. a leaked admin certificate.
+    pub async fn revoke_cert(&self, serial: &str) -> Result<(), ControlError> {
+        let cmd = Command::RevokeCert { serial: serial.to_string() };
+        rejected("revocation", self.meta.write(cmd).await?)?;
+        Ok(())
+    }
+
     /// Issues an admin certificate and writes `ca.pem`, `<name>.pem` and `<name>.key`
     /// (0600) into `dir` (made 0700 if missing) for fathomctl. Returns the paths.
     pub async fn write_admin_bundle(
@@ -317,8 +327,13 @@ impl ControlPlane {
         let (meta, every, mut stop) = (self.meta.clone(), self.config.lost_check_interval, stop_rx);
         let lost_after = self.config.lost_after;
         tasks.push(tokio::spawn(async move {
+            let mut last_prune = tokio::time::Instant::now();
             while tokio::time::timeout(every, stop.wait_for(|s| *s)).await.is_err() {
                 service::mark_lost(&meta, lost_after).await;
+                if last_prune.elapsed() >= PRUNE_EVERY {
+                    service::prune_certs(&meta).await;
+                    last_prune = tokio::time::Instant::now();
+                }
             }
         }));
         tracing::info!(%local_addr, "controller: serving agent control");

@@ -235,3 +235,17 @@ pub(crate) async fn mark_lost(meta: &MetaNode, lost_after: Duration) {
         }
     }
 }
+
+/// On the leader: forget certificates that expired (the TLS layer refuses them anyway),
+/// so the metadata does not grow with every renewal.
+pub(crate) async fn prune_certs(meta: &MetaNode) {
+    if !meta.is_leader() {
+        return;
+    }
+    let now_ms = now_ms();
+    if meta.read(|s| s.certs.values().any(|c| c.expires_at_ms <= now_ms)) {
+        if let Err(e) = meta.write(Command::PruneCerts { now_ms }).await {
+            tracing::warn!("controller: cannot prune expired certificates: {e}");
+        }
+    }
+}

@@ -116,6 +116,30 @@ impl Authority {
         self.check_der(leaf).map_err(|e| Status::permission_denied(e.to_string()))
     }
 
+    /// A tonic interceptor letting through only peers that `allow` accepts, checked per
+    /// request (so a revoke cuts open connections too), e.g. for the admin service on
+    /// the control port: `AdminServer::with_interceptor(svc, authority.interceptor(|i|
+    /// matches!(i, Identity::Admin(_))))`. The checked [`CertInfo`] is left in the
+    /// request's extensions for the handler.
+    pub fn interceptor(
+        &self,
+        allow: fn(&Identity) -> bool,
+    ) -> impl FnMut(Request<()>) -> Result<Request<()>, Status> + Clone + Send + Sync + 'static
+    {
+        let authority = self.clone();
+        move |mut req: Request<()>| {
+            let info = authority.peer(&req)?;
+            if !allow(&info.identity) {
+                return Err(Status::permission_denied(format!(
+                    "{:?} may not call this service",
+                    info.identity
+                )));
+            }
+            req.extensions_mut().insert(info);
+            Ok(req)
+        }
+    }
+
     /// [`peer`](Self::peer), and the peer must be an agent: its id.
     #[allow(clippy::result_large_err)]
     pub fn agent<T>(&self, req: &Request<T>) -> Result<(String, CertInfo), Status> {

@@ -23,6 +23,13 @@ struct Fixture {
 }
 
 async fn start(tune: impl FnOnce(&mut ControlConfig)) -> Fixture {
+    start_with(tune, |_| tonic::service::Routes::default()).await
+}
+
+async fn start_with(
+    tune: impl FnOnce(&mut ControlConfig),
+    routes: impl FnOnce(&ControlPlane) -> tonic::service::Routes,
+) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
@@ -35,7 +42,7 @@ async fn start(tune: impl FnOnce(&mut ControlConfig)) -> Fixture {
     };
     tune(&mut cfg);
     let plane = ControlPlane::bootstrap(meta.clone(), cfg).await.unwrap();
-    let control = plane.serve(tonic::service::Routes::default()).await.unwrap();
+    let control = plane.serve(routes(&plane)).await.unwrap();
     Fixture { meta, plane, control, _dir: dir }
 }
 
@@ -334,5 +341,74 @@ async fn admin_bundle_is_written_private_and_names_an_admin() {
     // The CA is the replicated one: a second bootstrap on the same metadata reuses it.
     let again = ControlPlane::bootstrap(fx.meta.clone(), ControlConfig::default()).await.unwrap();
     assert_eq!(again.ca_pem(), fx.plane.ca_pem());
+    fx.stop().await;
+}
+
+/// Stands in for the admin service another crate serves on the control port.
+struct Echo;
+
+#[tonic::async_trait]
+impl fathom_proto::agent_data_server::AgentData for Echo {
+    async fn push(
+        &self,
+        req: tonic::Request<fathom_proto::RecordBatch>,
+    ) -> Result<tonic::Response<fathom_proto::Ack>, tonic::Status> {
+        // The interceptor left the checked identity for the handler.
+        let info = req.extensions().get::<fathom_controller::ca::CertInfo>().unwrap();
+        assert!(matches!(info.identity, Identity::Admin(_)));
+        Ok(tonic::Response::new(fathom_proto::Ack { batch_id: req.get_ref().batch_id, status: 0 }))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extra_routes_behind_the_admin_interceptor_admit_only_admins() {
+    use fathom_proto::agent_data_client::AgentDataClient;
+    use fathom_proto::agent_data_server::AgentDataServer;
+    let fx = start_with(
+        |_| {},
+        |plane| {
+            let only_admins = plane.authority().interceptor(|i| matches!(i, Identity::Admin(_)));
+            tonic::service::Routes::new(AgentDataServer::with_interceptor(Echo, only_admins))
+        },
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let b = fx.plane.write_admin_bundle(dir.path(), "ops").await.unwrap();
+    let (cert, key) =
+        (std::fs::read_to_string(&b.cert).unwrap(), std::fs::read_to_string(&b.key).unwrap());
+    let token = fx.token("web", Duration::from_secs(3600)).await;
+    let (agent, agent_key) = fx.enroll(&token, "agent-1").await.unwrap();
+    let connect = |me: Option<(String, String)>| {
+        let (url, ca) = (fx.url(), fx.plane.ca_pem().to_string());
+        async move {
+            let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca));
+            if let Some((c, k)) = me {
+                tls = tls.identity(TlsId::from_pem(c, k));
+            }
+            let ch = Channel::from_shared(url)
+                .unwrap()
+                .tls_config(tls)
+                .unwrap()
+                .connect()
+                .await
+                .unwrap();
+            AgentDataClient::new(ch)
+        }
+    };
+    let batch = fathom_proto::RecordBatch { batch_id: 7, ..Default::default() };
+    let mut admin = connect(Some((cert, key))).await;
+    assert_eq!(admin.push(batch.clone()).await.unwrap().into_inner().batch_id, 7);
+    let mut as_agent = connect(Some((agent.cert_pem, agent_key))).await;
+    assert_eq!(as_agent.push(batch.clone()).await.unwrap_err().code(), Code::PermissionDenied);
+    let mut anon = connect(None).await;
+    assert_eq!(anon.push(batch.clone()).await.unwrap_err().code(), Code::Unauthenticated);
+    // Revoking the admin certificate by serial cuts its open connection.
+    let serial = cert_info(
+        &fathom_controller::ca::pem_certs(&std::fs::read_to_string(&b.cert).unwrap()).unwrap()[0],
+    )
+    .unwrap()
+    .serial;
+    fx.meta.write(Command::RevokeCert { serial }).await.unwrap();
+    assert_eq!(admin.push(batch).await.unwrap_err().code(), Code::PermissionDenied);
     fx.stop().await;
 }
