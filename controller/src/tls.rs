@@ -127,6 +127,8 @@ impl Authority {
     ) -> impl FnMut(Request<()>) -> Result<Request<()>, Status> + Clone + Send + Sync + 'static
     {
         let authority = self.clone();
+        // tonic's interceptor signature fixes the error type.
+        #[allow(clippy::result_large_err)]
         move |mut req: Request<()>| {
             let info = authority.peer(&req)?;
             if !allow(&info.identity) {

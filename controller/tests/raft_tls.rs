@@ -12,6 +12,9 @@ use fathom_cluster::{MetaConfig, MetaNode};
 use fathom_controller::ca::{agent_csr, ClusterCa};
 use fathom_controller::tls::{client_config, TlsIdentity};
 use fathom_controller::{ControlConfig, ControlPlane, NodeTls};
+use fathom_proto::control::agent_control_client::AgentControlClient;
+use fathom_proto::control::{EnrollRequest, HeartbeatRequest};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
 fn free_addr() -> SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
@@ -105,6 +108,60 @@ async fn raft_replicates_over_mtls_and_refuses_other_clients() {
     let plain = Transport::plain();
     assert!(plain.client.get(plain.url(&a1.to_string(), "/cluster/status")).send().await.is_err());
 
+    // A revoke made through one node bites on the other as soon as it applied it: an
+    // agent enrolled and beating through node 2 is refused there.
+    let plane2 = ControlPlane::bootstrap(
+        n2.clone(),
+        ControlConfig { listen: "127.0.0.1:0".parse().unwrap(), ..Default::default() },
+    )
+    .await
+    .unwrap();
+    assert_eq!(plane2.ca_pem(), plane.ca_pem());
+    let control2 = plane2.serve(tonic::service::Routes::default()).await.unwrap();
+    let url2 = format!("https://127.0.0.1:{}", control2.local_addr().port());
+    let token = plane.create_token("r1", "z1", "web", Duration::from_secs(600)).await.unwrap();
+    let (csr, key) = agent_csr("agent-9").unwrap();
+    let mut anon = control_client(&url2, plane.ca_pem(), None).await;
+    let r = anon
+        .enroll(EnrollRequest {
+            token,
+            csr_pem: csr,
+            agent_id: "agent-9".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut c = control_client(&url2, plane.ca_pem(), Some((&r.cert_pem, &key))).await;
+    c.heartbeat(HeartbeatRequest::default()).await.unwrap();
+    plane.revoke_agent("agent-9").await.unwrap();
+    until("revoke applied on node 2", || {
+        n2.read(|s| s.agents["agent-9"].status == fathom_cluster::state::AgentStatus::Revoked)
+    })
+    .await;
+    let e = c.heartbeat(HeartbeatRequest::default()).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+
+    control2.shutdown().await;
     n2.shutdown().await.unwrap();
     n1.shutdown().await.unwrap();
+}
+
+async fn control_client(
+    url: &str,
+    ca: &str,
+    me: Option<(&str, &str)>,
+) -> AgentControlClient<Channel> {
+    let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca));
+    if let Some((c, k)) = me {
+        tls = tls.identity(Identity::from_pem(c, k));
+    }
+    let ch = Channel::from_shared(url.to_string())
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    AgentControlClient::new(ch)
 }

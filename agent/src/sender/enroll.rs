@@ -380,3 +380,66 @@ impl ControlLoop {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renewal_is_due_after_two_thirds_of_the_lifetime() {
+        let c = Credentials {
+            cert_pem: String::new(),
+            key_pem: String::new(),
+            ca_pem: String::new(),
+            enrollment: Enrollment {
+                agent_id: "a".into(),
+                ingest_addr: String::new(),
+                region: String::new(),
+                az: String::new(),
+                pool: String::new(),
+                issued_at_ms: 1_000,
+                expires_at_ms: 4_000,
+                config_version: 0,
+            },
+        };
+        assert!(!c.due_for_renewal(2_999));
+        assert!(c.due_for_renewal(3_000));
+    }
+
+    #[test]
+    fn without_a_certificate_enrollment_needs_a_token_and_a_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = SenderConfig {
+            cert_dir: dir.path().join("certs").display().to_string(),
+            ..SenderConfig::default()
+        };
+        // Nothing configured: the plain data channel.
+        assert!(ensure(&cfg, "a", "h").unwrap().is_none());
+        cfg.control_addr = "127.0.0.1:1".into();
+        assert!(ensure(&cfg, "a", "h").unwrap_err().contains("enroll_token"));
+        cfg.enroll_token = "fathom-enroll-x".into();
+        assert!(ensure(&cfg, "a", "h").unwrap_err().contains("ca_file"));
+        // Saved credentials are found again, and only for the agent they name.
+        let (csr, key) = make_csr("a").unwrap();
+        assert!(csr.contains("CERTIFICATE REQUEST"));
+        let c = Credentials {
+            cert_pem: "cert".into(),
+            key_pem: key,
+            ca_pem: "ca".into(),
+            enrollment: Enrollment {
+                agent_id: "a".into(),
+                ingest_addr: "10.0.0.1:20033".into(),
+                region: "r".into(),
+                az: "z".into(),
+                pool: "p".into(),
+                issued_at_ms: 1,
+                expires_at_ms: 2,
+                config_version: 3,
+            },
+        };
+        save(Path::new(&cfg.cert_dir), &c).unwrap();
+        let back = ensure(&cfg, "a", "h").unwrap().unwrap();
+        assert_eq!(back.enrollment, c.enrollment);
+        assert!(ensure(&cfg, "b", "h").unwrap_err().contains("not \"b\""));
+    }
+}
