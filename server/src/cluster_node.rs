@@ -41,7 +41,7 @@ pub fn cluster_config(cfg: &ServerConfig) -> Result<ClusterConfig, String> {
         az: c.az.clone(),
         roles,
         raft_addr: raft_advertise,
-        api_addr: advertised(&cfg.control.listen, &cfg.control.advertise),
+        api_addr: advertised(&cfg.controller.listen, &cfg.controller.advertise),
         gossip_addr: gossip_advertise,
         version: env!("CARGO_PKG_VERSION").to_string(),
         load: Load::default(),
