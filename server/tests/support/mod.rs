@@ -309,13 +309,15 @@ impl Server {
                 if let Some(st) = child.try_wait().unwrap() {
                     return Err(format!("fathom-server exited with {st}"));
                 }
+                // Ingest starts last, with the controller's TLS settings.
                 if TcpStream::connect(("127.0.0.1", self.control_port)).is_ok()
+                    && TcpStream::connect(("127.0.0.1", self.ingest_port)).is_ok()
                     && self.admin_dir().join("admin.key").exists()
                 {
                     break;
                 }
                 if t.elapsed() > Duration::from_secs(120) {
-                    return Err("the control port did not open in 120 s".to_string());
+                    return Err("the control and ingest ports did not open in 120 s".to_string());
                 }
                 std::thread::sleep(Duration::from_millis(100));
             }
