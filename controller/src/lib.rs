@@ -59,6 +59,9 @@ const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 /// same type as `fathom_ingest::AgentAuthorizer`).
 pub type AgentAuthorizer = Arc<dyn Fn(&[u8]) -> Result<String, String> + Send + Sync>;
 
+/// A node id -> that node's ingest address (host:port), if known (e.g. from gossip).
+pub type IngestAddrs = Arc<dyn Fn(u64) -> Option<String> + Send + Sync>;
+
 /// Settings of the control plane (the server's `[controller]` section maps onto this).
 #[derive(Clone, Debug)]
 pub struct ControlConfig {
@@ -138,6 +141,7 @@ pub struct ControlPlane {
     authority: Authority,
     node: TlsIdentity,
     config: ControlConfig,
+    ingest_addrs: Option<IngestAddrs>,
 }
 
 impl ControlPlane {
@@ -173,7 +177,20 @@ impl ControlPlane {
         let issued = ca.issue_node(meta.id(), &names, config.node_cert_ttl)?;
         record(&meta, &issued).await?;
         let node = TlsIdentity::from_issued(&issued)?;
-        Ok(ControlPlane { authority: Authority::new(meta.clone()), meta, ca, node, config })
+        Ok(ControlPlane {
+            authority: Authority::new(meta.clone()),
+            meta,
+            ca,
+            node,
+            config,
+            ingest_addrs: None,
+        })
+    }
+
+    /// How heartbeats find the ingest address of the node placement assigned an agent
+    /// to (agents move their data channel there). Without it heartbeats carry none.
+    pub fn set_ingest_addrs(&mut self, addrs: IngestAddrs) {
+        self.ingest_addrs = Some(addrs);
     }
 
     pub fn ca(&self) -> &Arc<ClusterCa> {
@@ -294,6 +311,7 @@ impl ControlPlane {
             authority: self.authority(),
             config: self.config.clone(),
             pending: pending.clone(),
+            ingest_addrs: self.ingest_addrs.clone(),
         };
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut tasks = Vec::new();

@@ -60,6 +60,7 @@ pub struct ControlService {
     pub(crate) authority: Authority,
     pub(crate) config: ControlConfig,
     pub(crate) pending: Pending,
+    pub(crate) ingest_addrs: Option<crate::IngestAddrs>,
 }
 
 impl ControlService {
@@ -173,10 +174,15 @@ impl AgentControl for ControlService {
             }
         }
         let (version, body) = config.map_or((0, String::new()), |c| (c.version, c.body));
+        // Where placement put the agent: it moves its data channel there.
+        let ingest_addr = match (&self.ingest_addrs, agent.ingest_node) {
+            (Some(addrs), Some(node)) => addrs(node).unwrap_or_default(),
+            _ => String::new(),
+        };
         Ok(Response::new(HeartbeatResponse {
             config_version: version,
             config_body: if version != running { body } else { String::new() },
-            ingest_addr: String::new(),
+            ingest_addr,
             interval_secs: self.config.heartbeat_interval.as_secs().max(1) as u32,
         }))
     }

@@ -42,6 +42,7 @@ pub fn cluster_config(cfg: &ServerConfig) -> Result<ClusterConfig, String> {
         roles,
         raft_addr: raft_advertise,
         api_addr: advertised(&cfg.controller.listen, &cfg.controller.advertise),
+        ingest_addr: crate::controller::ingest_addr(cfg),
         gossip_addr: gossip_advertise,
         version: env!("CARGO_PKG_VERSION").to_string(),
         load: Load::default(),

@@ -65,20 +65,25 @@ pub fn node_tls(cfg: &ServerConfig) -> Result<NodeTls, String> {
     .map_err(|e| format!("cluster CA in {}: {e}", dir.display()))
 }
 
+/// The ingest address agents of this node push to: given at enrollment and gossiped,
+/// so heartbeats can send agents placed on this node here.
+pub fn ingest_addr(cfg: &ServerConfig) -> String {
+    match cfg.controller.ingest_addr.as_str() {
+        "" => advertised(&cfg.ingest.listen, ""),
+        a => a.to_string(),
+    }
+}
+
 pub fn control_config(cfg: &ServerConfig) -> Result<ControlConfig, String> {
     let c = &cfg.controller;
     let listen = c
         .listen
         .parse()
         .map_err(|e| format!("controller.listen = {:?}: want ip:port ({e})", c.listen))?;
-    let ingest_addr = match c.ingest_addr.as_str() {
-        "" => advertised(&cfg.ingest.listen, ""),
-        a => a.to_string(),
-    };
     Ok(ControlConfig {
         listen,
         advertise: cert_names(cfg),
-        ingest_addr,
+        ingest_addr: ingest_addr(cfg),
         ca_ttl: Duration::from_secs(c.ca_ttl_days * DAY),
         agent_cert_ttl: Duration::from_secs(c.agent_cert_ttl_days * DAY),
         node_cert_ttl: Duration::from_secs(c.node_cert_ttl_days * DAY),

@@ -131,6 +131,7 @@ async fn shutdown_signal() {
 async fn control_plane(
     cfg: &ServerConfig,
     meta: fathom_cluster::MetaNode,
+    membership: Arc<fathom_cluster::Membership>,
     tls: &fathom_controller::NodeTls,
 ) -> Result<ControlPlane, String> {
     let control_cfg = controller::control_config(cfg)?;
@@ -139,7 +140,18 @@ async fn control_plane(
         let ca = fathom_controller::ca::ClusterCa::from_record(&tls.ca.to_record())
             .map_err(|e| format!("cluster CA: {e}"))?;
         match ControlPlane::bootstrap_with_ca(meta.clone(), control_cfg.clone(), Some(ca)).await {
-            Ok(p) => return Ok(p),
+            Ok(mut p) => {
+                let membership = membership.clone();
+                p.set_ingest_addrs(Arc::new(move |node| {
+                    membership
+                        .live_nodes()
+                        .into_iter()
+                        .find(|n| n.id == node)
+                        .map(|n| n.ingest_addr)
+                        .filter(|a| !a.is_empty())
+                }));
+                return Ok(p);
+            }
             Err(
                 e @ (ControlError::Meta(_) | ControlError::Rejected { what: "certificate", .. }),
             ) => {
@@ -255,7 +267,8 @@ fn run(cfg: ServerConfig) -> Result<(), String> {
     // Controller, then the control port; a signal meanwhile stops the server.
     let started = rt.block_on(async {
         let setup = async {
-            let plane = control_plane(&cfg, cluster.meta.clone(), &tls).await?;
+            let plane =
+                control_plane(&cfg, cluster.meta.clone(), cluster.membership.clone(), &tls).await?;
             let control = serve_control(&cfg, &plane, &cluster).await?;
             Ok::<_, String>((plane, control))
         };

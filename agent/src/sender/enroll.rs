@@ -345,7 +345,25 @@ impl ControlLoop {
             let mut next = creds.clone();
             next.enrollment.config_version = r.config_version;
             self.replace(next, false)?;
-            tracing::info!(version = r.config_version, "control: new config pushed");
+            // Stored, not applied to the running agent: it takes effect at the next
+            // start with `--config` pointing at it (no hot reload yet).
+            tracing::warn!(
+                version = r.config_version,
+                file = %self.cert_dir.join(PUSHED_CONFIG_FILE).display(),
+                "control: new pool config pushed and stored; not applied until a restart uses it"
+            );
+        }
+        if !r.ingest_addr.is_empty() && r.ingest_addr != creds.enrollment.ingest_addr {
+            // Placement moved this agent: the data channel follows (a new generation
+            // makes the pusher reconnect); the spool keeps what is not yet acknowledged.
+            let mut next = self.creds.get();
+            tracing::info!(
+                from = %next.enrollment.ingest_addr,
+                to = %r.ingest_addr,
+                "control: placement moved this agent to another ingest node"
+            );
+            next.enrollment.ingest_addr = r.ingest_addr.clone();
+            self.replace(next, true)?;
         }
         Ok(r.interval_secs)
     }

@@ -300,6 +300,8 @@ impl Sender {
             return Err("sender: no agent_id set and the host name is unknown".into());
         }
         let creds = enroll::ensure(&cfg, &agent_id, &host)?;
+        // With no fixed server the data channel follows placement (heartbeats).
+        let follow_placement = cfg.server.is_empty() && creds.is_some();
         if cfg.server.is_empty() {
             // The ingest node enrollment assigned.
             cfg.server =
@@ -347,6 +349,7 @@ impl Sender {
                 wake: wake.clone(),
                 max_backoff: Duration::from_millis(cfg.max_backoff_ms.max(10)),
                 server: cfg.server.clone(),
+                follow_placement,
                 timeout,
                 creds: creds.clone(),
             };
@@ -513,6 +516,9 @@ struct Pusher {
     wake: Arc<tokio::sync::Notify>,
     max_backoff: Duration,
     server: String,
+    /// `server` is the assigned ingest node's and changes with the credentials'
+    /// `ingest_addr` (placement moved the agent).
+    follow_placement: bool,
     timeout: Duration,
     /// Renewed credentials make the data channel reconnect with the new certificate.
     creds: Option<Arc<enroll::SharedCredentials>>,
@@ -525,7 +531,7 @@ fn permanent(code: Code) -> bool {
 }
 
 impl Pusher {
-    async fn run(self, channel: Channel) {
+    async fn run(mut self, channel: Channel) {
         let client_of = |channel: Channel| {
             AgentDataClient::new(channel)
                 .max_decoding_message_size(1 << 20)
@@ -539,11 +545,17 @@ impl Pusher {
             if let Some(creds) = &self.creds {
                 let g = creds.generation.load(Ordering::Acquire);
                 if Some(g) != generation {
-                    match endpoint(&self.server, self.timeout, Some(&creds.get())) {
+                    let current = creds.get();
+                    let assigned = &current.enrollment.ingest_addr;
+                    if self.follow_placement && !assigned.is_empty() && *assigned != self.server {
+                        tracing::info!(from = %self.server, to = %assigned, "sender: moving the data channel");
+                        self.server = assigned.clone();
+                    }
+                    match endpoint(&self.server, self.timeout, Some(&current)) {
                         Ok(ep) => {
                             client = client_of(ep.connect_lazy());
                             generation = Some(g);
-                            tracing::info!("sender: reconnecting with the renewed certificate");
+                            tracing::info!(server = %self.server, "sender: reconnecting with the current certificate and ingest node");
                         }
                         Err(e) => tracing::error!("{e}"),
                     }
