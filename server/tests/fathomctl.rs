@@ -453,7 +453,16 @@ fn three_servers_form_a_cluster_that_every_node_reports_alike() {
     }
 
     // The fourth node joins as a voter through any node; all four agree.
-    ctls[2].ok(&["node", "add", "4", "--raft-addr", &raft4]);
+    // (Retried while the formation's own membership change is still committing.)
+    poll("node 4 added", Duration::from_secs(60), || {
+        let out = ctls[2].run(&["node", "add", "4", "--raft-addr", &raft4]);
+        let e = String::from_utf8_lossy(&out.stderr).into_owned();
+        match out.status.success() {
+            true => Ok(()),
+            false if e.contains("undergoing a configuration change") => Err(e),
+            false => panic!("node add: {e}"),
+        }
+    });
     let all: Vec<&Ctl> = ctls.iter().collect();
     let leader = poll("four nodes agreeing", Duration::from_secs(60), || {
         agreed_leader(&all, &[1, 2, 3, 4], 0)
