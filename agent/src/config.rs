@@ -211,7 +211,7 @@ Configuration (TOML file; each key also FATHOM_AGENT_<SECTION>__<KEY>):
   [http]
     listen = \"127.0.0.1:38086\" serves /metrics (the agent's own Prometheus metrics)
   [sender]                     used when output.format is server or both
-    server = \"\"                the server's data service, host:port (e.g. \"fathom:20033\")
+    server = \"\"                the server's data service, host:port (e.g. \"fathom:20033\"); empty with enrollment = the ingest node assigned at enrollment, then wherever placement moves the agent (heartbeats)
     agent_id = \"\"              this agent's identity at the server; empty = host name
     spool_dir = \"/var/lib/fathom-agent/spool\"  unacknowledged batches, kept across restarts
     spool_max_bytes = 1073741824  spool bound; the oldest batches are dropped beyond it

@@ -30,6 +30,14 @@ async fn start_with(
     tune: impl FnOnce(&mut ControlConfig),
     routes: impl FnOnce(&ControlPlane) -> tonic::service::Routes,
 ) -> Fixture {
+    start_prepared(tune, |_| {}, routes).await
+}
+
+async fn start_prepared(
+    tune: impl FnOnce(&mut ControlConfig),
+    prepare: impl FnOnce(&mut ControlPlane),
+    routes: impl FnOnce(&ControlPlane) -> tonic::service::Routes,
+) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
@@ -41,7 +49,8 @@ async fn start_with(
         ..Default::default()
     };
     tune(&mut cfg);
-    let plane = ControlPlane::bootstrap(meta.clone(), cfg).await.unwrap();
+    let mut plane = ControlPlane::bootstrap(meta.clone(), cfg).await.unwrap();
+    prepare(&mut plane);
     let control = plane.serve(routes(&plane)).await.unwrap();
     Fixture { meta, plane, control, _dir: dir }
 }
@@ -186,6 +195,27 @@ async fn valid_token_enrolls_then_heartbeats_over_mtls_and_gets_its_config() {
         })
     })
     .await;
+    fx.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_send_the_agent_to_the_ingest_node_placement_chose() {
+    // Node 2's ingest address as gossip would tell it; node 3 is not known (yet).
+    let addrs: fathom_controller::IngestAddrs =
+        std::sync::Arc::new(|node| (node == 2).then(|| "10.0.0.2:20033".to_string()));
+    let fx = start_prepared(|_| {}, |p| p.set_ingest_addrs(addrs), |_| Default::default()).await;
+    let token = fx.token("web", Duration::from_secs(3600)).await;
+    let (resp, key) = fx.enroll(&token, "agent-1").await.unwrap();
+    let mut c = fx.client(Some((&resp.cert_pem, &key))).await.unwrap();
+    // Not placed yet: no address, the agent keeps the one enrollment gave.
+    assert_eq!(c.heartbeat(beat(0)).await.unwrap().into_inner().ingest_addr, "");
+    for (node, want) in [(2, "10.0.0.2:20033"), (3, "")] {
+        let mut rec = fx.state(|s| s.agents["agent-1"].clone());
+        rec.ingest_node = Some(node);
+        fx.meta.write(Command::UpsertAgent(rec)).await.unwrap();
+        let r = c.heartbeat(beat(0)).await.unwrap().into_inner();
+        assert_eq!(r.ingest_addr, want, "placed on node {node}");
+    }
     fx.stop().await;
 }
 
