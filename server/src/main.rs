@@ -156,7 +156,7 @@ async fn control_plane(
                 e @ (ControlError::Meta(_) | ControlError::Rejected { what: "certificate", .. }),
             ) => {
                 waited += 1;
-                if waited == 1 || waited % 10 == 0 {
+                if waited == 1 || waited.is_multiple_of(10) {
                     tracing::info!(
                         "controller: waiting for a Raft leader (is a majority of controllers \
                          up, or has this node been added with `fathomctl node add`?): {e}"

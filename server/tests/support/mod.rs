@@ -304,8 +304,11 @@ impl Server {
             .iter()
             .any(|(k, v)| k == "FATHOM_SERVER_CLUSTER__BOOTSTRAP_EXPECT" && v != "1");
         let res = res.and_then(|()| {
+            if joins {
+                return Ok(());
+            }
             let t = Instant::now();
-            while !joins {
+            loop {
                 if let Some(st) = child.try_wait().unwrap() {
                     return Err(format!("fathom-server exited with {st}"));
                 }
@@ -314,14 +317,13 @@ impl Server {
                     && TcpStream::connect(("127.0.0.1", self.ingest_port)).is_ok()
                     && self.admin_dir().join("admin.key").exists()
                 {
-                    break;
+                    return Ok(());
                 }
                 if t.elapsed() > Duration::from_secs(120) {
                     return Err("the control and ingest ports did not open in 120 s".to_string());
                 }
                 std::thread::sleep(Duration::from_millis(100));
             }
-            Ok(())
         });
         if let Err(e) = res {
             let _ = child.kill();
