@@ -1,7 +1,8 @@
 //! The agent data path over mTLS, end to end on loopback: a real one-node Raft group
 //! and control plane, an ingest node requiring client certificates, and the agent's
 //! sender enrolling with a one-time token, renewing its certificate mid-stream and
-//! being cut off by a revoke (its data stays spooled).
+//! being cut off by a revoke (its data stays spooled); and following placement to another
+//! ingest node when a heartbeat names it.
 
 mod common;
 
@@ -212,6 +213,108 @@ fn an_enrolled_agent_sends_over_mtls_renews_and_is_cut_off_by_a_revoke() {
 
     sender.shutdown(Duration::from_millis(100));
     ingest.stop();
+    rt.block_on(async {
+        control.shutdown().await;
+        meta.shutdown().await.unwrap();
+    });
+}
+
+fn free_addr() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().to_string()
+}
+
+#[test]
+fn an_agent_placed_on_another_ingest_node_moves_its_data_channel_there() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let raft: std::net::SocketAddr = free_addr().parse().unwrap();
+    let (first_addr, second_addr) = (free_addr(), free_addr());
+    let (meta, plane, control) = rt.block_on(async {
+        let meta =
+            MetaNode::start(MetaConfig::new(1, raft, dir.path().join("meta"))).await.unwrap();
+        meta.initialize(BTreeMap::from([(1, raft.to_string())])).await.unwrap();
+        let cfg = ControlConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            ingest_addr: first_addr.clone(),
+            heartbeat_interval: Duration::from_secs(1),
+            heartbeat_flush: Duration::from_millis(50),
+            ..Default::default()
+        };
+        let mut plane = ControlPlane::bootstrap(meta.clone(), cfg).await.unwrap();
+        // Node 2's ingest address, as gossip tells it in the server.
+        let second = second_addr.clone();
+        plane.set_ingest_addrs(Arc::new(move |node| (node == 2).then(|| second.clone())));
+        let control = plane.serve(tonic::service::Routes::default()).await.unwrap();
+        (meta, plane, control)
+    });
+    let ingest_on = |addr: &str, sub: &str, store: Arc<MemStore>| {
+        let icfg = IngestConfig {
+            listen: addr.to_string(),
+            data_dir: dir.path().join(sub),
+            ..IngestConfig::default()
+        };
+        let tls = IngestTls {
+            config: plane.data_server_config().unwrap(),
+            authorize: plane.agent_authorizer(),
+        };
+        RunningIngest::start_with(&icfg, store, Some(tls)).unwrap()
+    };
+    let (first, second) = (Arc::new(MemStore::default()), Arc::new(MemStore::default()));
+    let ingest1 = ingest_on(&first_addr, "ingest1", first.clone());
+    let ingest2 = ingest_on(&second_addr, "ingest2", second.clone());
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, plane.ca_pem()).unwrap();
+    let token =
+        rt.block_on(plane.create_token("r1", "z1", "web", Duration::from_secs(600))).unwrap();
+
+    // No fixed server: the agent pushes where enrollment, then placement, sends it.
+    let spool = tempfile::tempdir().unwrap();
+    let mut scfg = sender_config("", spool.path());
+    scfg.agent_id = "agent-1".into();
+    scfg.control_addr = control.local_addr().to_string();
+    scfg.enroll_token = token;
+    scfg.ca_file = ca_file.display().to_string();
+    scfg.cert_dir = dir.path().join("agent-certs").display().to_string();
+    scfg.max_backoff_ms = 100;
+    let sender = fathom_agent::sender::Sender::start(scfg).unwrap();
+    let h = sender.handle();
+    for n in 1..=100 {
+        h.submit(l7(n));
+    }
+    h.flush();
+    assert!(
+        wait_until(Duration::from_secs(20), || first.l7.lock().unwrap().len() == 100),
+        "the first 100 stored on the node enrollment named"
+    );
+
+    // Placement moves the agent to node 2; its next heartbeat says where that is.
+    let mut rec = meta.read(|s| s.agents["agent-1"].clone());
+    rec.ingest_node = Some(2);
+    rt.block_on(meta.write(fathom_cluster::Command::UpsertAgent(rec))).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            let certs = dir.path().join("agent-certs/enrollment.json");
+            std::fs::read_to_string(certs).is_ok_and(|t| t.contains(&second_addr))
+        }),
+        "the agent learned its new ingest node"
+    );
+    for n in 101..=200 {
+        h.submit(l7(n));
+    }
+    h.flush();
+    assert!(
+        wait_until(Duration::from_secs(20), || second.l7.lock().unwrap().len() == 100),
+        "the next 100 stored on node 2"
+    );
+    let mut all: Vec<u64> = first.l7.lock().unwrap().clone();
+    all.extend(second.l7.lock().unwrap().iter());
+    all.sort_unstable();
+    assert_eq!(all, (1..=200).collect::<Vec<u64>>(), "every record once");
+
+    sender.shutdown(Duration::from_millis(100));
+    ingest1.stop();
+    ingest2.stop();
     rt.block_on(async {
         control.shutdown().await;
         meta.shutdown().await.unwrap();
