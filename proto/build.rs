@@ -69,6 +69,23 @@ fn main() {
         ));
     }
 
-    Builder::new().compile(&[agent_data, admin.build()]);
+
+    let control = Service::builder()
+        .name("AgentControl")
+        .package("fathom.control.v1")
+        .comment(
+            "Agent <-> server control: enrollment, heartbeats with config push, certificate renewal.",
+        )
+        .method(unary("enroll", "Enroll", "crate::control::EnrollRequest", "crate::control::EnrollResponse"))
+        .method(unary(
+            "heartbeat",
+            "Heartbeat",
+            "crate::control::HeartbeatRequest",
+            "crate::control::HeartbeatResponse",
+        ))
+        .method(unary("renew", "Renew", "crate::control::RenewRequest", "crate::control::RenewResponse"))
+        .build();
+
+    Builder::new().compile(&[agent_data, admin.build(), control]);
     println!("cargo:rerun-if-changed=build.rs");
 }

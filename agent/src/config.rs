@@ -211,7 +211,7 @@ Configuration (TOML file; each key also FATHOM_AGENT_<SECTION>__<KEY>):
   [http]
     listen = \"127.0.0.1:38086\" serves /metrics (the agent's own Prometheus metrics)
   [sender]                     used when output.format is server or both
-    server = \"\"                the server's data service, host:port (e.g. \"fathom:20033\")
+    server = \"\"                the server's data service, host:port (e.g. \"fathom:20033\"); empty with enrollment = the ingest node assigned at enrollment, then wherever placement moves the agent (heartbeats)
     agent_id = \"\"              this agent's identity at the server; empty = host name
     spool_dir = \"/var/lib/fathom-agent/spool\"  unacknowledged batches, kept across restarts
     spool_max_bytes = 1073741824  spool bound; the oldest batches are dropped beyond it
@@ -223,6 +223,10 @@ Configuration (TOML file; each key also FATHOM_AGENT_<SECTION>__<KEY>):
     queue_capacity = 65536     records queued for the batcher; more are dropped and counted
     request_timeout_ms = 30000 deadline of one push to the server
     max_backoff_ms = 5000      longest wait between retries
+    control_addr = \"\"          the server's control service, host:port (e.g. \"fathom:20035\"); empty = no enrollment, plain data channel
+    enroll_token = \"\"          one-time enrollment token (fathomctl token create); used only while cert_dir has no certificate
+    ca_file = \"\"               the cluster CA certificate (PEM) trusted when enrolling
+    cert_dir = \"/var/lib/fathom-agent/certs\"  the agent's certificate, key and CA (0600); data and control are mTLS with them; server empty = the ingest address enrollment assigned
 ";
 
 impl AgentConfig {

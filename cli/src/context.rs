@@ -6,7 +6,7 @@
 //! current = "prod-eu"
 //!
 //! [contexts.prod-eu]
-//! server = "https://10.0.0.1:20035"   # control port of any server node (admin gRPC)
+//! server = "10.0.0.1:20035"           # control port of any server node (admin gRPC, TLS)
 //! query = "http://10.0.0.1:20416"     # query API (fathomctl query)
 //! ca = "/etc/fathom/ca.pem"           # the cluster CA, to check the server
 //! cert = "/etc/fathom/admin.pem"      # admin client certificate and key (mTLS)
@@ -18,7 +18,11 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-pub const DEFAULT_SERVER: &str = "http://127.0.0.1:20035";
+pub const DEFAULT_SERVER: &str = "https://127.0.0.1:20035";
+/// Where a fathom-server with default settings writes its admin bundle (ca.pem,
+/// admin.pem, admin.key): fathomctl on a server machine uses it when nothing else
+/// names certificates. `FATHOMCTL_ADMIN_DIR` points elsewhere.
+pub const DEFAULT_ADMIN_DIR: &str = "/var/lib/fathom/admin";
 pub const DEFAULT_QUERY_PORT: u16 = 20416;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -118,6 +122,14 @@ pub fn normalize_url(addr: &str, tls: bool) -> String {
     }
 }
 
+/// The admin bundle directory used when the context names no certificates.
+fn admin_dir() -> PathBuf {
+    std::env::var_os("FATHOMCTL_ADMIN_DIR")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_ADMIN_DIR))
+}
+
 /// The query API next to an admin endpoint: same host, the default query port.
 fn query_beside(server: &str) -> String {
     let rest = server.split_once("://").map(|(_, r)| r).unwrap_or(server);
@@ -155,7 +167,8 @@ pub fn resolve(
         })?,
         None => Context::default(),
     };
-    let tls = !ctx.cert.is_empty() || !ctx.ca.is_empty();
+    // The control port is TLS-only.
+    let tls = true;
     let server = server_flag
         .filter(|s| !s.is_empty())
         .map(str::to_string)
@@ -168,14 +181,23 @@ pub fn resolve(
         None if server_flag.is_some() || !ctx.server.is_empty() => query_beside(&server),
         None => format!("http://127.0.0.1:{DEFAULT_QUERY_PORT}"),
     };
+    let (mut ca, mut cert, mut key) = (nonempty(&ctx.ca), nonempty(&ctx.cert), nonempty(&ctx.key));
+    if ca.is_none() && cert.is_none() && key.is_none() {
+        let dir = admin_dir();
+        if dir.join("ca.pem").exists() {
+            ca = Some(dir.join("ca.pem"));
+            cert = Some(dir.join("admin.pem"));
+            key = Some(dir.join("admin.key"));
+        }
+    }
     Ok(Target {
         context: chosen,
         server_from_flag: server_flag.is_some_and(|s| !s.is_empty()),
         server,
         query,
-        ca: nonempty(&ctx.ca),
-        cert: nonempty(&ctx.cert),
-        key: nonempty(&ctx.key),
+        ca,
+        cert,
+        key,
     })
 }
 
@@ -202,13 +224,13 @@ mod tests {
     fn flags_beat_the_context_which_beats_defaults() {
         let f = file();
         let t = resolve(&f, None, None, None).unwrap();
-        assert_eq!(t.server, "http://10.0.0.1:20035");
+        assert_eq!(t.server, "https://10.0.0.1:20035");
         assert_eq!(t.query, "http://10.0.0.1:20416");
         assert_eq!(t.context.as_deref(), Some("a"));
         let t = resolve(&f, Some("b"), None, None).unwrap();
         assert_eq!(
             (t.server.as_str(), t.query.as_str()),
-            ("http://b.example:7000", "http://b.example:8000")
+            ("https://b.example:7000", "http://b.example:8000")
         );
         let t = resolve(&f, Some("b"), Some("https://c:1"), Some("c:2")).unwrap();
         assert_eq!((t.server.as_str(), t.query.as_str()), ("https://c:1", "http://c:2"));

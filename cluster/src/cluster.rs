@@ -38,7 +38,17 @@ pub struct Cluster {
 
 impl Cluster {
     pub async fn start(config: ClusterConfig) -> Result<Cluster, ClusterError> {
-        let meta = MetaNode::start(config.meta.clone()).await?;
+        Self::start_with_tls(config, crate::network::Transport::plain(), None).await
+    }
+
+    /// [`start`](Self::start) with the Raft endpoint and its client over mTLS (the
+    /// controller's `NodeTls` gives both configs).
+    pub async fn start_with_tls(
+        config: ClusterConfig,
+        transport: crate::network::Transport,
+        server_tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    ) -> Result<Cluster, ClusterError> {
+        let meta = MetaNode::start_with_tls(config.meta.clone(), transport, server_tls).await?;
         let membership = std::sync::Arc::new(Membership::start(config.membership.clone()).await?);
         let bootstrap = tokio::spawn(bootstrap(
             meta.clone(),

@@ -26,9 +26,9 @@
 //! - **Transport**: JSON over HTTP/1.1 (axum server, reqwest client) on port 20040 for
 //!   Raft RPC, write forwarding, read-index and membership changes ([`network`]).
 //!   openraft's messages already serialize with serde, so there is no .proto to mirror
-//!   them and no protoc in the build. It is plain TCP today; [`network::Transport`] is where
-//!   the controller's mTLS client identity and https scheme plug in (the listener side
-//!   needs a rustls acceptor in the same place).
+//!   them and no protoc in the build. With TLS ([`MetaNode::start_with_tls`],
+//!   [`network::Transport::with_tls`]) only nodes holding a certificate of the cluster CA
+//!   get in; the controller crate makes the configs.
 //! - **One Raft group per `MetaNode`**: a `MetaNode` is one group with its own data
 //!   directory and port. The cluster runs one global group today. Region sharding (a group
 //!   per region so a region cut off from the others keeps enrolling agents and allocating

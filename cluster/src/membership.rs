@@ -66,6 +66,9 @@ pub struct NodeInfo {
     pub roles: Vec<Role>,
     pub raft_addr: String,
     pub api_addr: String,
+    /// Where agents push data to this node (host:port); empty = no ingest here.
+    #[serde(default)]
+    pub ingest_addr: String,
     pub gossip_addr: SocketAddr,
     pub version: String,
     pub load: Load,
@@ -120,6 +123,7 @@ const K_AZ: &str = "az";
 const K_ROLES: &str = "roles";
 const K_RAFT: &str = "raft_addr";
 const K_API: &str = "api_addr";
+const K_INGEST: &str = "ingest_addr";
 const K_VERSION: &str = "version";
 const K_AGENTS: &str = "load.agents";
 const K_RPS: &str = "load.records_per_sec";
@@ -144,6 +148,7 @@ fn node_kvs(n: &NodeInfo) -> Vec<(String, String)> {
         (K_ROLES.to_string(), roles.join(",")),
         (K_RAFT.to_string(), n.raft_addr.clone()),
         (K_API.to_string(), n.api_addr.clone()),
+        (K_INGEST.to_string(), n.ingest_addr.clone()),
         (K_VERSION.to_string(), n.version.clone()),
     ];
     kvs.extend(load_kvs(&n.load).into_iter().map(|(k, v)| (k.to_string(), v)));
@@ -161,6 +166,7 @@ pub fn parse_node(id: &ChitchatId, s: &NodeState) -> Option<NodeInfo> {
         roles: s.get(K_ROLES)?.split(',').filter_map(Role::parse).collect(),
         raft_addr: s.get(K_RAFT)?.to_string(),
         api_addr: s.get(K_API).unwrap_or_default().to_string(),
+        ingest_addr: s.get(K_INGEST).unwrap_or_default().to_string(),
         gossip_addr: id.gossip_advertise_addr,
         version: s.get(K_VERSION).unwrap_or_default().to_string(),
         load: Load {

@@ -2,10 +2,14 @@
 //!
 //! Why HTTP/JSON and not gRPC: openraft's messages already derive serde, so no .proto
 //! mirror of them has to be kept in sync, no protoc is needed, and every call is one
-//! request/response, which HTTP/1.1 keep-alive carries well at metadata rates. The
-//! transport is plain TCP for now; [`Transport`] is the seam where the controller's mTLS
-//! (a rustls client identity and an https scheme) plugs in.
+//! request/response, which HTTP/1.1 keep-alive carries well at metadata rates.
+//!
+//! mTLS: [`Transport::with_tls`] makes the client side https with the node's certificate
+//! (the controller builds the rustls config); [`TlsListener`] is the listener side,
+//! given to [`MetaNode::start_with_tls`](crate::MetaNode::start_with_tls).
 
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::error::{
@@ -43,6 +47,18 @@ impl Transport {
             .build()
             .unwrap_or_default();
         Transport { client, scheme: "http" }
+    }
+
+    /// https with this rustls client config (trust the cluster CA, present the node
+    /// certificate). Peers are dialled by their Raft address, which their certificate
+    /// must name.
+    pub fn with_tls(tls: rustls::ClientConfig) -> Result<Transport, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .connect_timeout(Duration::from_secs(2))
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build()?;
+        Ok(Transport { client, scheme: "https" })
     }
 
     pub fn url(&self, addr: &str, path: &str) -> String {
@@ -137,5 +153,71 @@ impl RaftNetwork<TypeConfig> for Peer {
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
         self.call(PATH_VOTE, &rpc, &option).await
+    }
+}
+
+/// The TLS side of the cluster endpoint: each handshake runs on its own task (a slow
+/// client never holds up the others); only completed handshakes reach axum.
+pub struct TlsListener {
+    local: SocketAddr,
+    rx: tokio::sync::mpsc::Receiver<(
+        tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+        SocketAddr,
+    )>,
+}
+
+impl TlsListener {
+    /// Must be called inside a tokio runtime.
+    pub fn new(
+        listener: tokio::net::TcpListener,
+        config: Arc<rustls::ServerConfig>,
+    ) -> std::io::Result<TlsListener> {
+        let local = listener.local_addr()?;
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        tokio::spawn(async move {
+            loop {
+                let (tcp, peer) = tokio::select! {
+                    r = listener.accept() => match r {
+                        Ok(c) => c,
+                        Err(e) => {
+                            tracing::warn!("cluster: accept failed: {e}");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    },
+                    _ = tx.closed() => return,
+                };
+                let (acceptor, tx) = (acceptor.clone(), tx.clone());
+                tokio::spawn(async move {
+                    match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await
+                    {
+                        Ok(Ok(tls)) => {
+                            let _ = tx.send((tls, peer)).await;
+                        }
+                        Ok(Err(e)) => tracing::debug!(%peer, "cluster: handshake refused: {e}"),
+                        Err(_) => tracing::debug!(%peer, "cluster: handshake timed out"),
+                    }
+                });
+            }
+        });
+        Ok(TlsListener { local, rx })
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.rx.recv().await {
+            Some(c) => c,
+            // The accept task only ends once this receiver is gone.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        Ok(self.local)
     }
 }

@@ -171,6 +171,16 @@ impl MetaNode {
         config: MetaConfig,
         transport: Transport,
     ) -> Result<MetaNode, MetaError> {
+        Self::start_with_tls(config, transport, None).await
+    }
+
+    /// Serves the cluster endpoint over TLS when `server_tls` is given (pair it with a
+    /// [`Transport::with_tls`] so that this node dials its peers over https too).
+    pub async fn start_with_tls(
+        config: MetaConfig,
+        transport: Transport,
+        server_tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> Result<MetaNode, MetaError> {
         let raft_cfg = openraft::Config {
             cluster_name: "fathom".into(),
             heartbeat_interval: config.heartbeat_interval.as_millis() as u64,
@@ -206,14 +216,27 @@ impl MetaNode {
             }),
         };
         let app = node.router();
-        tokio::spawn(async move {
-            let stopped = async move {
-                let _ = stop.wait_for(|s| *s).await;
-            };
-            if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stopped).await {
-                tracing::error!(error = %e, "cluster endpoint stopped");
+        let stopped = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        match server_tls {
+            None => tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stopped).await {
+                    tracing::error!(error = %e, "cluster endpoint stopped");
+                }
+            }),
+            Some(tls) => {
+                let addr = node.inner.config.listen_addr;
+                let listener = crate::network::TlsListener::new(listener, tls)
+                    .map_err(|source| MetaError::Listen { addr, source })?;
+                tokio::spawn(async move {
+                    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stopped).await
+                    {
+                        tracing::error!(error = %e, "cluster endpoint stopped");
+                    }
+                })
             }
-        });
+        };
         Ok(node)
     }
 

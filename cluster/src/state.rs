@@ -85,6 +85,23 @@ pub struct AgentConfig {
     pub body: String,
 }
 
+/// The cluster CA: its certificate and private key (PEM). Replicated so that every
+/// controller can sign; see the controller crate for what protects it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaRecord {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+/// A certificate the CA issued, by serial (hex): whom it names and until when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IssuedCert {
+    /// "agent/<id>", "admin/<name>" or "node/<id>".
+    pub subject: String,
+    pub expires_at_ms: u64,
+    pub revoked: bool,
+}
+
 /// A range of ids `[start, end)` reserved for one node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TagBlock {
@@ -147,6 +164,10 @@ pub enum Command {
     AgentHeartbeats {
         beats: Vec<(String, u64)>,
     },
+    /// The config versions agents report running (only changes are sent).
+    AgentConfigVersions {
+        versions: Vec<(String, u64)>,
+    },
     CreateToken(EnrollmentToken),
     /// Single use: fails when the token is expired, revoked or already used by another agent.
     ConsumeToken {
@@ -179,6 +200,34 @@ pub enum Command {
     /// next placement round sees the removal.
     AssignIngestMany {
         assignments: Vec<(String, Option<u64>)>,
+    },
+    /// Install the cluster CA. The first one wins: a second bootstrap racing the first
+    /// gets `Rejected` and must use the replicated one.
+    SetCa(CaRecord),
+    /// Record a certificate the CA signed (an agent's certificate also becomes its
+    /// record's `cert_serial`).
+    RecordCert {
+        serial: String,
+        cert: IssuedCert,
+    },
+    /// Revoke one certificate by serial.
+    RevokeCert {
+        serial: String,
+    },
+    /// Revoke an agent: its status becomes `Revoked` and every certificate issued to it
+    /// is revoked, so it is refused on every node once this entry is applied there.
+    RevokeAgent {
+        id: String,
+    },
+    /// Drop records of certificates expired before `now_ms` (they are refused by the
+    /// TLS layer anyway).
+    PruneCerts {
+        now_ms: u64,
+    },
+    /// Agents whose last beat is older than `before_ms` become `Lost` (Active/Enrolled
+    /// ones only; a revoked agent stays revoked).
+    MarkLost {
+        before_ms: u64,
     },
     /// A key-value write: cluster settings (`setting/<key>`), and measuring replication.
     Put {
@@ -227,6 +276,27 @@ pub struct MetaState {
     pub tags: BTreeMap<String, TagDict>,
     pub agent_configs: BTreeMap<String, AgentConfig>,
     pub kv: BTreeMap<String, String>,
+    #[serde(default)]
+    pub ca: Option<CaRecord>,
+    /// Every certificate issued and not yet pruned, by serial (hex).
+    #[serde(default)]
+    pub certs: BTreeMap<String, IssuedCert>,
+}
+
+impl MetaState {
+    /// Whether a certificate (by serial) must be refused: revoked itself, or issued to an
+    /// agent that is revoked.
+    pub fn cert_revoked(&self, serial: &str) -> bool {
+        match self.certs.get(serial) {
+            Some(c) => {
+                c.revoked
+                    || c.subject.strip_prefix("agent/").is_some_and(|id| {
+                        self.agents.get(id).is_some_and(|a| a.status == AgentStatus::Revoked)
+                    })
+            }
+            None => false,
+        }
+    }
 }
 
 impl MetaState {
@@ -314,6 +384,14 @@ impl MetaState {
                         if a.status == AgentStatus::Lost || a.status == AgentStatus::Enrolled {
                             a.status = AgentStatus::Active;
                         }
+                    }
+                }
+                Response::Ok
+            }
+            Command::AgentConfigVersions { versions } => {
+                for (id, v) in versions {
+                    if let Some(a) = self.agents.get_mut(&id) {
+                        a.config_version = v;
                     }
                 }
                 Response::Ok
@@ -421,6 +499,58 @@ impl MetaState {
                     }
                     if let Some(a) = self.agents.get_mut(&agent) {
                         a.ingest_node = node;
+                    }
+                }
+                Response::Ok
+            }
+            Command::SetCa(ca) => {
+                if self.ca.is_some() {
+                    return Response::rejected("the cluster CA is already set");
+                }
+                self.ca = Some(ca);
+                Response::Ok
+            }
+            Command::RecordCert { serial, cert } => {
+                if let Some(id) = cert.subject.strip_prefix("agent/") {
+                    match self.agents.get_mut(id) {
+                        Some(a) if a.status == AgentStatus::Revoked => {
+                            return Response::rejected(format!("agent {id:?} is revoked"))
+                        }
+                        Some(a) => a.cert_serial = serial.clone(),
+                        None => return Response::rejected(format!("unknown agent {id:?}")),
+                    }
+                }
+                self.certs.entry(serial).or_insert(cert);
+                Response::Ok
+            }
+            Command::RevokeCert { serial } => match self.certs.get_mut(&serial) {
+                Some(c) => {
+                    c.revoked = true;
+                    Response::Ok
+                }
+                None => Response::rejected(format!("unknown certificate {serial:?}")),
+            },
+            Command::RevokeAgent { id } => {
+                let Some(a) = self.agents.get_mut(&id) else {
+                    return Response::rejected(format!("unknown agent {id:?}"));
+                };
+                a.status = AgentStatus::Revoked;
+                let subject = format!("agent/{id}");
+                for c in self.certs.values_mut().filter(|c| c.subject == subject) {
+                    c.revoked = true;
+                }
+                Response::Ok
+            }
+            Command::PruneCerts { now_ms } => {
+                self.certs.retain(|_, c| c.expires_at_ms > now_ms);
+                Response::Ok
+            }
+            Command::MarkLost { before_ms } => {
+                for a in self.agents.values_mut() {
+                    if matches!(a.status, AgentStatus::Active | AgentStatus::Enrolled)
+                        && a.last_heartbeat_ms < before_ms
+                    {
+                        a.status = AgentStatus::Lost;
                     }
                 }
                 Response::Ok
@@ -580,6 +710,66 @@ mod tests {
         assert_eq!(s.apply(set("a")), Response::ConfigVersion { version: 1 });
         assert_eq!(s.apply(set("a")), Response::ConfigVersion { version: 1 });
         assert_eq!(s.apply(set("b")), Response::ConfigVersion { version: 2 });
+    }
+
+    fn agent(id: &str) -> AgentRecord {
+        AgentRecord {
+            id: id.into(),
+            host: id.into(),
+            pool: "p".into(),
+            region: "r".into(),
+            az: "z".into(),
+            cert_serial: String::new(),
+            status: AgentStatus::Enrolled,
+            ingest_node: None,
+            last_heartbeat_ms: 100,
+            config_version: 0,
+        }
+    }
+
+    #[test]
+    fn revoking_an_agent_revokes_all_its_certificates_and_sticks() {
+        let mut s = MetaState::default();
+        s.apply(Command::UpsertAgent(agent("a")));
+        s.apply(Command::UpsertAgent(agent("b")));
+        let cert = |subject: &str| IssuedCert {
+            subject: subject.into(),
+            expires_at_ms: 1000,
+            revoked: false,
+        };
+        for (serial, subject) in [("01", "agent/a"), ("02", "agent/a"), ("03", "agent/b")] {
+            let r = s.apply(Command::RecordCert { serial: serial.into(), cert: cert(subject) });
+            assert_eq!(r, Response::Ok);
+        }
+        assert_eq!(s.agents["a"].cert_serial, "02");
+        assert_eq!(s.apply(Command::RevokeAgent { id: "a".into() }), Response::Ok);
+        assert!(s.cert_revoked("01") && s.cert_revoked("02") && !s.cert_revoked("03"));
+        // A beat does not bring a revoked agent back, nor can it get a new certificate.
+        s.apply(Command::AgentHeartbeats { beats: vec![("a".into(), 500)] });
+        assert_eq!(s.agents["a"].status, AgentStatus::Revoked);
+        let r = s.apply(Command::RecordCert { serial: "04".into(), cert: cert("agent/a") });
+        assert!(matches!(r, Response::Rejected { .. }), "{r:?}");
+        // The CA is set once.
+        let ca = CaRecord { cert_pem: "c".into(), key_pem: "k".into() };
+        assert_eq!(s.apply(Command::SetCa(ca.clone())), Response::Ok);
+        assert!(matches!(s.apply(Command::SetCa(ca)), Response::Rejected { .. }));
+        s.apply(Command::PruneCerts { now_ms: 1000 });
+        assert!(s.certs.is_empty());
+    }
+
+    #[test]
+    fn silent_agents_are_lost_until_they_beat() {
+        let mut s = MetaState::default();
+        s.apply(Command::UpsertAgent(agent("a")));
+        s.apply(Command::UpsertAgent(agent("b")));
+        s.apply(Command::AgentHeartbeats { beats: vec![("b".into(), 300)] });
+        s.apply(Command::MarkLost { before_ms: 200 });
+        assert_eq!(s.agents["a"].status, AgentStatus::Lost);
+        assert_eq!(s.agents["b"].status, AgentStatus::Active);
+        s.apply(Command::AgentHeartbeats { beats: vec![("a".into(), 400)] });
+        assert_eq!(s.agents["a"].status, AgentStatus::Active);
+        s.apply(Command::AgentConfigVersions { versions: vec![("a".into(), 3)] });
+        assert_eq!(s.agents["a"].config_version, 3);
     }
 
     #[test]

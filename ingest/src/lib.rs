@@ -29,4 +29,4 @@ pub use config::IngestConfig;
 pub use convert::{Rows, Tagger};
 pub use decode::{decode_batch, DecodeError, Limits};
 pub use hwm::HighWaterMarks;
-pub use server::{IngestService, IngestStats, RunningIngest};
+pub use server::{AgentAuthorizer, IngestService, IngestStats, IngestTls, RunningIngest};

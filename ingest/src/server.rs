@@ -187,8 +187,24 @@ fn store_status(e: StoreError) -> Status {
     Status::unavailable(format!("store: {e}"))
 }
 
+/// A peer certificate (DER) -> the agent id it may push as, or why it is refused.
+pub type AgentAuthorizer = Arc<dyn Fn(&[u8]) -> Result<String, String> + Send + Sync>;
+
+/// Agent data over mTLS: the rustls server config (client certificates required) and
+/// the check that maps a peer certificate to the one agent id it may push as. The check
+/// runs on every push, so a revoked agent is refused on connections opened before the
+/// revoke too.
+#[derive(Clone)]
+pub struct IngestTls {
+    pub config: Arc<fathom_proto::tls::rustls::ServerConfig>,
+    /// Leaf certificate (DER) -> agent id, or why it is refused.
+    pub authorize: AgentAuthorizer,
+}
+
 /// The `AgentData` service.
 pub struct IngestService {
+    /// With mTLS: who may push as which agent.
+    authorize: Option<AgentAuthorizer>,
     limits: Limits,
     known: Vec<String>,
     tagger: Arc<Tagger>,
@@ -231,6 +247,18 @@ impl IngestService {
 impl AgentData for IngestService {
     async fn push(&self, req: Request<RecordBatch>) -> Result<Response<Ack>, Status> {
         self.stats.batches_received.fetch_add(1, Ordering::Relaxed);
+        if let Some(authorize) = &self.authorize {
+            let leaf = req.peer_certs().and_then(|c| c.first().cloned());
+            let leaf =
+                leaf.ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
+            let agent = authorize(&leaf).map_err(Status::permission_denied)?;
+            if agent != req.get_ref().agent_id {
+                return Err(Status::permission_denied(format!(
+                    "certificate of agent {agent:?} cannot push as {:?}",
+                    req.get_ref().agent_id
+                )));
+            }
+        }
         let batch = req.into_inner();
         self.check_agent(&batch)?;
         let batch_id = batch.batch_id;
@@ -298,6 +326,15 @@ impl RunningIngest {
     /// Opens the dictionaries and marks under `cfg.data_dir`, publishes the
     /// dictionaries to the store, and starts serving on `cfg.listen`.
     pub fn start(cfg: &IngestConfig, store: Arc<dyn Store>) -> Result<RunningIngest, String> {
+        Self::start_with(cfg, store, None)
+    }
+
+    /// [`start`](Self::start), serving over mTLS when `tls` is given.
+    pub fn start_with(
+        cfg: &IngestConfig,
+        store: Arc<dyn Store>,
+        tls: Option<IngestTls>,
+    ) -> Result<RunningIngest, String> {
         let dicts = Arc::new(
             Dictionaries::open(cfg.data_dir.join("tags"), Default::default())
                 .map_err(|e| format!("ingest: {e}"))?,
@@ -345,6 +382,7 @@ impl RunningIngest {
             writers.push(t);
         }
         let svc = IngestService {
+            authorize: tls.as_ref().map(|t| t.authorize.clone()),
             limits: Limits {
                 max_batch_bytes: cfg.max_batch_bytes,
                 max_decompressed_bytes: cfg.max_decompressed_bytes,
@@ -370,18 +408,32 @@ impl RunningIngest {
         // The whole batch plus protobuf framing; beyond it tonic refuses the
         // message before decoding it.
         let max_msg = cfg.max_batch_bytes + (64 << 10);
-        rt.spawn(async move {
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-            let res = tonic::transport::Server::builder()
-                .add_service(AgentDataServer::new(svc).max_decoding_message_size(max_msg))
-                .serve_with_incoming_shutdown(incoming, async {
-                    let _ = stop_rx.await;
-                })
-                .await;
-            if let Err(e) = res {
-                tracing::error!("ingest: server failed: {e}");
-            }
-        });
+        let server = AgentDataServer::new(svc).max_decoding_message_size(max_msg);
+        let stopped = async move {
+            let _ = stop_rx.await;
+        };
+        match tls {
+            None => rt.spawn(async move {
+                let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+                let res = tonic::transport::Server::builder()
+                    .add_service(server)
+                    .serve_with_incoming_shutdown(incoming, stopped)
+                    .await;
+                if let Err(e) = res {
+                    tracing::error!("ingest: server failed: {e}");
+                }
+            }),
+            Some(tls) => rt.spawn(async move {
+                let incoming = fathom_proto::tls::incoming(listener, tls.config);
+                let res = tonic::transport::Server::builder()
+                    .add_service(server)
+                    .serve_with_incoming_shutdown(incoming, stopped)
+                    .await;
+                if let Err(e) = res {
+                    tracing::error!("ingest: server failed: {e}");
+                }
+            }),
+        };
         tracing::info!(%addr, "ingest: serving agent data");
         Ok(RunningIngest { addr, rt: Some(rt), shutdown: Some(shutdown), writers, stats, tagger })
     }

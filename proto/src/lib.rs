@@ -6,5 +6,7 @@
 pub mod admin;
 pub mod agent;
 pub mod codec;
+pub mod control;
+pub mod tls;
 
 pub use agent::*;

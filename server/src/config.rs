@@ -15,7 +15,7 @@ pub struct ServerConfig {
     pub ingest: IngestConfig,
     pub query: QuerySection,
     pub cluster: ClusterSection,
-    pub control: ControlSection,
+    pub controller: ControllerSection,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -112,18 +112,59 @@ impl Default for ClusterSection {
     }
 }
 
+/// The controller: the control port (agent enrollment, heartbeats, config push and
+/// fleet administration), the cluster CA and the certificates of every port.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct ControlSection {
-    /// Agent control and fleet administration (gRPC).
+pub struct ControllerSection {
+    /// Agent control and fleet administration (gRPC over TLS).
     pub listen: String,
     /// How fathomctl and agents reach `listen`; empty = listen (127.0.0.1 if 0.0.0.0).
     pub advertise: String,
+    /// More names and IPs agents, peers and fathomctl dial this node by; they go into
+    /// the node certificate (the hosts of advertise and raft_advertise always do).
+    pub cert_names: Vec<String>,
+    /// The ingest address handed to agents at enrollment; empty = ingest.listen
+    /// (127.0.0.1 if 0.0.0.0).
+    pub ingest_addr: String,
+    /// `ca.pem` + `ca.key` of the cluster CA; empty = `<ingest.data_dir>/ca`. Made on
+    /// the first node; copy it to every other node before its first start.
+    pub ca_dir: String,
+    /// Where this node writes an admin bundle for fathomctl at start (ca.pem,
+    /// admin.pem, admin.key); empty = `<ingest.data_dir>/admin`; "off" = none.
+    pub admin_dir: String,
+    /// Require agent certificates on the ingest port. false = plain gRPC, for tests
+    /// that push hand-made batches; never in a real deployment.
+    pub ingest_tls: bool,
+    pub ca_ttl_days: u64,
+    pub node_cert_ttl_days: u64,
+    pub agent_cert_ttl_days: u64,
+    pub admin_cert_ttl_days: u64,
+    pub heartbeat_interval_secs: u64,
+    pub heartbeat_flush_ms: u64,
+    pub lost_after_secs: u64,
+    pub lost_check_interval_secs: u64,
 }
 
-impl Default for ControlSection {
+impl Default for ControllerSection {
     fn default() -> Self {
-        ControlSection { listen: "0.0.0.0:20035".into(), advertise: String::new() }
+        ControllerSection {
+            listen: "0.0.0.0:20035".into(),
+            advertise: String::new(),
+            cert_names: Vec::new(),
+            ingest_addr: String::new(),
+            ca_dir: String::new(),
+            admin_dir: String::new(),
+            ingest_tls: true,
+            ca_ttl_days: 3650,
+            node_cert_ttl_days: 90,
+            agent_cert_ttl_days: 30,
+            admin_cert_ttl_days: 365,
+            heartbeat_interval_secs: 10,
+            heartbeat_flush_ms: 1000,
+            lost_after_secs: 60,
+            lost_check_interval_secs: 5,
+        }
     }
 }
 
@@ -181,9 +222,22 @@ Configuration (TOML file; each key also FATHOM_SERVER_<SECTION>__<KEY>):
     seeds = []                  gossip host:port of a few members, e.g. [\"10.0.0.1:20041\"]
     bootstrap_expect = 1        controllers to wait for before forming a new cluster; 0 = join only
     data_dir = \"\"               Raft log and snapshots; empty = <ingest.data_dir>/cluster
-  [control]
-    listen = \"0.0.0.0:20035\"    agent control and fleet administration (gRPC; fathomctl)
-    advertise = \"\"              how fathomctl reaches it; empty = listen (0.0.0.0 -> 127.0.0.1)
+  [controller]                  control port, cluster CA, certificates (mTLS on every port)
+    listen = \"0.0.0.0:20035\"    agent enrollment and control, fleet administration (gRPC, TLS; fathomctl)
+    advertise = \"\"              how fathomctl and agents reach it; empty = listen (0.0.0.0 -> 127.0.0.1)
+    cert_names = []             more DNS names / IPs for the node certificate (hosts of advertise and raft_advertise are in it)
+    ingest_addr = \"\"            ingest host:port given to agents at enrollment; empty = ingest.listen (0.0.0.0 -> 127.0.0.1)
+    ca_dir = \"\"                 cluster CA (ca.pem, ca.key 0600); empty = <ingest.data_dir>/ca; made on first start, copy to every other node before its first start
+    admin_dir = \"\"              admin bundle for fathomctl written at start (ca.pem, admin.pem, admin.key); empty = <ingest.data_dir>/admin; \"off\" = none
+    ingest_tls = true           require agent certificates on the ingest port; false = plain gRPC (tests only)
+    ca_ttl_days = 3650          lifetime of a new cluster CA
+    node_cert_ttl_days = 90     node certificates, issued at each start
+    agent_cert_ttl_days = 30    agent certificates (renewed after two thirds)
+    admin_cert_ttl_days = 365   admin certificates
+    heartbeat_interval_secs = 10  how often agents beat
+    heartbeat_flush_ms = 1000   beats are written to Raft in one entry per this interval
+    lost_after_secs = 60        an agent silent this long is marked Lost
+    lost_check_interval_secs = 5  how often silence is checked
 ";
 
 impl ServerConfig {

@@ -6,7 +6,7 @@
 mod admin;
 mod cluster_node;
 mod config;
-mod control;
+mod controller;
 mod placement;
 mod settings;
 
@@ -17,7 +17,8 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use config::{ServerConfig, KEYS_HELP};
-use fathom_ingest::RunningIngest;
+use fathom_controller::{ControlError, ControlHandle, ControlPlane};
+use fathom_ingest::{IngestTls, RunningIngest};
 use fathom_store::{
     ClickHouseConfig, ClickHouseStore, EmbeddedConfig, EmbeddedStore, Retention, Store,
 };
@@ -124,14 +125,92 @@ async fn shutdown_signal() {
     }
 }
 
+/// Waits for a Raft leader, then loads the replicated cluster CA (proposing this node's
+/// own on a new cluster) and issues this node's certificate. A node that joins later
+/// (bootstrap_expect 0) waits here until `fathomctl node add` made it a member.
+async fn control_plane(
+    cfg: &ServerConfig,
+    meta: fathom_cluster::MetaNode,
+    membership: Arc<fathom_cluster::Membership>,
+    tls: &fathom_controller::NodeTls,
+) -> Result<ControlPlane, String> {
+    let control_cfg = controller::control_config(cfg)?;
+    let mut waited = 0u32;
+    loop {
+        let ca = fathom_controller::ca::ClusterCa::from_record(&tls.ca.to_record())
+            .map_err(|e| format!("cluster CA: {e}"))?;
+        match ControlPlane::bootstrap_with_ca(meta.clone(), control_cfg.clone(), Some(ca)).await {
+            Ok(mut p) => {
+                let membership = membership.clone();
+                p.set_ingest_addrs(Arc::new(move |node| {
+                    membership
+                        .live_nodes()
+                        .into_iter()
+                        .find(|n| n.id == node)
+                        .map(|n| n.ingest_addr)
+                        .filter(|a| !a.is_empty())
+                }));
+                return Ok(p);
+            }
+            Err(
+                e @ (ControlError::Meta(_) | ControlError::Rejected { what: "certificate", .. }),
+            ) => {
+                waited += 1;
+                if waited == 1 || waited.is_multiple_of(10) {
+                    tracing::info!(
+                        "controller: waiting for a Raft leader (is a majority of controllers \
+                         up, or has this node been added with `fathomctl node add`?): {e}"
+                    );
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+            Err(e) => return Err(format!("controller: {e}")),
+        }
+    }
+}
+
+/// The control port (agent enrollment and control, admin service) and, first, the
+/// admin bundle fathomctl on this machine uses.
+async fn serve_control(
+    cfg: &ServerConfig,
+    plane: &ControlPlane,
+    cluster: &fathom_cluster::Cluster,
+) -> Result<ControlHandle, String> {
+    if let Some(dir) = controller::admin_dir(cfg) {
+        let b = plane
+            .write_admin_bundle(&dir, "admin")
+            .await
+            .map_err(|e| format!("admin bundle in {}: {e}", dir.display()))?;
+        tracing::info!(
+            "fathomctl: --ca {} --cert {} --key {}",
+            b.ca.display(),
+            b.cert.display(),
+            b.key.display()
+        );
+    }
+    let routes =
+        admin::admin_routes(cluster.meta.clone(), cluster.membership.clone(), plane.authority());
+    plane.serve(routes).await.map_err(|e| format!("control port {}: {e}", cfg.controller.listen))
+}
+
 fn run(cfg: ServerConfig) -> Result<(), String> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     let cluster_cfg = cluster_node::cluster_config(&cfg)?;
+    // The Raft port is mTLS with node certificates from the local CA directory.
+    let tls = controller::node_tls(&cfg)?;
+    let raft_client = tls.raft_client().map_err(|e| format!("Raft client TLS: {e}"))?;
+    let transport = fathom_cluster::network::Transport::with_tls(raft_client)
+        .map_err(|e| format!("Raft client: {e}"))?;
+    let raft_server = tls.raft_server().map_err(|e| format!("Raft server TLS: {e}"))?;
     let cluster = rt
-        .block_on(fathom_cluster::Cluster::start(cluster_cfg))
+        .block_on(fathom_cluster::Cluster::start_with_tls(
+            cluster_cfg,
+            transport,
+            Some(raft_server),
+        ))
         .map_err(|e| format!("cluster: {e}"))?;
     let placement = {
         let _in_runtime = rt.enter();
@@ -144,8 +223,6 @@ fn run(cfg: ServerConfig) -> Result<(), String> {
             let _ = rx.wait_for(|s| *s).await;
         }
     };
-    let routes = admin::admin_routes(cluster.meta.clone(), cluster.membership.clone());
-    let control = rt.spawn(control::serve(cfg.control.listen.clone(), routes, stopped()));
     let store = match rt.block_on(open_store(&cfg)) {
         Ok(s) => s,
         Err(e) => {
@@ -153,67 +230,121 @@ fn run(cfg: ServerConfig) -> Result<(), String> {
             return Err(e);
         }
     };
-    // Ingest runs its own runtime and writer threads.
-    let ingest = match RunningIngest::start(&cfg.ingest, store.clone()) {
-        Ok(i) => i,
+    // The query API answers (health included) while the controller waits for a leader.
+    let query = rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind(&cfg.query.listen)
+            .await
+            .map_err(|e| format!("cannot listen on {} for queries: {e}", cfg.query.listen))?;
+        Ok::<_, String>(listener)
+    });
+    let query_listener = match query {
+        Ok(l) => l,
         Err(e) => {
             rt.block_on(stop_cluster(cluster, placement));
             return Err(e);
         }
     };
-    let served = rt.block_on(async {
-        let listener = tokio::net::TcpListener::bind(&cfg.query.listen)
-            .await
-            .map_err(|e| format!("cannot listen on {} for queries: {e}", cfg.query.listen))?;
-        let stats = ingest.shared_stats();
-        let app = fathom_query::api::router(store.clone()).route(
+    let stats_slot: Arc<std::sync::OnceLock<Arc<fathom_ingest::IngestStats>>> = Default::default();
+    let app = {
+        let slot = stats_slot.clone();
+        fathom_query::api::router(store.clone()).route(
             "/metrics",
             axum::routing::get(move || {
-                let stats = stats.clone();
+                let slot = slot.clone();
                 async move {
                     let mut out = String::with_capacity(2048);
-                    stats.render_metrics(&mut out);
+                    if let Some(stats) = slot.get() {
+                        stats.render_metrics(&mut out);
+                    }
                     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
                 }
             }),
-        );
-        tracing::info!(
-            node = cfg.cluster.node_id,
-            ingest = %ingest.local_addr(),
-            query = %cfg.query.listen,
-            control = %cfg.control.listen,
-            backend = %cfg.store.backend,
-            "fathom-server ready"
-        );
-        let query = axum::serve(listener, app).with_graceful_shutdown(stopped()).into_future();
-        let mut query = tokio::spawn(query);
-        let mut control = control;
-        let joined = |r: Result<Result<(), String>, tokio::task::JoinError>, what: &str| match r {
-            Ok(r) => r,
-            Err(e) => Err(format!("{what}: {e}")),
+        )
+    };
+    let mut query =
+        rt.spawn(axum::serve(query_listener, app).with_graceful_shutdown(stopped()).into_future());
+
+    // Controller, then the control port; a signal meanwhile stops the server.
+    let started = rt.block_on(async {
+        let setup = async {
+            let plane =
+                control_plane(&cfg, cluster.meta.clone(), cluster.membership.clone(), &tls).await?;
+            let control = serve_control(&cfg, &plane, &cluster).await?;
+            Ok::<_, String>((plane, control))
         };
-        // Until a signal, or until a server fails (then stop the rest and say why).
+        tokio::select! {
+            r = setup => r.map(Some),
+            _ = shutdown_signal() => Ok(None),
+        }
+    });
+    let (plane, control) = match started {
+        Ok(Some(pc)) => pc,
+        other => {
+            let _ = stop_tx.send(true);
+            let _ = rt.block_on(&mut query);
+            rt.block_on(stop_cluster(cluster, placement));
+            return other.map(|_| ());
+        }
+    };
+    // Ingest runs its own runtime and writer threads (started outside this runtime).
+    let ingest_tls = if cfg.controller.ingest_tls {
+        match plane.data_server_config() {
+            Ok(config) => Some(IngestTls { config, authorize: plane.agent_authorizer() }),
+            Err(e) => {
+                rt.block_on(async {
+                    control.shutdown().await;
+                    stop_cluster(cluster, placement).await
+                });
+                return Err(format!("ingest TLS: {e}"));
+            }
+        }
+    } else {
+        tracing::warn!(
+            "controller.ingest_tls = false: the ingest port takes plain gRPC from anyone"
+        );
+        None
+    };
+    let ingest = match RunningIngest::start_with(&cfg.ingest, store.clone(), ingest_tls) {
+        Ok(i) => i,
+        Err(e) => {
+            rt.block_on(async {
+                control.shutdown().await;
+                stop_cluster(cluster, placement).await
+            });
+            return Err(e);
+        }
+    };
+    let _ = stats_slot.set(ingest.shared_stats());
+    tracing::info!(
+        node = cfg.cluster.node_id,
+        ingest = %ingest.local_addr(),
+        ingest_tls = cfg.controller.ingest_tls,
+        query = %cfg.query.listen,
+        control = %control.local_addr(),
+        backend = %cfg.store.backend,
+        "fathom-server ready"
+    );
+    let served = rt.block_on(async {
+        let joined = |r: Result<Result<(), std::io::Error>, tokio::task::JoinError>| match r {
+            Ok(r) => r.map_err(|e| format!("query API: {e}")),
+            Err(e) => Err(format!("query API: {e}")),
+        };
+        // Until a signal, or until the query API fails.
         let mut result = tokio::select! {
             _ = shutdown_signal() => Ok(()),
-            r = &mut control => joined(r, "control service").and(Err("control service stopped".into())),
-            r = &mut query => joined(r.map(|r| r.map_err(|e| format!("query API: {e}"))), "query API")
-                .and(Err("query API stopped".into())),
+            r = &mut query => joined(r).and(Err("query API stopped".into())),
         };
         let _ = stop_tx.send(true);
         if !query.is_finished() {
-            result = result.and(joined(
-                query.await.map(|r| r.map_err(|e| format!("query API: {e}"))),
-                "query API",
-            ));
+            result = result.and(joined(query.await));
         }
-        if !control.is_finished() {
-            result = result.and(joined(control.await, "control service"));
-        }
+        control.shutdown().await;
         tracing::info!(
             "stopping: acknowledged batches are stored; the rest stay in agents' spools"
         );
         result
     });
+    drop(plane);
     rt.block_on(stop_cluster(cluster, placement));
     // Outside the async context: stopping shuts the ingest runtime down,
     // which tokio refuses (a panic) from within another runtime's task.

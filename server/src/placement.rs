@@ -246,6 +246,7 @@ mod cluster_tests {
                 roles: vec![Role::Controller, Role::Ingest],
                 raft_addr: raft.to_string(),
                 api_addr: String::new(),
+                ingest_addr: String::new(),
                 gossip_addr: gossip[i as usize],
                 version: "test".into(),
                 load: Load::default(),

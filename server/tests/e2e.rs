@@ -497,10 +497,12 @@ fn bad_input_gets_clear_errors_and_the_server_keeps_running() {
     require_root();
     let _serial = serial();
     let dir = TempDir::new("bad");
-    // Small limits so the oversized cases stay cheap.
+    // Small limits so the oversized cases stay cheap. Hand-made batches from any agent
+    // id: the ingest port in its plain mode (controller.ingest_tls = false, tests only).
     let mut server = Server::start(
         &dir.join("server-data"),
         &[
+            ("FATHOM_SERVER_CONTROLLER__INGEST_TLS", "false"),
             ("FATHOM_SERVER_INGEST__MAX_BATCH_BYTES", "1048576"),
             ("FATHOM_SERVER_INGEST__MAX_DECOMPRESSED_BYTES", "4194304"),
         ],

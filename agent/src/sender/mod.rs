@@ -11,11 +11,12 @@
 //! server, which is what its duplicate detection relies on.
 
 pub mod convert;
+pub mod enroll;
 pub mod spool;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -58,6 +59,15 @@ pub struct SenderConfig {
     pub request_timeout_ms: u64,
     /// Longest wait between retries.
     pub max_backoff_ms: u64,
+    /// The server's control service (enrollment, heartbeats), `host:port`; empty = no
+    /// enrollment (plain data channel).
+    pub control_addr: String,
+    /// One-time enrollment token, used only while `cert_dir` holds no certificate.
+    pub enroll_token: String,
+    /// The cluster CA certificate (PEM) trusted on first contact.
+    pub ca_file: String,
+    /// The agent's certificate, key and CA after enrollment (files 0600).
+    pub cert_dir: String,
 }
 
 impl Default for SenderConfig {
@@ -75,6 +85,10 @@ impl Default for SenderConfig {
             queue_capacity: 65_536,
             request_timeout_ms: 30_000,
             max_backoff_ms: 5_000,
+            control_addr: String::new(),
+            enroll_token: String::new(),
+            ca_file: String::new(),
+            cert_dir: "/var/lib/fathom-agent/certs".into(),
         }
     }
 }
@@ -113,12 +127,29 @@ enum Msg {
     Flush(mpsc::Sender<()>),
 }
 
-/// The one place the data channel is configured (mTLS will be added
-/// here). Connect it inside a tokio runtime.
-pub fn endpoint(server: &str, timeout: Duration) -> Result<Endpoint, String> {
-    let uri = if server.contains("://") { server.to_string() } else { format!("http://{server}") };
-    let ep = Endpoint::from_shared(uri.clone())
-        .map_err(|e| format!("sender: invalid server address {server:?}: {e}"))?
+/// The one place the data channel is configured: mTLS with the agent's certificate
+/// once enrolled, plain otherwise. Connect it inside a tokio runtime.
+pub fn endpoint(
+    server: &str,
+    timeout: Duration,
+    creds: Option<&enroll::Credentials>,
+) -> Result<Endpoint, String> {
+    let bad =
+        |e: tonic::transport::Error| format!("sender: invalid server address {server:?}: {e}");
+    let ep = match creds {
+        Some(c) => Endpoint::from_shared(enroll::https_uri(server))
+            .and_then(|e| e.tls_config(c.tls()))
+            .map_err(bad)?,
+        None => {
+            let uri = if server.contains("://") {
+                server.to_string()
+            } else {
+                format!("http://{server}")
+            };
+            Endpoint::from_shared(uri).map_err(bad)?
+        }
+    };
+    let ep = ep
         .connect_timeout(timeout.min(Duration::from_secs(5)))
         .timeout(timeout)
         .tcp_nodelay(true)
@@ -219,21 +250,35 @@ pub fn render_metrics(out: &mut String) {
 
 impl Sender {
     /// Opens the spool and starts the batcher and sending threads.
-    pub fn start(cfg: SenderConfig) -> Result<Sender, String> {
-        if cfg.server.is_empty() {
-            return Err("sender: [sender] server is not set (host:port of the server)".into());
-        }
-        let spool = Arc::new(
-            Spool::open(&cfg.spool_dir, cfg.spool_max_bytes, cfg.spool_fsync)
-                .map_err(|e| format!("sender: cannot open spool {}: {e}", cfg.spool_dir))?,
-        );
-        let timeout = Duration::from_millis(cfg.request_timeout_ms.max(1));
-        let endpoint = endpoint(&cfg.server, timeout)?;
+    pub fn start(mut cfg: SenderConfig) -> Result<Sender, String> {
         let host = crate::host::host_name();
         let agent_id = if cfg.agent_id.is_empty() { host.clone() } else { cfg.agent_id.clone() };
         if agent_id.is_empty() {
             return Err("sender: no agent_id set and the host name is unknown".into());
         }
+        let creds = enroll::ensure(&cfg, &agent_id, &host)?;
+        // With no fixed server the data channel follows placement (heartbeats).
+        let follow_placement = cfg.server.is_empty() && creds.is_some();
+        if cfg.server.is_empty() {
+            // The ingest node enrollment assigned.
+            cfg.server =
+                creds.as_ref().map(|c| c.enrollment.ingest_addr.clone()).unwrap_or_default();
+        }
+        if cfg.server.is_empty() {
+            return Err("sender: [sender] server is not set (host:port of the server)".into());
+        }
+        let creds = creds.map(|c| {
+            Arc::new(enroll::SharedCredentials {
+                current: Mutex::new(c),
+                generation: AtomicU64::new(0),
+            })
+        });
+        let spool = Arc::new(
+            Spool::open(&cfg.spool_dir, cfg.spool_max_bytes, cfg.spool_fsync)
+                .map_err(|e| format!("sender: cannot open spool {}: {e}", cfg.spool_dir))?,
+        );
+        let timeout = Duration::from_millis(cfg.request_timeout_ms.max(1));
+        let endpoint = endpoint(&cfg.server, timeout, creds.as_ref().map(|c| c.get()).as_ref())?;
         let (tx, rx) = mpsc::sync_channel(cfg.queue_capacity.max(1));
         let stats = Arc::new(SenderStats::default());
         let stop = Arc::new(AtomicBool::new(false));
@@ -260,7 +305,22 @@ impl Sender {
                 stop: stop.clone(),
                 wake: wake.clone(),
                 max_backoff: Duration::from_millis(cfg.max_backoff_ms.max(10)),
+                server: cfg.server.clone(),
+                follow_placement,
+                timeout,
+                creds: creds.clone(),
             };
+            let control = creds.clone().filter(|_| !cfg.control_addr.is_empty()).map(|creds| {
+                enroll::ControlLoop {
+                    control_addr: cfg.control_addr.clone(),
+                    cert_dir: cfg.cert_dir.clone().into(),
+                    creds,
+                    stats: stats.clone(),
+                    spool: spool.clone(),
+                    stop: stop.clone(),
+                    timeout,
+                }
+            });
             std::thread::Builder::new()
                 .name("sender-push".into())
                 .spawn(move || {
@@ -277,6 +337,10 @@ impl Sender {
                         let _rt = rt.enter();
                         endpoint.connect_lazy()
                     };
+                    // Heartbeats and renewal share the runtime: block_on drives both.
+                    if let Some(c) = control {
+                        rt.spawn(c.run());
+                    }
                     rt.block_on(p.run(channel));
                 })
                 .map_err(|e| format!("sender: cannot start thread: {e}"))?
@@ -416,6 +480,13 @@ struct Pusher {
     stop: Arc<AtomicBool>,
     wake: Arc<tokio::sync::Notify>,
     max_backoff: Duration,
+    server: String,
+    /// `server` is the assigned ingest node's and changes with the credentials'
+    /// `ingest_addr` (placement moved the agent).
+    follow_placement: bool,
+    timeout: Duration,
+    /// Renewed credentials make the data channel reconnect with the new certificate.
+    creds: Option<Arc<enroll::SharedCredentials>>,
 }
 
 /// What to do with a batch after a failed push.
@@ -425,13 +496,36 @@ fn permanent(code: Code) -> bool {
 }
 
 impl Pusher {
-    async fn run(self, channel: Channel) {
-        let mut client = AgentDataClient::new(channel)
-            .max_decoding_message_size(1 << 20)
-            .max_encoding_message_size(usize::MAX);
+    async fn run(mut self, channel: Channel) {
+        let client_of = |channel: Channel| {
+            AgentDataClient::new(channel)
+                .max_decoding_message_size(1 << 20)
+                .max_encoding_message_size(usize::MAX)
+        };
+        let mut client = client_of(channel);
+        let mut generation = self.creds.as_ref().map(|c| c.generation.load(Ordering::Acquire));
         let mut backoff = Duration::from_millis(100);
         let mut failed: Option<u64> = None;
         while !self.stop.load(Ordering::Acquire) {
+            if let Some(creds) = &self.creds {
+                let g = creds.generation.load(Ordering::Acquire);
+                if Some(g) != generation {
+                    let current = creds.get();
+                    let assigned = &current.enrollment.ingest_addr;
+                    if self.follow_placement && !assigned.is_empty() && *assigned != self.server {
+                        tracing::info!(from = %self.server, to = %assigned, "sender: moving the data channel");
+                        self.server = assigned.clone();
+                    }
+                    match endpoint(&self.server, self.timeout, Some(&current)) {
+                        Ok(ep) => {
+                            client = client_of(ep.connect_lazy());
+                            generation = Some(g);
+                            tracing::info!(server = %self.server, "sender: reconnecting with the current certificate and ingest node");
+                        }
+                        Err(e) => tracing::error!("{e}"),
+                    }
+                }
+            }
             let Some(batch) = self.spool.next_after(None) else {
                 // Wait for the batcher, but look again now and then.
                 let _ =

@@ -175,6 +175,7 @@ async fn run(a: Args) -> Result<(), Box<dyn std::error::Error>> {
         roles,
         raft_addr: raft_advertise,
         api_addr: a.api_addr.to_string(),
+        ingest_addr: String::new(),
         gossip_addr: a.gossip_addr,
         version: env!("CARGO_PKG_VERSION").to_string(),
         load: Load::default(),

@@ -6,9 +6,10 @@
 //! forwards to the leader. Operator input is checked with `fathom_regions` before it
 //! is written.
 //!
-//! [`admin_routes`] is the one entry point: the control-plane listener (plain TCP today,
-//! mTLS with an admin client certificate once the controller's TLS config is wired in)
-//! adds these routes next to the agent control service.
+//! [`admin_routes`] is the one entry point: the controller's control port (TLS) serves
+//! these routes next to the agent control service; every call must come with an admin
+//! client certificate (checked per request, revocation included), since agents and
+//! clients without a certificate reach the same port to enroll.
 
 mod views;
 
@@ -17,6 +18,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fathom_cluster::state::{AgentStatus, Az, NodeRecord, Pool, Region};
 use fathom_cluster::{Command, Membership, MetaError, MetaNode, MetaState, Response};
+use fathom_controller::ca::Identity;
+use fathom_controller::tls::Authority;
 use fathom_proto::admin::admin_server::{Admin, AdminServer};
 use fathom_proto::admin::*;
 use fathom_regions::{check_name, PoolSpec, Topology};
@@ -24,9 +27,18 @@ use tonic::{Request, Response as Reply, Status};
 
 use crate::settings;
 
-/// The admin gRPC service of this node, as routes to serve on the control port.
-pub fn admin_routes(meta: MetaNode, membership: Arc<Membership>) -> tonic::service::Routes {
-    tonic::service::Routes::new(AdminServer::new(AdminService { meta, membership }))
+/// The admin gRPC service of this node, as routes to serve on the control port: only
+/// peers with an admin certificate of the cluster CA get through.
+pub fn admin_routes(
+    meta: MetaNode,
+    membership: Arc<Membership>,
+    authority: Authority,
+) -> tonic::service::Routes {
+    let admins_only = authority.interceptor(|i| matches!(i, Identity::Admin(_)));
+    tonic::service::Routes::new(AdminServer::with_interceptor(
+        AdminService { meta, membership },
+        admins_only,
+    ))
 }
 
 pub struct AdminService {
@@ -251,7 +263,9 @@ impl Admin for AdminService {
 
     async fn revoke_agent(&self, req: Request<AgentId>) -> Res<Empty> {
         let id = req.into_inner().id;
-        self.write(Command::SetAgentStatus { id, status: AgentStatus::Revoked }).await?;
+        // The agent and all its certificates: every node refuses its pushes and calls
+        // once it applied the entry.
+        self.write(Command::RevokeAgent { id }).await?;
         Ok(Reply::new(Empty {}))
     }
 

@@ -179,9 +179,75 @@ impl Server {
         format!("http://127.0.0.1:{}", self.query_port)
     }
 
-    /// The admin endpoint for `fathomctl --server`.
+    /// The admin endpoint for `fathomctl --server` (TLS).
     pub fn control_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.control_port)
+        format!("https://127.0.0.1:{}", self.control_port)
+    }
+
+    /// The admin bundle the server writes at start (ca.pem, admin.pem, admin.key):
+    /// `FATHOMCTL_ADMIN_DIR` for fathomctl.
+    pub fn admin_dir(&self) -> PathBuf {
+        self.dir.join("server/admin")
+    }
+
+    /// The cluster CA directory (ca.pem, ca.key) of this node.
+    pub fn ca_dir(&self) -> PathBuf {
+        self.dir.join("server/ca")
+    }
+
+    /// Copies this node's CA directory to the node that will run in `dir`: what an
+    /// operator does before another controller node first starts.
+    pub fn copy_ca_to(&self, dir: &Path) {
+        let to = dir.join("server/ca");
+        std::fs::create_dir_all(&to).unwrap();
+        for f in ["ca.pem", "ca.key"] {
+            std::fs::copy(self.ca_dir().join(f), to.join(f)).unwrap();
+        }
+    }
+
+    fn env_is(&self, key: &str, value: &str) -> bool {
+        self.env.iter().any(|(k, v)| k == key && v == value)
+    }
+
+    /// Whether the ingest port requires agent certificates (the default).
+    pub fn ingest_tls(&self) -> bool {
+        !self.env_is("FATHOM_SERVER_CONTROLLER__INGEST_TLS", "false")
+    }
+
+    /// fathomctl with this server's admin bundle, `--server` this node.
+    pub fn ctl(&self, args: &[&str]) -> std::process::Output {
+        Command::new(fathomctl_bin())
+            .arg("--server")
+            .arg(self.control_url())
+            .args(args)
+            .env("FATHOMCTL_CONFIG", self.dir.join("fathomctl.toml"))
+            .env("FATHOMCTL_ADMIN_DIR", self.admin_dir())
+            .env_remove("FATHOMCTL_CONTEXT")
+            .env_remove("FATHOMCTL_SERVER")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run fathomctl")
+    }
+
+    /// A one-time enrollment token for pool `pool` (region e2e, AZ e2e-1; made here
+    /// when missing).
+    pub fn enroll_token(&self, pool: &str) -> String {
+        let ok = |args: &[&str]| {
+            let out = self.ctl(args);
+            assert!(
+                out.status.success(),
+                "fathomctl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        ok(&["region", "create", "e2e"]);
+        ok(&["az", "create", "e2e-1", "--region", "e2e"]);
+        ok(&["pool", "create", pool, "--region", "e2e", "--az", "e2e-1", "--kind", "vm"]);
+        let v: Value =
+            serde_json::from_str(&ok(&["token", "create", "--pool", pool, "-o", "json"]))
+                .expect("token JSON");
+        v["secret"].as_str().expect("a secret").to_string()
     }
 
     pub fn ingest_addr(&self) -> String {
@@ -203,7 +269,7 @@ impl Server {
             .env("FATHOM_SERVER_QUERY__LISTEN", format!("127.0.0.1:{}", self.query_port))
             .env("FATHOM_SERVER_CLUSTER__RAFT_LISTEN", format!("127.0.0.1:{}", self.raft_port))
             .env("FATHOM_SERVER_CLUSTER__GOSSIP_LISTEN", format!("127.0.0.1:{}", self.gossip_port))
-            .env("FATHOM_SERVER_CONTROL__LISTEN", format!("127.0.0.1:{}", self.control_port))
+            .env("FATHOM_SERVER_CONTROLLER__LISTEN", format!("127.0.0.1:{}", self.control_port))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);
@@ -230,6 +296,35 @@ impl Server {
                 std::thread::sleep(Duration::from_millis(100));
             }
         })();
+        // The control port opens once Raft has a leader and the admin bundle is written:
+        // waited for here for a one-node cluster; a node of a bigger one opens it once
+        // its peers are up too (or, joining later, after `node add`).
+        let joins = self
+            .env
+            .iter()
+            .any(|(k, v)| k == "FATHOM_SERVER_CLUSTER__BOOTSTRAP_EXPECT" && v != "1");
+        let res = res.and_then(|()| {
+            if joins {
+                return Ok(());
+            }
+            let t = Instant::now();
+            loop {
+                if let Some(st) = child.try_wait().unwrap() {
+                    return Err(format!("fathom-server exited with {st}"));
+                }
+                // Ingest starts last, with the controller's TLS settings.
+                if TcpStream::connect(("127.0.0.1", self.control_port)).is_ok()
+                    && TcpStream::connect(("127.0.0.1", self.ingest_port)).is_ok()
+                    && self.admin_dir().join("admin.key").exists()
+                {
+                    return Ok(());
+                }
+                if t.elapsed() > Duration::from_secs(120) {
+                    return Err("the control and ingest ports did not open in 120 s".to_string());
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
         if let Err(e) = res {
             let _ = child.kill();
             let _ = child.wait();
@@ -388,8 +483,10 @@ pub fn count_calls(server: &Server, port: u16) -> Result<(i64, i64), String> {
 }
 
 /// A running `fathom-agent run -i lo` (eBPF off unless `env` turns it on:
-/// packets only, for determinism) sending to `server`; the ingest port is
-/// excluded.
+/// packets only, for determinism) sending to `server`; the ingest and control
+/// ports are excluded. When the server requires agent certificates (the
+/// default) the agent enrolls first with a fresh token, like a real one, and
+/// pushes over mTLS.
 pub struct Agent {
     child: Option<Child>,
     pub spool: PathBuf,
@@ -404,6 +501,19 @@ impl Agent {
         let metrics_port = free_port();
         let file = File::create(&log).unwrap();
         let mut cmd = Command::new(agent_bin());
+        if server.ingest_tls() {
+            let certs = dir.join("agent-certs");
+            let given = env.iter().any(|(k, _)| *k == "FATHOM_AGENT_SENDER__ENROLL_TOKEN");
+            if !given && !certs.join("enrollment.json").exists() {
+                cmd.env("FATHOM_AGENT_SENDER__ENROLL_TOKEN", server.enroll_token("e2e"));
+            }
+            cmd.env(
+                "FATHOM_AGENT_SENDER__CONTROL_ADDR",
+                format!("127.0.0.1:{}", server.control_port),
+            )
+            .env("FATHOM_AGENT_SENDER__CA_FILE", server.admin_dir().join("ca.pem"))
+            .env("FATHOM_AGENT_SENDER__CERT_DIR", certs);
+        }
         cmd.args(["run", "-i", "lo"])
             .env("RUST_BACKTRACE", "0")
             .env("FATHOM_AGENT_OUTPUT__FORMAT", "server")
@@ -411,7 +521,10 @@ impl Agent {
             .env("FATHOM_AGENT_SENDER__SPOOL_DIR", &spool)
             .env("FATHOM_AGENT_SENDER__AGENT_ID", agent_id)
             .env("FATHOM_AGENT_SENDER__MAX_BACKOFF_MS", "500")
-            .env("FATHOM_AGENT_CAPTURE__EXCLUDE_PORTS", format!("[{}]", server.ingest_port))
+            .env(
+                "FATHOM_AGENT_CAPTURE__EXCLUDE_PORTS",
+                format!("[{}, {}]", server.ingest_port, server.control_port),
+            )
             .env("FATHOM_AGENT_CAPTURE__EBPF", "off")
             .env("FATHOM_AGENT_CAPTURE__AFPACKET", "true")
             .env("FATHOM_AGENT_HTTP__LISTEN", format!("127.0.0.1:{metrics_port}"));
