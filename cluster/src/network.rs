@@ -156,14 +156,14 @@ impl RaftNetwork<TypeConfig> for Peer {
     }
 }
 
-/// The TLS side of the cluster endpoint: each handshake runs on its own task (a slow
-/// client never holds up the others); only completed handshakes reach axum.
+/// The TLS side of the cluster endpoint: the accept loop of `fathom_proto::tls` (each
+/// handshake on its own task, so a slow client never holds up the others); only
+/// completed handshakes reach axum.
 pub struct TlsListener {
     local: SocketAddr,
-    rx: tokio::sync::mpsc::Receiver<(
-        tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
-        SocketAddr,
-    )>,
+    incoming: tokio_stream::wrappers::ReceiverStream<
+        std::io::Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>,
+    >,
 }
 
 impl TlsListener {
@@ -173,35 +173,7 @@ impl TlsListener {
         config: Arc<rustls::ServerConfig>,
     ) -> std::io::Result<TlsListener> {
         let local = listener.local_addr()?;
-        let (tx, rx) = tokio::sync::mpsc::channel(64);
-        let acceptor = tokio_rustls::TlsAcceptor::from(config);
-        tokio::spawn(async move {
-            loop {
-                let (tcp, peer) = tokio::select! {
-                    r = listener.accept() => match r {
-                        Ok(c) => c,
-                        Err(e) => {
-                            tracing::warn!("cluster: accept failed: {e}");
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                            continue;
-                        }
-                    },
-                    _ = tx.closed() => return,
-                };
-                let (acceptor, tx) = (acceptor.clone(), tx.clone());
-                tokio::spawn(async move {
-                    match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await
-                    {
-                        Ok(Ok(tls)) => {
-                            let _ = tx.send((tls, peer)).await;
-                        }
-                        Ok(Err(e)) => tracing::debug!(%peer, "cluster: handshake refused: {e}"),
-                        Err(_) => tracing::debug!(%peer, "cluster: handshake timed out"),
-                    }
-                });
-            }
-        });
-        Ok(TlsListener { local, rx })
+        Ok(TlsListener { local, incoming: fathom_proto::tls::incoming(listener, config) })
     }
 }
 
@@ -210,10 +182,18 @@ impl axum::serve::Listener for TlsListener {
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.rx.recv().await {
-            Some(c) => c,
-            // The accept task only ends once this receiver is gone.
-            None => std::future::pending().await,
+        use tokio_stream::StreamExt;
+        loop {
+            match self.incoming.next().await {
+                Some(Ok(tls)) => match tls.get_ref().0.peer_addr() {
+                    Ok(peer) => return (tls, peer),
+                    // Gone between the handshake and here.
+                    Err(_) => continue,
+                },
+                Some(Err(_)) => continue,
+                // The accept task only ends once this stream is gone.
+                None => std::future::pending().await,
+            }
         }
     }
 

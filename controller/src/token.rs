@@ -6,11 +6,12 @@
 //! agent) is decided by the replicated state machine (`Command::ConsumeToken`), so
 //! two nodes can never both accept the same token.
 
-use std::fmt::Write;
 use std::time::Duration;
 
 use fathom_cluster::state::EnrollmentToken;
 use sha2::{Digest, Sha256};
+
+use crate::ca::hex;
 
 /// Every secret starts with this, so a leaked one is easy to recognise in logs and scanners.
 pub const SECRET_PREFIX: &str = "fathom-enroll-";
@@ -47,14 +48,6 @@ pub fn new_token(
         revoked: false,
     };
     Ok((secret, token))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
 }
 
 #[cfg(test)]
