@@ -18,7 +18,7 @@ use async_trait::async_trait;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::native::{BlockEncoder, ColumnType};
+use crate::native::{BlockEncoder, ColumnType, NativeRow};
 use crate::rows::{AppMetricRow, Granularity, L4Row, L7Row, NetworkMetricRow, TagRow};
 use crate::{
     dedup_token, QueryResult, Result, Retention, RetryPolicy, Store, StoreError, TableRows,
@@ -405,8 +405,10 @@ impl EmbeddedStore {
         Ok(self.run(Arc::new(sql.as_bytes().to_vec())).await?.body)
     }
 
-    /// Inserts rows of any `Row` type into `table` (`db.name`), as RowBinary,
-    /// in chunks of `max_rows_per_insert`, with retries.
+    /// Inserts rows of any `Row` type into `table` (`db.name`), as Native
+    /// blocks (encoded through serde), in chunks of `max_rows_per_insert`,
+    /// with retries. The store's own row types take the faster
+    /// [`insert_native_dedup`](Self::insert_native_dedup).
     pub async fn insert_rows<T: Serialize + clickhouse::Row>(
         &self,
         table: &str,
@@ -459,6 +461,32 @@ impl EmbeddedStore {
         rows: &[T],
         token: Option<&str>,
     ) -> Result<()> {
+        self.insert_blocks(table, rows, token, BlockEncoder::encode).await
+    }
+
+    /// [`insert_rows_dedup`](Self::insert_rows_dedup) for a [`NativeRow`]
+    /// type: fields written straight to their columns, no serde.
+    pub async fn insert_native_dedup<T: NativeRow + clickhouse::Row>(
+        &self,
+        table: &str,
+        rows: &[T],
+        token: Option<&str>,
+    ) -> Result<()> {
+        self.insert_blocks(table, rows, token, BlockEncoder::encode_native).await
+    }
+
+    async fn insert_blocks<T: clickhouse::Row>(
+        &self,
+        table: &str,
+        rows: &[T],
+        token: Option<&str>,
+        encode: fn(
+            &mut BlockEncoder,
+            &[T],
+            &[ColumnType],
+            &mut Vec<u8>,
+        ) -> std::result::Result<(), crate::rowbinary::EncodeError>,
+    ) -> Result<()> {
         if rows.is_empty() {
             return Ok(());
         }
@@ -472,8 +500,7 @@ impl EmbeddedStore {
             let (mut encoder, mut payload) =
                 self.encoders.lock().unwrap_or_else(|p| p.into_inner()).pop().unwrap_or_default();
             payload.clear();
-            encoder
-                .encode(chunk, &columns, &mut payload)
+            encode(&mut encoder, chunk, &columns, &mut payload)
                 .map_err(|e| StoreError::Encode(e.to_string()))?;
             let file = InsertFile::write(&self.insert_dir, &payload);
             if payload.capacity() <= MAX_KEPT_PAYLOAD {
@@ -522,15 +549,15 @@ impl Store for EmbeddedStore {
     }
 
     async fn insert_l7(&self, rows: &[L7Row]) -> Result<()> {
-        self.insert_rows("flow_log.l7_flow_log", rows).await
+        self.insert_native_dedup("flow_log.l7_flow_log", rows, None).await
     }
 
     async fn insert_l4(&self, rows: &[L4Row]) -> Result<()> {
-        self.insert_rows("flow_log.l4_flow_log", rows).await
+        self.insert_native_dedup("flow_log.l4_flow_log", rows, None).await
     }
 
     async fn insert_app_metrics(&self, g: Granularity, rows: &[AppMetricRow]) -> Result<()> {
-        self.insert_rows(g.app_table(), rows).await
+        self.insert_native_dedup(g.app_table(), rows, None).await
     }
 
     async fn insert_network_metrics(
@@ -538,21 +565,21 @@ impl Store for EmbeddedStore {
         g: Granularity,
         rows: &[NetworkMetricRow],
     ) -> Result<()> {
-        self.insert_rows(g.network_table(), rows).await
+        self.insert_native_dedup(g.network_table(), rows, None).await
     }
 
     async fn insert_deduplicated(&self, rows: TableRows<'_>, token: &str) -> Result<()> {
         let (table, t) = (rows.table(), Some(token));
         match rows {
-            TableRows::L7(r) => self.insert_rows_dedup(table, r, t).await,
-            TableRows::L4(r) => self.insert_rows_dedup(table, r, t).await,
-            TableRows::App(_, r) => self.insert_rows_dedup(table, r, t).await,
-            TableRows::Network(_, r) => self.insert_rows_dedup(table, r, t).await,
+            TableRows::L7(r) => self.insert_native_dedup(table, r, t).await,
+            TableRows::L4(r) => self.insert_native_dedup(table, r, t).await,
+            TableRows::App(_, r) => self.insert_native_dedup(table, r, t).await,
+            TableRows::Network(_, r) => self.insert_native_dedup(table, r, t).await,
         }
     }
 
     async fn upsert_tags(&self, rows: &[TagRow]) -> Result<()> {
-        self.insert_rows("flow_tag.tag_dict", rows).await
+        self.insert_native_dedup("flow_tag.tag_dict", rows, None).await
     }
 
     async fn query(&self, sql: &str) -> Result<QueryResult> {

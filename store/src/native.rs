@@ -125,7 +125,7 @@ fn default_value(ty: &str) -> Option<Vec<u8>> {
 
 /// One column being filled (buffers kept from block to block).
 #[derive(Default)]
-struct Column {
+pub struct Column {
     data: Vec<u8>,
     nulls: Vec<u8>,
     offsets: Vec<u64>,
@@ -133,9 +133,23 @@ struct Column {
     /// LowCardinality: each row's dictionary index.
     keys: Vec<u32>,
     dict: Dictionary,
+    /// Strings go to the dictionary (the column is LowCardinality(String)).
+    low_cardinality: bool,
 }
 
 impl Column {
+    /// A string value: into the dictionary or length-prefixed.
+    #[inline]
+    fn string(&mut self, v: &[u8]) {
+        if self.low_cardinality {
+            let k = self.dict.key(v);
+            self.keys.push(k);
+        } else {
+            put_leb128(&mut self.data, v.len() as u64);
+            self.data.extend_from_slice(v);
+        }
+    }
+
     fn clear(&mut self) {
         self.data.clear();
         self.nulls.clear();
@@ -213,19 +227,225 @@ impl BlockEncoder {
         columns: &[ColumnType],
         out: &mut Vec<u8>,
     ) -> Result<(), EncodeError> {
-        self.cols.resize_with(columns.len(), Column::default);
-        for c in &mut self.cols {
-            c.clear();
-        }
+        self.prepare(columns);
         let result = fill_and_write(rows, columns, &mut self.cols, rows.len(), out);
-        // A huge block's buffers are not worth keeping.
+        self.trim();
+        result
+    }
+
+    /// [`encode`](Self::encode) for a [`NativeRow`] type: its fields go
+    /// straight to their columns, checked against `columns` once per block.
+    pub fn encode_native<T: NativeRow>(
+        &mut self,
+        rows: &[T],
+        columns: &[ColumnType],
+        out: &mut Vec<u8>,
+    ) -> Result<(), EncodeError> {
+        check_fields(T::FIELDS, columns)?;
+        self.prepare(columns);
+        for row in rows {
+            row.write_native(&mut self.cols);
+        }
+        write_block(columns, &self.cols, rows.len(), out);
+        self.trim();
+        Ok(())
+    }
+
+    fn prepare(&mut self, columns: &[ColumnType]) {
+        self.cols.resize_with(columns.len(), Column::default);
+        for (c, ty) in self.cols.iter_mut().zip(columns) {
+            c.clear();
+            c.low_cardinality = ty.layout == Layout::LowCardinality;
+        }
+    }
+
+    /// A huge block's buffers are not worth keeping.
+    fn trim(&mut self) {
         if self.cols.iter().map(|c| c.data.capacity() + c.values.capacity()).sum::<usize>()
             > MAX_KEPT_BYTES
         {
             self.cols.clear();
         }
-        result
     }
+}
+
+/// What a [`NativeRow`] field writes, to check against the table's column.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Field {
+    /// A fixed-width value of this many bytes (integers, bool, IPv6).
+    Fixed(usize),
+    /// A string (String or LowCardinality(String)).
+    String,
+    /// `Nullable` of a fixed-width value of this many bytes.
+    Nullable(usize),
+    /// A map, of exactly this type.
+    Map(&'static str),
+}
+
+/// A row type that writes its fields straight into Native columns: no
+/// serde, one typed append per field. Implemented with [`native_row!`].
+pub trait NativeRow {
+    /// Column name and shape of each field, in column order.
+    const FIELDS: &'static [(&'static str, Field)];
+    /// Appends the fields to `cols` (one per entry of `FIELDS`).
+    fn write_native(&self, cols: &mut [Column]);
+}
+
+fn check_fields(fields: &[(&str, Field)], columns: &[ColumnType]) -> Result<(), EncodeError> {
+    if fields.len() != columns.len() {
+        return Err(EncodeError::custom_msg(format!(
+            "a row has {} fields, the block {} columns",
+            fields.len(),
+            columns.len()
+        )));
+    }
+    for ((name, field), c) in fields.iter().zip(columns) {
+        let fits = match (*field, &c.layout) {
+            (Field::Fixed(w), Layout::Plain) => fixed_width(&c.wire_type) == Some(w),
+            (Field::String, Layout::Plain) => c.wire_type == "String",
+            (Field::String, Layout::LowCardinality) => true,
+            (Field::Nullable(w), Layout::Nullable(_)) => unwrap_type(&c.wire_type, "Nullable")
+                .is_some_and(|inner| fixed_width(inner) == Some(w)),
+            (Field::Map(ty), Layout::Map) => c.wire_type == ty,
+            _ => false,
+        };
+        if *name != c.name || !fits {
+            return Err(EncodeError::custom_msg(format!(
+                "field {name} ({field:?}) does not fit column {} {}",
+                c.name, c.wire_type
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Bytes per value of a fixed-width type, None for others.
+fn fixed_width(ty: &str) -> Option<usize> {
+    if ty == "String" {
+        return None;
+    }
+    default_value(ty).map(|v| v.len())
+}
+
+/// Typed appends for [`native_row!`]; each takes the field by reference.
+impl Column {
+    #[inline]
+    pub fn u8(&mut self, v: &u8) {
+        self.data.push(*v);
+    }
+    #[inline]
+    pub fn bool(&mut self, v: &bool) {
+        self.data.push(*v as u8);
+    }
+    #[inline]
+    pub fn u16(&mut self, v: &u16) {
+        self.data.extend_from_slice(&v.to_le_bytes());
+    }
+    #[inline]
+    pub fn u32(&mut self, v: &u32) {
+        self.data.extend_from_slice(&v.to_le_bytes());
+    }
+    #[inline]
+    pub fn u64(&mut self, v: &u64) {
+        self.data.extend_from_slice(&v.to_le_bytes());
+    }
+    #[inline]
+    pub fn i64(&mut self, v: &i64) {
+        self.data.extend_from_slice(&v.to_le_bytes());
+    }
+    #[inline]
+    pub fn ipv6(&mut self, v: &[u8; 16]) {
+        self.data.extend_from_slice(v);
+    }
+    #[inline]
+    pub fn str(&mut self, v: &str) {
+        self.string(v.as_bytes());
+    }
+    #[inline]
+    pub fn opt_u32(&mut self, v: &Option<u32>) {
+        self.nulls.push(v.is_none() as u8);
+        self.data.extend_from_slice(&v.unwrap_or(0).to_le_bytes());
+    }
+    #[inline]
+    pub fn opt_i32(&mut self, v: &Option<i32>) {
+        self.nulls.push(v.is_none() as u8);
+        self.data.extend_from_slice(&v.unwrap_or(0).to_le_bytes());
+    }
+    #[inline]
+    pub fn opt_u64(&mut self, v: &Option<u64>) {
+        self.nulls.push(v.is_none() as u8);
+        self.data.extend_from_slice(&v.unwrap_or(0).to_le_bytes());
+    }
+    pub fn map_u16_u64(&mut self, m: &std::collections::BTreeMap<u16, u64>) {
+        for (k, v) in m {
+            self.data.extend_from_slice(&k.to_le_bytes());
+            self.values.extend_from_slice(&v.to_le_bytes());
+        }
+        let last = self.offsets.last().copied().unwrap_or(0);
+        self.offsets.push(last + m.len() as u64);
+    }
+}
+
+/// The [`Field`] of each [`Column`] append.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! native_field {
+    (u8) => {
+        $crate::native::Field::Fixed(1)
+    };
+    (bool) => {
+        $crate::native::Field::Fixed(1)
+    };
+    (u16) => {
+        $crate::native::Field::Fixed(2)
+    };
+    (u32) => {
+        $crate::native::Field::Fixed(4)
+    };
+    (u64) => {
+        $crate::native::Field::Fixed(8)
+    };
+    (i64) => {
+        $crate::native::Field::Fixed(8)
+    };
+    (ipv6) => {
+        $crate::native::Field::Fixed(16)
+    };
+    (str) => {
+        $crate::native::Field::String
+    };
+    (opt_u32) => {
+        $crate::native::Field::Nullable(4)
+    };
+    (opt_i32) => {
+        $crate::native::Field::Nullable(4)
+    };
+    (opt_u64) => {
+        $crate::native::Field::Nullable(8)
+    };
+    (map_u16_u64) => {
+        $crate::native::Field::Map("Map(UInt16, UInt64)")
+    };
+}
+
+/// Implements [`NativeRow`] for a struct from its fields in column order,
+/// each with its [`Column`] append: `native_row!(Row { a: u32, s: str })`.
+/// Names are checked against the block's columns, so a field out of
+/// order is an encoding error, not a column of wrong values.
+#[macro_export]
+macro_rules! native_row {
+    ($ty:ty { $($field:ident: $kind:ident),* $(,)? }) => {
+        impl $crate::native::NativeRow for $ty {
+            const FIELDS: &'static [(&'static str, $crate::native::Field)] =
+                &[$((stringify!($field), $crate::native_field!($kind))),*];
+            #[inline]
+            fn write_native(&self, cols: &mut [$crate::native::Column]) {
+                // FIELDS was checked against the columns: the lengths match.
+                let [$($field),*] = cols else { unreachable!("checked by encode_native") };
+                $($field.$kind(&self.$field);)*
+            }
+        }
+    };
 }
 
 /// Column buffers above this are freed after the block.
@@ -259,6 +479,12 @@ fn fill_and_write<T: Serialize>(
             )));
         }
     }
+    write_block(columns, cols, n, out);
+    Ok(())
+}
+
+/// Appends the block of filled `cols`.
+fn write_block(columns: &[ColumnType], cols: &[Column], n: usize, out: &mut Vec<u8>) {
     let size: usize = cols
         .iter()
         .map(|c| {
@@ -299,7 +525,6 @@ fn fill_and_write<T: Serialize>(
             Layout::LowCardinality => write_low_cardinality(col, out),
         }
     }
-    Ok(())
 }
 
 /// Keys' serialization version: shared dictionaries with additional keys.
@@ -470,13 +695,7 @@ impl Value<'_> {
     }
 
     fn string(self, v: &[u8]) -> R {
-        if *self.layout == Layout::LowCardinality {
-            let k = self.col.dict.key(v);
-            self.col.keys.push(k);
-        } else {
-            put_leb128(&mut self.col.data, v.len() as u64);
-            self.col.data.extend_from_slice(v);
-        }
+        self.col.string(v);
         Ok(())
     }
 }
@@ -764,6 +983,83 @@ mod tests {
         }
     }
 
+    /// The columns `T` writes to `table`, typed as in the schema.
+    fn table_columns<T: clickhouse::Row>(table: &str) -> Vec<ColumnType> {
+        let types = crate::schema::columns(table);
+        T::COLUMN_NAMES
+            .iter()
+            .map(|n| {
+                let (_, ty) = types.iter().find(|(c, _)| c == n).expect(n);
+                ColumnType::new(n, ty).unwrap()
+            })
+            .collect()
+    }
+
+    /// Direct writes give the bytes serde gives, for every row type.
+    fn same_as_serde<T: NativeRow + serde::Serialize + clickhouse::Row>(table: &str, rows: &[T]) {
+        let cols = table_columns::<T>(table);
+        let (mut direct, mut serde) = (Vec::new(), Vec::new());
+        let mut enc = BlockEncoder::new();
+        for _ in 0..2 {
+            direct.clear();
+            enc.encode_native(rows, &cols, &mut direct).unwrap();
+        }
+        encode_block(rows, &cols, &mut serde).unwrap();
+        assert_eq!(direct, serde, "{table}");
+        // Columns that do not match the fields are an error.
+        let mut swapped = cols.clone();
+        swapped.swap(0, 1);
+        assert!(enc.encode_native(rows, &swapped, &mut Vec::new()).is_err(), "{table}");
+        assert!(enc.encode_native(rows, &cols[1..], &mut Vec::new()).is_err(), "{table}");
+    }
+
+    #[test]
+    fn native_rows_write_what_serde_writes() {
+        use crate::rows::*;
+        let l7: Vec<L7Row> = (0..300u32)
+            .map(|i| L7Row {
+                time: i as i64 * 1000,
+                agent_id: i,
+                observation_point: if i % 2 == 0 { "c-p" } else { "s" }.into(),
+                host_id_1: i * 7,
+                ip_0: [i as u8; 16],
+                server_port: 80,
+                l7_protocol: format!("p{}", i % 300),
+                endpoint: format!("/e/{i}"),
+                request_id: (i % 3 == 0).then_some(i as u64),
+                response_code: (i % 2 == 0).then_some(-(i as i32)),
+                response_length: Some(i),
+                truncated: i % 5 == 0,
+                ..Default::default()
+            })
+            .collect();
+        same_as_serde("flow_log.l7_flow_log", &l7);
+        let l4: Vec<L4Row> = (0..10u32)
+            .map(|i| L4Row {
+                interface: format!("eth{}", i % 2),
+                close_type: "fin".into(),
+                byte_tx: i as u64,
+                rtt_client: (i % 2 == 0).then_some(5),
+                ..Default::default()
+            })
+            .collect();
+        same_as_serde("flow_log.l4_flow_log", &l4);
+        let app: Vec<AppMetricRow> = (0..10u16)
+            .map(|i| AppMetricRow {
+                time: i as u32,
+                endpoint: "/x".into(),
+                rrt_histogram: (0..i).map(|b| (b, b as u64 * 3)).collect(),
+                ..Default::default()
+            })
+            .collect();
+        same_as_serde("flow_metrics.application_1s", &app);
+        let net: Vec<NetworkMetricRow> =
+            (0..10u64).map(|i| NetworkMetricRow { syn: i, ..Default::default() }).collect();
+        same_as_serde("flow_metrics.network_1m", &net);
+        let tags = [TagRow { tag_type: "host".into(), id: 1, name: "a".into() }];
+        same_as_serde("flow_tag.tag_dict", &tags);
+    }
+
     fn leb_len(mut v: usize) -> usize {
         let mut n = 1;
         while v >= 0x80 {
@@ -773,3 +1069,189 @@ mod tests {
         n
     }
 }
+
+crate::native_row!(crate::rows::L7Row {
+    time: i64,
+    end_time: i64,
+    response_duration: u64,
+    agent_id: u32,
+    observation_point: str,
+    capture_source: str,
+    region_id_0: u32,
+    region_id_1: u32,
+    az_id_0: u32,
+    az_id_1: u32,
+    host_id_0: u32,
+    host_id_1: u32,
+    pod_cluster_id_0: u32,
+    pod_cluster_id_1: u32,
+    pod_ns_id_0: u32,
+    pod_ns_id_1: u32,
+    workload_id_0: u32,
+    workload_id_1: u32,
+    pod_id_0: u32,
+    pod_id_1: u32,
+    service_id_0: u32,
+    service_id_1: u32,
+    process_id_0: u32,
+    process_id_1: u32,
+    pid_0: u32,
+    pid_1: u32,
+    ip_0: ipv6,
+    ip_1: ipv6,
+    client_port: u16,
+    server_port: u16,
+    protocol: u8,
+    l7_protocol: str,
+    version: str,
+    msg_type: str,
+    request_type: str,
+    request_domain: str,
+    request_resource: str,
+    endpoint: str,
+    request_id: opt_u64,
+    response_code: opt_i32,
+    response_status: str,
+    response_exception: str,
+    response_result: str,
+    request_length: opt_u32,
+    response_length: opt_u32,
+    trace_id: str,
+    span_id: str,
+    parent_span_id: str,
+    x_request_id: str,
+    syscall_trace_id_request: u64,
+    syscall_trace_id_response: u64,
+    req_tcp_seq: u32,
+    resp_tcp_seq: u32,
+    truncated: bool,
+});
+
+crate::native_row!(crate::rows::L4Row {
+    time: i64,
+    end_time: i64,
+    duration: u64,
+    agent_id: u32,
+    observation_point: str,
+    capture_source: str,
+    interface: str,
+    region_id_0: u32,
+    region_id_1: u32,
+    az_id_0: u32,
+    az_id_1: u32,
+    host_id_0: u32,
+    host_id_1: u32,
+    pod_cluster_id_0: u32,
+    pod_cluster_id_1: u32,
+    pod_ns_id_0: u32,
+    pod_ns_id_1: u32,
+    workload_id_0: u32,
+    workload_id_1: u32,
+    pod_id_0: u32,
+    pod_id_1: u32,
+    service_id_0: u32,
+    service_id_1: u32,
+    process_id_0: u32,
+    process_id_1: u32,
+    pid_0: u32,
+    pid_1: u32,
+    ip_0: ipv6,
+    ip_1: ipv6,
+    client_port: u16,
+    server_port: u16,
+    protocol: u8,
+    l7_protocol: str,
+    close_type: str,
+    byte_tx: u64,
+    packet_tx: u64,
+    payload_byte_tx: u64,
+    syn_tx: u32,
+    fin_tx: u32,
+    rst_tx: u32,
+    retrans_tx: u32,
+    zero_win_tx: u32,
+    out_of_order_tx: u32,
+    byte_rx: u64,
+    packet_rx: u64,
+    payload_byte_rx: u64,
+    syn_rx: u32,
+    fin_rx: u32,
+    rst_rx: u32,
+    retrans_rx: u32,
+    zero_win_rx: u32,
+    out_of_order_rx: u32,
+    syn_ack: u32,
+    rtt_server: opt_u64,
+    rtt_client: opt_u64,
+});
+
+crate::native_row!(crate::rows::AppMetricRow {
+    time: u32,
+    agent_id: u32,
+    observation_point: str,
+    region_id: u32,
+    az_id: u32,
+    host_id: u32,
+    pod_cluster_id: u32,
+    pod_ns_id: u32,
+    workload_id: u32,
+    pod_id: u32,
+    service_id: u32,
+    process_id: u32,
+    pid: u32,
+    ip: ipv6,
+    server_port: u16,
+    protocol: u8,
+    l7_protocol: str,
+    endpoint: str,
+    request: u64,
+    response: u64,
+    client_error: u64,
+    server_error: u64,
+    timeout: u64,
+    rrt_sum: u64,
+    rrt_count: u64,
+    rrt_max: u64,
+    rrt_histogram: map_u16_u64,
+});
+
+crate::native_row!(crate::rows::NetworkMetricRow {
+    time: u32,
+    agent_id: u32,
+    observation_point: str,
+    region_id: u32,
+    az_id: u32,
+    host_id: u32,
+    pod_cluster_id: u32,
+    pod_ns_id: u32,
+    workload_id: u32,
+    pod_id: u32,
+    service_id: u32,
+    process_id: u32,
+    pid: u32,
+    ip: ipv6,
+    server_port: u16,
+    protocol: u8,
+    byte_tx: u64,
+    byte_rx: u64,
+    packet_tx: u64,
+    packet_rx: u64,
+    new_flow: u64,
+    closed_flow: u64,
+    syn: u64,
+    syn_ack: u64,
+    retrans_tx: u64,
+    retrans_rx: u64,
+    zero_win_tx: u64,
+    zero_win_rx: u64,
+    client_rst_flow: u64,
+    server_rst_flow: u64,
+    rtt_sum: u64,
+    rtt_count: u64,
+    rtt_max: u64,
+    rtt_client_sum: u64,
+    rtt_client_count: u64,
+    rtt_client_max: u64,
+});
+
+crate::native_row!(crate::rows::TagRow { tag_type: str, id: u32, name: str });
