@@ -193,6 +193,18 @@ async fn main() {
         async move { sql(store, &q).await }
     })
     .await;
+    // Our own block (what Store::insert_l7 sends), from a file written once.
+    let ours = dir.path().join("payload_ours.native");
+    std::fs::write(&ours, &buf).unwrap();
+    let ours = ours.display().to_string();
+    sql(&store, "CREATE TABLE profile.ours_target AS flow_log.l7_flow_log").await;
+    measure("  our Native block, file written once -> MergeTree (fresh table)", n, rounds, |_| {
+        let q =
+            format!("INSERT INTO profile.ours_target ({cols}) FROM INFILE '{ours}' FORMAT Native");
+        let store = &store;
+        async move { sql(store, &q).await }
+    })
+    .await;
     sql(&store, "CREATE TABLE profile.rowbinary_target AS flow_log.l7_flow_log").await;
     measure("  RowBinary file -> MergeTree (fresh table)", n, rounds, |_| {
         let q = format!(
