@@ -207,6 +207,14 @@ impl Drop for InsertFile {
     }
 }
 
+/// How a chunk of rows becomes a Native block.
+type EncodeFn<T> = fn(
+    &mut BlockEncoder,
+    &[T],
+    &[ColumnType],
+    &mut Vec<u8>,
+) -> std::result::Result<(), crate::rowbinary::EncodeError>;
+
 /// Payload buffers above this are freed after the insert.
 const MAX_KEPT_PAYLOAD: usize = 512 << 20;
 
@@ -480,12 +488,7 @@ impl EmbeddedStore {
         table: &str,
         rows: &[T],
         token: Option<&str>,
-        encode: fn(
-            &mut BlockEncoder,
-            &[T],
-            &[ColumnType],
-            &mut Vec<u8>,
-        ) -> std::result::Result<(), crate::rowbinary::EncodeError>,
+        encode: EncodeFn<T>,
     ) -> Result<()> {
         if rows.is_empty() {
             return Ok(());
