@@ -82,17 +82,24 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("ingest");
     g.throughput(Throughput::Elements(BATCH as u64));
     let mut buf = Vec::with_capacity(16 << 20);
-    let columns: Vec<_> = fathom_store::schema::columns("flow_log.l7_flow_log")
+    // The columns L7Row writes, in its field order (as the store asks for them).
+    let types = fathom_store::schema::columns("flow_log.l7_flow_log");
+    let columns: Vec<_> = <fathom_store::L7Row as fathom_store::native::NativeRow>::FIELDS
         .iter()
-        .map(|(name, ty)| fathom_store::native::ColumnType::new(name, ty).unwrap())
+        .map(|(name, _)| {
+            let (_, ty) = types.iter().find(|(c, _)| c == name).unwrap();
+            fathom_store::native::ColumnType::new(name, ty).unwrap()
+        })
         .collect();
+    // The store's encoding: fields written directly, buffers reused.
+    let mut encoder = fathom_store::native::BlockEncoder::new();
     g.bench_function("decode_tag_encode_l7", |bench| {
         bench.iter(|| {
             let recs = decode_batch(&b, limits).unwrap();
             let mut created = Vec::new();
             let rows = tagger.convert(&b, recs, &mut created).unwrap();
             buf.clear();
-            fathom_store::native::encode_block(&rows.l7, &columns, &mut buf).unwrap();
+            encoder.encode_native(&rows.l7, &columns, &mut buf).unwrap();
             buf.len()
         })
     });

@@ -18,7 +18,7 @@ use async_trait::async_trait;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::native::ColumnType;
+use crate::native::{BlockEncoder, ColumnType, NativeRow};
 use crate::rows::{AppMetricRow, Granularity, L4Row, L7Row, NetworkMetricRow, TagRow};
 use crate::{
     dedup_token, QueryResult, Result, Retention, RetryPolicy, Store, StoreError, TableRows,
@@ -207,6 +207,17 @@ impl Drop for InsertFile {
     }
 }
 
+/// How a chunk of rows becomes a Native block.
+type EncodeFn<T> = fn(
+    &mut BlockEncoder,
+    &[T],
+    &[ColumnType],
+    &mut Vec<u8>,
+) -> std::result::Result<(), crate::rowbinary::EncodeError>;
+
+/// Payload buffers above this are freed after the insert.
+const MAX_KEPT_PAYLOAD: usize = 512 << 20;
+
 /// A table and the columns a row type writes to it.
 type ColumnsKey = (String, &'static [&'static str]);
 
@@ -219,6 +230,9 @@ pub struct EmbeddedStore {
     config: EmbeddedConfig,
     /// Column types of the tables inserted into, for Native blocks.
     columns: Mutex<HashMap<ColumnsKey, Arc<Vec<ColumnType>>>>,
+    /// Encoders and payload buffers of finished inserts, for the next ones
+    /// (fresh buffers of this size cost a page fault per 4 KiB).
+    encoders: Mutex<Vec<(BlockEncoder, Vec<u8>)>>,
 }
 
 /// The engine thread's handle on the connection.
@@ -365,6 +379,7 @@ impl EmbeddedStore {
             thread: Some(thread),
             config,
             columns: Mutex::new(HashMap::new()),
+            encoders: Mutex::new(Vec::new()),
         };
         match ready_rx.await {
             Ok(Ok(())) => {}
@@ -398,8 +413,10 @@ impl EmbeddedStore {
         Ok(self.run(Arc::new(sql.as_bytes().to_vec())).await?.body)
     }
 
-    /// Inserts rows of any `Row` type into `table` (`db.name`), as RowBinary,
-    /// in chunks of `max_rows_per_insert`, with retries.
+    /// Inserts rows of any `Row` type into `table` (`db.name`), as Native
+    /// blocks (encoded through serde), in chunks of `max_rows_per_insert`,
+    /// with retries. The store's own row types take the faster
+    /// [`insert_native_dedup`](Self::insert_native_dedup).
     pub async fn insert_rows<T: Serialize + clickhouse::Row>(
         &self,
         table: &str,
@@ -452,6 +469,27 @@ impl EmbeddedStore {
         rows: &[T],
         token: Option<&str>,
     ) -> Result<()> {
+        self.insert_blocks(table, rows, token, BlockEncoder::encode).await
+    }
+
+    /// [`insert_rows_dedup`](Self::insert_rows_dedup) for a [`NativeRow`]
+    /// type: fields written straight to their columns, no serde.
+    pub async fn insert_native_dedup<T: NativeRow + clickhouse::Row>(
+        &self,
+        table: &str,
+        rows: &[T],
+        token: Option<&str>,
+    ) -> Result<()> {
+        self.insert_blocks(table, rows, token, BlockEncoder::encode_native).await
+    }
+
+    async fn insert_blocks<T: clickhouse::Row>(
+        &self,
+        table: &str,
+        rows: &[T],
+        token: Option<&str>,
+        encode: EncodeFn<T>,
+    ) -> Result<()> {
         if rows.is_empty() {
             return Ok(());
         }
@@ -462,10 +500,16 @@ impl EmbeddedStore {
             // SQL in the query buffer: chDB's client splits inline INSERT
             // data at the first blank line ("\n\n"), which binary data
             // may contain anywhere.
-            let mut payload = Vec::with_capacity(chunk.len() * 256);
-            crate::native::encode_block(chunk, &columns, &mut payload)
+            let (mut encoder, mut payload) =
+                self.encoders.lock().unwrap_or_else(|p| p.into_inner()).pop().unwrap_or_default();
+            payload.clear();
+            encode(&mut encoder, chunk, &columns, &mut payload)
                 .map_err(|e| StoreError::Encode(e.to_string()))?;
-            let file = InsertFile::write(&self.insert_dir, &payload)?;
+            let file = InsertFile::write(&self.insert_dir, &payload);
+            if payload.capacity() <= MAX_KEPT_PAYLOAD {
+                self.encoders.lock().unwrap_or_else(|p| p.into_inner()).push((encoder, payload));
+            }
+            let file = file?;
             let settings = match token {
                 Some(t) => format!(
                     " SETTINGS insert_deduplicate = 1, insert_deduplication_token = '{}'",
@@ -508,15 +552,15 @@ impl Store for EmbeddedStore {
     }
 
     async fn insert_l7(&self, rows: &[L7Row]) -> Result<()> {
-        self.insert_rows("flow_log.l7_flow_log", rows).await
+        self.insert_native_dedup("flow_log.l7_flow_log", rows, None).await
     }
 
     async fn insert_l4(&self, rows: &[L4Row]) -> Result<()> {
-        self.insert_rows("flow_log.l4_flow_log", rows).await
+        self.insert_native_dedup("flow_log.l4_flow_log", rows, None).await
     }
 
     async fn insert_app_metrics(&self, g: Granularity, rows: &[AppMetricRow]) -> Result<()> {
-        self.insert_rows(g.app_table(), rows).await
+        self.insert_native_dedup(g.app_table(), rows, None).await
     }
 
     async fn insert_network_metrics(
@@ -524,21 +568,21 @@ impl Store for EmbeddedStore {
         g: Granularity,
         rows: &[NetworkMetricRow],
     ) -> Result<()> {
-        self.insert_rows(g.network_table(), rows).await
+        self.insert_native_dedup(g.network_table(), rows, None).await
     }
 
     async fn insert_deduplicated(&self, rows: TableRows<'_>, token: &str) -> Result<()> {
         let (table, t) = (rows.table(), Some(token));
         match rows {
-            TableRows::L7(r) => self.insert_rows_dedup(table, r, t).await,
-            TableRows::L4(r) => self.insert_rows_dedup(table, r, t).await,
-            TableRows::App(_, r) => self.insert_rows_dedup(table, r, t).await,
-            TableRows::Network(_, r) => self.insert_rows_dedup(table, r, t).await,
+            TableRows::L7(r) => self.insert_native_dedup(table, r, t).await,
+            TableRows::L4(r) => self.insert_native_dedup(table, r, t).await,
+            TableRows::App(_, r) => self.insert_native_dedup(table, r, t).await,
+            TableRows::Network(_, r) => self.insert_native_dedup(table, r, t).await,
         }
     }
 
     async fn upsert_tags(&self, rows: &[TagRow]) -> Result<()> {
-        self.insert_rows("flow_tag.tag_dict", rows).await
+        self.insert_native_dedup("flow_tag.tag_dict", rows, None).await
     }
 
     async fn query(&self, sql: &str) -> Result<QueryResult> {

@@ -414,3 +414,69 @@ async fn both_ends_of_a_call_stay_two_rows() {
         .unwrap();
     assert_eq!(r.rows, vec![vec![json!(5), json!(7), json!(1), json!(4242)]]);
 }
+
+/// LowCardinality(String) columns go in dictionary-encoded (one
+/// dictionary per block, keys as narrow as it allows) and come back as
+/// written: empty strings, one distinct value, dictionaries that need
+/// UInt16 and UInt32 keys, and an empty block.
+#[tokio::test]
+async fn low_cardinality_blocks_round_trip() {
+    #[derive(serde::Serialize, clickhouse::Row)]
+    struct LcRow {
+        i: u32,
+        s: String,
+        t: String,
+        n: Option<u32>,
+    }
+    let _turn = TURN.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    for q in [
+        "CREATE DATABASE IF NOT EXISTS test",
+        "CREATE TABLE test.lc (i UInt32, s LowCardinality(String), t LowCardinality(String), \
+         n Nullable(UInt32)) ENGINE = MergeTree ORDER BY i",
+    ] {
+        store.query(q).await.unwrap_or_else(|e| panic!("{q}: {e}"));
+    }
+    let mut all = Vec::new();
+    // (rows, distinct values of s) per block; t is "" or a constant.
+    for (block, (rows, distinct)) in
+        [(10, 1), (1, 1), (1000, 300), (200_000, 70_000), (5000, 256), (5000, 257)]
+            .into_iter()
+            .enumerate()
+    {
+        let batch: Vec<LcRow> = (0..rows)
+            .map(|r| {
+                let v = r % distinct;
+                LcRow {
+                    i: all.len() as u32 + r as u32,
+                    // Value 0 is the empty string, the others all differ.
+                    s: if v == 0 { String::new() } else { format!("{block}-{v}") },
+                    t: if block == 0 { String::new() } else { "same".into() },
+                    n: (r % 3 == 0).then_some(r as u32),
+                }
+            })
+            .collect();
+        store.insert_rows("test.lc", &batch).await.unwrap();
+        all.extend(batch);
+    }
+    round_trip(&store, "test.lc", &["i", "s", "t", "n"], "i", &all).await;
+
+    // An empty block: column headers and no data.
+    let cols: Vec<_> = [
+        ("i", "UInt32"),
+        ("s", "LowCardinality(String)"),
+        ("t", "LowCardinality(String)"),
+        ("n", "Nullable(UInt32)"),
+    ]
+    .iter()
+    .map(|(n, t)| fathom_store::native::ColumnType::new(n, t).unwrap())
+    .collect();
+    let mut block = Vec::new();
+    fathom_store::native::encode_block::<LcRow>(&[], &cols, &mut block).unwrap();
+    let file = dir.path().join("empty.native");
+    std::fs::write(&file, &block).unwrap();
+    let q = format!("INSERT INTO test.lc FROM INFILE '{}' FORMAT Native", file.display());
+    store.query(&q).await.unwrap_or_else(|e| panic!("{q}: {e}"));
+    assert_eq!(scalar(&store, "SELECT count() FROM test.lc").await, json!(all.len()));
+}
