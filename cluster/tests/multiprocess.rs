@@ -95,6 +95,7 @@ struct Node {
     raft: String,
     gossip: String,
     api: String,
+    az: String,
     data: PathBuf,
     extra: Vec<String>,
     child: Option<Child>,
@@ -113,7 +114,7 @@ impl Node {
         };
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
         cmd.args(["--id", &self.id.to_string()])
-            .args(["--region", "r1", "--az", &format!("az-{}", self.id)])
+            .args(["--region", "r1", "--az", &self.az])
             .args(["--raft-addr", &self.raft, "--gossip-addr", &self.gossip])
             .args(["--api-addr", &self.api, "--seeds", seeds])
             .arg("--data-dir")
@@ -187,6 +188,7 @@ impl TestCluster {
                 raft: format!("{host}:{raft}"),
                 gossip: format!("{host}:{gossip}"),
                 api: format!("{host}:{api}"),
+                az: format!("az-{i}"),
                 data: dir.path().join(format!("n{i}")),
                 extra: extra.iter().map(|s| s.to_string()).collect(),
                 child: None,
@@ -260,6 +262,21 @@ impl TestCluster {
         } else {
             Err(r.to_string())
         }
+    }
+
+    /// A write through node `i` sent from inside its own namespace, the only place that
+    /// still reaches it once its link is cut; gives up after 5s. Returns the raw reply.
+    fn put_from_inside(&self, i: usize, key: &str) -> String {
+        let n = self.node(i);
+        let ns = n.ns.as_deref().expect("needs network namespaces");
+        let body = json!({"op": "put", "key": key, "value": "v"}).to_string();
+        let out = Command::new("ip")
+            .args(["netns", "exec", ns, "curl", "-s", "-m", "5", "-X", "POST"])
+            .args(["-H", "content-type: application/json", "-d", &body])
+            .arg(format!("http://{}/write", n.api))
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// Poll until every listed node reports the same leader and voter set.
@@ -561,18 +578,8 @@ async fn membership_changes_and_a_partitioned_leader() {
         for j in 0..30 {
             c.put(majority[j % 2], &format!("maj-{j}")).await.unwrap();
         }
-        // The cut-off node cannot commit: a write through it does not complete. Its API
-        // is reached from inside its own namespace, the only place that still can.
-        let api = c.node(li).api.clone();
-        let ns = c.node(li).ns.clone().unwrap();
-        let out = Command::new("ip")
-            .args(["netns", "exec", &ns, "curl", "-s", "-m", "5", "-X", "POST"])
-            .args(["-H", "content-type: application/json"])
-            .args(["-d", r#"{"op":"put","key":"minority","value":"v"}"#])
-            .arg(format!("http://{api}/write"))
-            .output()
-            .expect("curl");
-        let body = String::from_utf8_lossy(&out.stdout);
+        // The cut-off node cannot commit: a write through it does not complete.
+        let body = c.put_from_inside(li, "minority");
         assert!(!body.contains("\"ok\""), "isolated node committed a write: {body}");
         net.set_link(li, true);
         poll("the healed node to catch up", LONG, || async {
@@ -653,5 +660,151 @@ async fn five_nodes_converge_and_detect_a_dead_node() {
     for &i in &rest {
         let k = keys(&c.state(i, true).await.unwrap());
         assert!(rest.iter().all(|j| k.contains(&format!("after-{j}"))));
+    }
+}
+
+/// Status counter of node `i` (e.g. `last_applied`), if it answers.
+async fn counter(c: &TestCluster, i: usize, field: &str) -> Option<u64> {
+    c.status(i).await?[field].as_u64()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_whole_az_partitioned_away_cannot_commit_and_catches_up() {
+    let mut c = TestCluster::new(4, 5, &["--bootstrap-expect", "5"]);
+    if c.net.is_none() {
+        // Cutting links needs namespaces; only an explicit loopback request may skip.
+        assert!(
+            std::env::var_os("FATHOM_TEST_LOOPBACK").is_some(),
+            "AZ partition test needs network namespaces: run as root with iproute2"
+        );
+        eprintln!("AZ partition test skipped: FATHOM_TEST_LOOPBACK is set");
+        return;
+    }
+    // Three AZs: az-a holds nodes 1 and 2, az-b nodes 3 and 4, az-c node 5.
+    let az_of = |i: usize| match i {
+        1 | 2 => "az-a",
+        3 | 4 => "az-b",
+        _ => "az-c",
+    };
+    for i in 1..=5 {
+        c.nodes[i - 1].az = az_of(i).to_string();
+        c.start(i);
+    }
+    let all = [1, 2, 3, 4, 5];
+    let voters = [1, 2, 3, 4, 5];
+    let leader = poll("5 voters everywhere", LONG, || c.agreed(&all, &voters)).await;
+    let mut committed = BTreeSet::new();
+    for j in 0..20 {
+        let k = format!("pre-{j}");
+        c.put(1 + j % 5, &k).await.unwrap();
+        committed.insert(k);
+    }
+
+    // Cut off the two-node AZ that holds the leader (az-a if node 5 leads), so the
+    // majority side has to elect a new leader.
+    let cut: Vec<usize> = match az_of(leader as usize) {
+        "az-b" => vec![3, 4],
+        _ => vec![1, 2],
+    };
+    let majority: Vec<usize> = all.into_iter().filter(|i| !cut.contains(i)).collect();
+    eprintln!("leader {leader}; cutting off {} (nodes {cut:?})", az_of(cut[0]));
+    let net = c.net.as_ref().unwrap();
+    for &i in &cut {
+        net.set_link(i, false);
+    }
+    let t = Instant::now();
+    let nl = poll("a leader on the majority side", LONG, || async {
+        let l = c.agreed(&majority, &voters).await?;
+        majority.contains(&(l as usize)).then_some(l)
+    })
+    .await;
+    poll("the first write committed by the majority", LONG, || async {
+        c.put(majority[0], "first-after-cut").await.ok()
+    })
+    .await;
+    committed.insert("first-after-cut".to_string());
+    eprintln!(
+        "FIGURE AZ partition: majority (leader {nl}) commits {:.2}s after cutting off {} ({} nodes, leader was {leader})",
+        t.elapsed().as_secs_f64(),
+        az_of(cut[0]),
+        cut.len()
+    );
+
+    // Writes through the cut-off nodes do not commit.
+    let mut lost = Vec::new();
+    for &i in &cut {
+        let k = format!("minority-{i}");
+        let body = c.put_from_inside(i, &k);
+        assert!(!body.contains("\"ok\""), "cut-off node {i} committed a write: {body}");
+        lost.push(k);
+    }
+
+    // The majority carries on, far enough that the cut-off nodes can only catch up from
+    // a snapshot once the log is compacted.
+    for j in 0..150 {
+        let k = format!("maj-{j}");
+        c.put(majority[j % 3], &k).await.unwrap();
+        committed.insert(k);
+    }
+    for &i in &majority {
+        let k = keys(&c.state(i, true).await.unwrap());
+        assert!(committed.is_subset(&k), "majority node {i} misses committed writes");
+        assert!(lost.iter().all(|l| !k.contains(l)), "node {i} has a minority write");
+    }
+    let nl = nl as usize;
+    let before = counter(&c, nl, "last_applied").await.unwrap();
+    // Retried: the leader keeps entries an in-flight replication still needs.
+    let purged = poll("the leader to purge its log", LONG, || async {
+        for &i in &majority {
+            c.post(i, "/compact", json!({})).await.ok()?;
+        }
+        let p = counter(&c, nl, "purged_index").await?;
+        (p >= before).then_some(p)
+    })
+    .await;
+
+    // Heal: both nodes catch up by snapshot and every node ends in the same state.
+    for &i in &cut {
+        net.set_link(i, true);
+    }
+    let healed = Instant::now();
+    for &i in &cut {
+        poll("a healed node to catch up", LONG, || async {
+            (counter(&c, i, "last_applied").await? >= before).then_some(())
+        })
+        .await;
+        let s = c.status(i).await.unwrap();
+        assert!(
+            s["snapshot_index"].as_u64().unwrap_or(0) >= purged,
+            "healed node {i} should have installed a snapshot at >= {purged}: {s}"
+        );
+    }
+    eprintln!(
+        "FIGURE AZ heal: both cut-off nodes caught up by snapshot {:.2}s after healing",
+        healed.elapsed().as_secs_f64()
+    );
+    poll("agreement on all 5 after healing", LONG, || c.agreed(&all, &voters)).await;
+    let reference = keys(&c.state(nl, true).await.unwrap());
+    poll("all 5 nodes to apply the same state", LONG, || async {
+        let applied = counter(&c, all[0], "last_applied").await?;
+        for i in all {
+            let same = counter(&c, i, "last_applied").await? == applied
+                && keys(&c.state(i, false).await.ok()?) == reference;
+            if !same {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+    for i in all {
+        let k = keys(&c.state(i, false).await.unwrap());
+        assert!(committed.is_subset(&k), "node {i} misses committed writes");
+        assert!(lost.iter().all(|l| !k.contains(l)), "node {i} has a minority write");
+    }
+    // The healed nodes take part again.
+    c.put(cut[0], "healed").await.unwrap();
+    for i in all {
+        assert!(keys(&c.state(i, true).await.unwrap()).contains("healed"));
     }
 }
