@@ -279,7 +279,11 @@ fn http_over_veth_matches_dumpcap() {
         assert_eq!(p.direction, want, "{l:?}");
     }
     let ts: Vec<u64> = ours.iter().map(|p| p.ts_ns).collect();
-    assert!(ts.windows(2).all(|w| w[0] <= w[1]), "timestamps go back: {ts:?}");
+    // The ring takes packets in the order they reach it, but each is stamped
+    // earlier, on the CPU that handled it: with both veth ends busy on
+    // different CPUs, ring order and stamp order can differ by microseconds.
+    // A step back of more than 1 ms would be a real fault.
+    assert!(ts.windows(2).all(|w| w[1] + 1_000_000 >= w[0]), "timestamps go back: {ts:?}");
     assert!(ts.last() > ts.first());
     assert!(ts[0].abs_diff(now_ns()) < 600_000_000_000, "kernel timestamps are epoch ns");
 
