@@ -258,7 +258,10 @@ static __always_inline void fill_task(struct socket_event *ev, __u64 pid_tgid)
 	ev->pid = pid_tgid >> 32;
 	ev->tid = (__u32)pid_tgid;
 	ev->ts_ns = bpf_ktime_get_ns();
-	bpf_get_current_comm(ev->comm, sizeof(ev->comm));
+	/* The process's name (its thread group leader's), not the calling thread's:
+	 * a tokio or Java server's threads are named after their pool. */
+	struct task_struct *task = (void *)bpf_get_current_task();
+	BPF_CORE_READ_STR_INTO(&ev->comm, task, group_leader, comm);
 }
 
 /*

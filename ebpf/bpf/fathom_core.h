@@ -131,6 +131,7 @@ struct task_struct {
 	struct task_struct *real_parent;
 	struct files_struct *files;
 	struct signal_struct *signal;
+	struct task_struct *group_leader;
 	char comm[16];
 };
 

@@ -46,7 +46,10 @@ data, _ = u1.recvfrom(100)
 assert data == b"udp-datagram"
 
 # Two "proxy" threads: each receives a request, then calls an upstream.
+# Each names itself (PR_SET_NAME) as thread pools do; events must still carry
+# the process's name.
 def proxy(n, inbound, upstream):
+    ctypes.CDLL(None).prctl(15, b"proxy-worker-%d" % n, 0, 0, 0)
     assert read_exactly(inbound, 10) == b"proxy-in-%d" % n
     upstream.sendall(b"proxy-out-%d" % n)
 
@@ -194,6 +197,7 @@ fn vectored_mmsg_udp_fork_and_trace_ids() {
         let upstream = find(&events, pid, Hook::Sendto, format!("proxy-out-{n}").as_bytes());
         assert_eq!(inbound.tid, upstream.tid, "same thread");
         assert_ne!(inbound.tid, inbound.pid, "a worker thread, not the main one");
+        assert_eq!(inbound.comm, "python3", "the process's name, not the thread's");
         assert_ne!(inbound.syscall_trace_id, 0);
         assert_eq!(inbound.syscall_trace_id, upstream.syscall_trace_id);
         assert_ne!(inbound.dst, upstream.src, "two different sockets");
