@@ -103,7 +103,7 @@ fn now_ms() -> u64 {
 }
 
 /// Soft `RLIMIT_NOFILE` -> the hard limit; returns (soft, hard) after.
-fn raise_nofile() -> (u64, u64) {
+fn raise_nofile() -> (libc::rlim_t, libc::rlim_t) {
     let mut l = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: plain syscalls on a local struct.
     unsafe {
@@ -112,7 +112,7 @@ fn raise_nofile() -> (u64, u64) {
         libc::setrlimit(libc::RLIMIT_NOFILE, &l);
         libc::getrlimit(libc::RLIMIT_NOFILE, &mut l);
     }
-    (l.rlim_cur as u64, l.rlim_max as u64)
+    (l.rlim_cur, l.rlim_max)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -270,7 +270,8 @@ impl Server {
         let pid = self.child.id();
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
         // Fields after the command name (which may hold spaces): state is field 3, utime 14.
-        let rest: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, r)| r).split_whitespace().collect();
+        let rest: Vec<&str> =
+            stat.rsplit_once(')').map_or("", |(_, r)| r).split_whitespace().collect();
         let tick = |i: usize| rest.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
         let kib = |key: &str| {
@@ -487,7 +488,7 @@ impl Meter {
 async fn drive(opts: Opts) -> Result<(), BoxError> {
     let (soft, hard) = raise_nofile();
     println!("agents: RLIMIT_NOFILE soft {soft} (hard {hard}); {} agents", opts.agents);
-    if soft < opts.agents as u64 + 100 {
+    if soft < (opts.agents + 100) as libc::rlim_t {
         return Err(format!("{} agents need more file descriptors than {soft}", opts.agents).into());
     }
     let dir = tempfile::Builder::new().prefix("fleet-10k-").tempdir()?;
@@ -556,7 +557,11 @@ async fn drive(opts: Opts) -> Result<(), BoxError> {
     let clients: Vec<AgentControlClient<Channel>> = futures::stream::iter(certs.iter())
         .map(|(i, cert)| {
             let (url, ca_pem, key) = (&url, &ca_pem, &csrs[*i].1);
-            async move { Ok::<_, BoxError>(AgentControlClient::new(channel(url, ca_pem, Some((cert, key))).await?)) }
+            async move {
+                Ok::<_, BoxError>(AgentControlClient::new(
+                    channel(url, ca_pem, Some((cert, key))).await?,
+                ))
+            }
         })
         .buffered(CONCURRENCY)
         .collect::<Vec<_>>()
@@ -582,7 +587,8 @@ async fn drive(opts: Opts) -> Result<(), BoxError> {
     tokio::time::sleep(opts.steady / 2).await;
     let body = format!("[flow]\nrollout = {}", now_ms());
     let t_push = Instant::now();
-    let version: u64 = server.ask(&format!("config {}", body.replace('\n', "\\n")))?
+    let version: u64 = server
+        .ask(&format!("config {}", body.replace('\n', "\\n")))?
         .trim_start_matches("version ")
         .parse()?;
     let mut seen_all = None;
@@ -637,8 +643,14 @@ async fn drive(opts: Opts) -> Result<(), BoxError> {
 
     // Rate steps: how far one node goes before latency climbs.
     let limit_ms = (steady.p99_ms * 4.0).max(20.0);
-    println!("rate steps ({:.0} s each; sustained = >=95% of the rate and p99 < {limit_ms:.1} ms):", opts.phase.as_secs_f64());
-    println!("  {:>8} {:>10} {:>9} {:>9} {:>13} {:>10} {:>9}", "asked/s", "achieved/s", "p50 ms", "p99 ms", "CPU s/1k", "server %", "Raft e/s");
+    println!(
+        "rate steps ({:.0} s each; sustained = >=95% of the rate and p99 < {limit_ms:.1} ms):",
+        opts.phase.as_secs_f64()
+    );
+    println!(
+        "  {:>8} {:>10} {:>9} {:>9} {:>13} {:>10} {:>9}",
+        "asked/s", "achieved/s", "p50 ms", "p99 ms", "CPU s/1k", "server %", "Raft e/s"
+    );
     let mut sustained = None;
     for rate in &opts.rates {
         let every = Duration::from_secs_f64(n as f64 / *rate as f64);
