@@ -9,6 +9,11 @@
 //!
 //! Record format: `u32 len (LE) | u32 crc32 (LE) | len bytes of JSON entry`. A torn or
 //! corrupt tail (a crash mid-append) is cut off at open; anything before it was fsynced.
+//!
+//! Group commit: an append writes its records and returns; a flusher thread fsyncs and
+//! only then reports them durable to openraft (which commits nothing before that).
+//! Appends that arrive during an fsync share the next one, so concurrent writes cost one
+//! fsync per batch instead of one each, and no Raft or tokio thread waits on the disk.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -16,6 +21,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::ops::RangeBounds;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
@@ -83,9 +89,35 @@ fn encode(entry: &Entry<TypeConfig>) -> io::Result<Vec<u8>> {
     Ok(rec)
 }
 
+/// Appended records waiting for their fsync: the file they went to and openraft's
+/// completion callback.
+type Flush = (Arc<File>, LogFlushed<TypeConfig>);
+
+/// Fsyncs everything appended so far, then reports each append durable, in order.
+fn flusher(rx: mpsc::Receiver<Flush>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        batch.extend(rx.try_iter());
+        // A purge swaps the file: sync each distinct one (almost always just one).
+        let mut result: io::Result<()> = Ok(());
+        for (i, (file, _)) in batch.iter().enumerate() {
+            if result.is_ok() && !batch[..i].iter().any(|(f, _)| Arc::ptr_eq(f, file)) {
+                result = file.sync_data();
+            }
+        }
+        for (_, callback) in batch {
+            callback.log_io_completed(match &result {
+                Ok(()) => Ok(()),
+                Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
+            });
+        }
+    }
+}
+
 struct Inner {
     dir: PathBuf,
-    file: File,
+    file: Arc<File>,
+    flush: mpsc::Sender<Flush>,
     /// Entry index -> (entry, byte offset of its record in the file).
     entries: BTreeMap<u64, (Entry<TypeConfig>, u64)>,
     file_len: u64,
@@ -133,9 +165,12 @@ impl Inner {
         if let Some(p) = purged {
             entries = entries.split_off(&(p.index + 1));
         }
+        let (flush, rx) = mpsc::channel();
+        std::thread::Builder::new().name("raft-log-fsync".into()).spawn(move || flusher(rx))?;
         Ok(Inner {
             dir: dir.to_path_buf(),
-            file,
+            file: Arc::new(file),
+            flush,
             entries,
             file_len: pos as u64,
             vote: read_json(&dir.join(VOTE_FILE))?,
@@ -144,6 +179,7 @@ impl Inner {
         })
     }
 
+    /// Writes the records (not yet fsynced: see [`flusher`]).
     fn append(&mut self, batch: Vec<Entry<TypeConfig>>) -> io::Result<()> {
         let mut buf = Vec::new();
         let mut offsets = Vec::with_capacity(batch.len());
@@ -151,8 +187,7 @@ impl Inner {
             offsets.push(self.file_len + buf.len() as u64);
             buf.extend_from_slice(&encode(e)?);
         }
-        self.file.write_all(&buf)?;
-        self.file.sync_data()?;
+        (&*self.file).write_all(&buf)?;
         self.file_len += buf.len() as u64;
         for (e, off) in batch.into_iter().zip(offsets) {
             self.entries.insert(e.log_id.index, (e, off));
@@ -182,7 +217,8 @@ impl Inner {
             buf.extend_from_slice(&encode(e)?);
         }
         write_atomic(&self.dir, LOG_FILE, &buf)?;
-        self.file = OpenOptions::new().read(true).append(true).open(self.dir.join(LOG_FILE))?;
+        let file = OpenOptions::new().read(true).append(true).open(self.dir.join(LOG_FILE))?;
+        self.file = Arc::new(file);
         self.file_len = buf.len() as u64;
         Ok(())
     }
@@ -270,10 +306,14 @@ impl RaftLogStorage<TypeConfig> for FileLogStore {
         I::IntoIter: OptionalSend,
     {
         let batch: Vec<_> = entries.into_iter().collect();
-        let res = self.lock().append(batch);
-        match res {
+        let mut g = self.lock();
+        match g.append(batch) {
             Ok(()) => {
-                callback.log_io_completed(Ok(()));
+                // Durable (and reported so) once the flusher's next fsync is done.
+                let file = g.file.clone();
+                if let Err(mpsc::SendError((_, callback))) = g.flush.send((file, callback)) {
+                    callback.log_io_completed(Err(io::Error::other("log flusher stopped")));
+                }
                 Ok(())
             }
             Err(e) => {
