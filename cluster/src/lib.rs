@@ -46,11 +46,13 @@ pub mod log_store;
 pub mod membership;
 pub mod network;
 pub mod node;
+pub mod router;
 pub mod sm_store;
 pub mod state;
 pub mod types;
 
-pub use cluster::{Cluster, ClusterConfig, ClusterError};
+pub use cluster::{Cluster, ClusterConfig, ClusterError, RegionGroupConfig};
 pub use membership::{Load, Membership, MembershipConfig, NodeInfo, Role};
 pub use node::{AdminOp, ClusterStatus, MetaConfig, MetaError, MetaNode};
+pub use router::{MetaRouter, Scope};
 pub use state::{Command, MetaState, Response};

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fathom_cluster::state::{AgentStatus, Az, NodeRecord, Pool, Region};
-use fathom_cluster::{Command, Membership, MetaError, MetaNode, MetaState, Response};
+use fathom_cluster::{Command, Membership, MetaError, MetaRouter, MetaState, Response};
 use fathom_controller::ca::Identity;
 use fathom_controller::tls::Authority;
 use fathom_proto::admin::admin_server::{Admin, AdminServer};
@@ -30,7 +30,7 @@ use crate::settings;
 /// The admin gRPC service of this node, as routes to serve on the control port: only
 /// peers with an admin certificate of the cluster CA get through.
 pub fn admin_routes(
-    meta: MetaNode,
+    meta: MetaRouter,
     membership: Arc<Membership>,
     authority: Authority,
 ) -> tonic::service::Routes {
@@ -42,7 +42,9 @@ pub fn admin_routes(
 }
 
 pub struct AdminService {
-    meta: MetaNode,
+    /// Topology, nodes, settings and the CA in the global group; agents and tokens in
+    /// this node's region group.
+    meta: MetaRouter,
     membership: Arc<Membership>,
 }
 
@@ -69,7 +71,12 @@ fn invalid(e: impl std::fmt::Display) -> Status {
 
 impl AdminService {
     async fn read<T>(&self, f: impl FnOnce(&MetaState) -> T) -> Result<T, Status> {
-        self.meta.read_linearizable(f).await.map_err(meta_status)
+        self.meta.global().read_linearizable(f).await.map_err(meta_status)
+    }
+
+    /// A current read of this node's region group (agents, tokens).
+    async fn read_region<T>(&self, f: impl FnOnce(&MetaState) -> T) -> Result<T, Status> {
+        self.meta.regional().read_linearizable(f).await.map_err(meta_status)
     }
 
     /// Commit a command; a rule violation becomes FAILED_PRECONDITION (or NOT_FOUND).
@@ -93,18 +100,18 @@ impl AdminService {
     }
 
     fn nodes_now(&self) -> Vec<NodeView> {
-        let status = self.meta.status();
+        let status = self.meta.global().status();
         let live = self.membership.live_nodes();
-        self.meta.read(|s| views::nodes(s, &status, &live))
+        self.meta.global().read(|s| views::nodes(s, &status, &live))
     }
 }
 
 #[tonic::async_trait]
 impl Admin for AdminService {
     async fn cluster_status(&self, _: Request<Empty>) -> Res<ClusterStatusReply> {
-        let st = self.meta.status();
+        let st = self.meta.global().status();
         let nodes = self.nodes_now();
-        let reply = self.meta.read(|s| ClusterStatusReply {
+        let reply = self.meta.read_both(|s, r| ClusterStatusReply {
             node_id: st.node_id,
             state: st.state.clone(),
             leader: st.leader.unwrap_or(0),
@@ -117,8 +124,8 @@ impl Admin for AdminService {
             regions: s.regions.len() as u64,
             azs: s.azs.len() as u64,
             pools: s.pools.len() as u64,
-            agents: s.agents.len() as u64,
-            unassigned_agents: s
+            agents: r.agents.len() as u64,
+            unassigned_agents: r
                 .agents
                 .values()
                 .filter(|a| a.status != AgentStatus::Revoked && a.ingest_node.is_none())
@@ -139,16 +146,31 @@ impl Admin for AdminService {
         if r.raft_addr.is_empty() {
             return Err(invalid("the node's Raft address (host:port) is required"));
         }
-        self.meta.add_learner(r.id, r.raft_addr).await.map_err(meta_status)?;
+        let global = self.meta.global();
+        global.add_learner(r.id, r.raft_addr).await.map_err(meta_status)?;
         if r.voter {
-            self.meta.promote(r.id).await.map_err(meta_status)?;
+            global.promote(r.id).await.map_err(meta_status)?;
+        }
+        // A node of this region joins the region's group too, at the address it gossips.
+        let region_addr = self
+            .membership
+            .live_nodes()
+            .into_iter()
+            .find(|n| n.id == r.id && Some(n.region.as_str()) == self.meta.region_name())
+            .map(|n| n.region_raft_addr)
+            .filter(|a| !a.is_empty());
+        if let (Some(region), Some(addr)) = (self.meta.region_group(), region_addr) {
+            region.add_learner(r.id, addr).await.map_err(meta_status)?;
+            if r.voter {
+                region.promote(r.id).await.map_err(meta_status)?;
+            }
         }
         Ok(Reply::new(Empty {}))
     }
 
     async fn remove_node(&self, req: Request<NodeId>) -> Res<Empty> {
         let id = req.into_inner().id;
-        let st = self.meta.status();
+        let st = self.meta.global().status();
         let member = st.voters.contains(&id) || st.learners.contains(&id);
         let known = self.read(|s| s.nodes.contains_key(&id)).await?;
         if !member && !known {
@@ -160,7 +182,13 @@ impl Admin for AdminService {
             )));
         }
         if member {
-            self.meta.remove(id).await.map_err(meta_status)?;
+            self.meta.global().remove(id).await.map_err(meta_status)?;
+        }
+        if let Some(region) = self.meta.region_group() {
+            let rs = region.status();
+            if (rs.voters.contains(&id) && rs.voters != [id]) || rs.learners.contains(&id) {
+                region.remove(id).await.map_err(meta_status)?;
+            }
         }
         // Its agents lose their node here; placement gives them a new one.
         self.write(Command::RemoveNode { id }).await?;
@@ -250,12 +278,12 @@ impl Admin for AdminService {
                 f.status
             )));
         }
-        Ok(Reply::new(AgentList { agents: self.read(|s| views::agents(s, &f)).await? }))
+        Ok(Reply::new(AgentList { agents: self.read_region(|s| views::agents(s, &f)).await? }))
     }
 
     async fn get_agent(&self, req: Request<AgentId>) -> Res<AgentView> {
         let id = req.into_inner().id;
-        match self.read(|s| s.agents.get(&id).map(views::agent)).await? {
+        match self.read_region(|s| s.agents.get(&id).map(views::agent)).await? {
             Some(a) => Ok(Reply::new(a)),
             None => Err(Status::not_found(format!("unknown agent {id:?}"))),
         }
@@ -303,7 +331,9 @@ impl Admin for AdminService {
     async fn list_tokens(&self, req: Request<Filter>) -> Res<TokenList> {
         let f = req.into_inner();
         let now = now_ms();
-        Ok(Reply::new(TokenList { tokens: self.read(|s| views::tokens(s, &f, now)).await? }))
+        Ok(Reply::new(TokenList {
+            tokens: self.read_region(|s| views::tokens(s, &f, now)).await?,
+        }))
     }
 
     async fn revoke_token(&self, req: Request<TokenId>) -> Res<Empty> {
@@ -312,7 +342,7 @@ impl Admin for AdminService {
             return Err(invalid("give the token id or at least its first 8 characters"));
         }
         let ids: Vec<String> = self
-            .read(|s| s.tokens.keys().filter(|k| k.starts_with(&want)).cloned().collect())
+            .read_region(|s| s.tokens.keys().filter(|k| k.starts_with(&want)).cloned().collect())
             .await?;
         let id = match ids.as_slice() {
             [one] => one.clone(),
