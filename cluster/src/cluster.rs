@@ -255,11 +255,14 @@ async fn bootstrap_region(
         let known = global.read(|s| s.region_numbers.get(&me.region).copied());
         let number = match known {
             Some(n) => Ok(n),
-            None => match global.write(Command::AssignRegionNumber { region: me.region.clone() }).await {
-                Ok(Response::RegionNumber { number }) => Ok(number),
-                Ok(other) => Err(format!("unexpected answer {other:?}")),
-                Err(e) => Err(e.to_string()),
-            },
+            None => {
+                match global.write(Command::AssignRegionNumber { region: me.region.clone() }).await
+                {
+                    Ok(Response::RegionNumber { number }) => Ok(number),
+                    Ok(other) => Err(format!("unexpected answer {other:?}")),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
         };
         let res = match number {
             Ok(number) => {
@@ -271,14 +274,16 @@ async fn bootstrap_region(
                 };
                 let group = RegionGroup { region: me.region.clone(), number };
                 match tags {
-                    Ok(tags) => match region.write(Command::InitRegionGroup { group, tags }).await {
-                        Ok(Response::Ok) => Ok(()),
-                        Ok(other) => {
-                            tracing::error!(answer = ?other, "region group serves another region");
-                            return;
+                    Ok(tags) => {
+                        match region.write(Command::InitRegionGroup { group, tags }).await {
+                            Ok(Response::Ok) => Ok(()),
+                            Ok(other) => {
+                                tracing::error!(answer = ?other, "region group serves another region");
+                                return;
+                            }
+                            Err(e) => Err(e.to_string()),
                         }
-                        Err(e) => Err(e.to_string()),
-                    },
+                    }
                     Err(e) => Err(e.to_string()),
                 }
             }

@@ -173,8 +173,7 @@ impl MetaRouter {
         };
         if region.read(|s| s.region_group.is_none()) {
             return Err(MetaError::Rejected(
-                "the region group has no tag id range yet (it needs the global group once)"
-                    .into(),
+                "the region group has no tag id range yet (it needs the global group once)".into(),
             ));
         }
         region.allocate_tag_ids(tag_type, names).await

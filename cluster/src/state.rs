@@ -650,8 +650,8 @@ impl MetaState {
                 let range = region_tag_ids(group.number);
                 for (tag_type, dict) in tags {
                     // Only dictionaries inside the region's range can be taken over.
-                    let inside = dict.by_id.keys().all(|id| range.contains(id))
-                        && dict.next_id <= range.end;
+                    let inside =
+                        dict.by_id.keys().all(|id| range.contains(id)) && dict.next_id <= range.end;
                     if inside && !self.tags.contains_key(&tag_type) {
                         self.tags.insert(tag_type, dict);
                     }
@@ -722,11 +722,11 @@ mod tests {
     #[test]
     fn region_numbers_are_assigned_once_and_never_shared() {
         let mut s = MetaState::default();
-        let number = |s: &mut MetaState, r: &str| {
-            match s.apply(Command::AssignRegionNumber { region: r.into() }) {
-                Response::RegionNumber { number } => number,
-                r => panic!("{r:?}"),
-            }
+        let number = |s: &mut MetaState, r: &str| match s
+            .apply(Command::AssignRegionNumber { region: r.into() })
+        {
+            Response::RegionNumber { number } => number,
+            r => panic!("{r:?}"),
         };
         assert_eq!(number(&mut s, "eu"), 0);
         assert_eq!(number(&mut s, "us"), 1);
@@ -741,7 +741,8 @@ mod tests {
     fn a_region_group_reserves_only_inside_its_range() {
         let mut s = MetaState::default();
         let group = RegionGroup { region: "us".into(), number: 1 };
-        let init = |g: &RegionGroup| Command::InitRegionGroup { group: g.clone(), tags: BTreeMap::new() };
+        let init =
+            |g: &RegionGroup| Command::InitRegionGroup { group: g.clone(), tags: BTreeMap::new() };
         assert_eq!(s.apply(init(&group)), Response::Ok);
         assert_eq!(s.apply(init(&group)), Response::Ok, "a retry is harmless");
         let other = RegionGroup { region: "eu".into(), number: 0 };
@@ -762,8 +763,10 @@ mod tests {
         assert_eq!(reserve(&mut s, 7, 5), ((2 << 24) - 5, 2 << 24));
         let r = s.apply(Command::ReserveTagIds { tag_type: "pod".into(), node: 7, count: 1 });
         assert!(matches!(r, Response::Rejected { .. }), "{r:?}");
-        assert!(s.tags["pod"].blocks.values().all(|b| region_tag_ids(1).contains(&b.start)
-            && b.end <= region_tag_ids(1).end));
+        assert!(s.tags["pod"]
+            .blocks
+            .values()
+            .all(|b| region_tag_ids(1).contains(&b.start) && b.end <= region_tag_ids(1).end));
     }
 
     #[test]

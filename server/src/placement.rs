@@ -265,8 +265,8 @@ mod cluster_tests {
                 bootstrap_expect: 3,
                 region: None,
             })
-                .await
-                .unwrap();
+            .await
+            .unwrap();
             let task = super::spawn(c.router(), c.membership.clone());
             nodes.push(Some((c, task)));
         }

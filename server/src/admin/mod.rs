@@ -331,9 +331,7 @@ impl Admin for AdminService {
     async fn list_tokens(&self, req: Request<Filter>) -> Res<TokenList> {
         let f = req.into_inner();
         let now = now_ms();
-        Ok(Reply::new(TokenList {
-            tokens: self.read_region(|s| views::tokens(s, &f, now)).await?,
-        }))
+        Ok(Reply::new(TokenList { tokens: self.read_region(|s| views::tokens(s, &f, now)).await? }))
     }
 
     async fn revoke_token(&self, req: Request<TokenId>) -> Res<Empty> {
