@@ -254,7 +254,9 @@ impl Admin for AdminService {
 
     async fn set_pool_config(&self, req: Request<SetPoolConfigRequest>) -> Res<PoolConfigReply> {
         let r = req.into_inner();
-        if !self.read(|s| s.pools.contains_key(&r.pool)).await? {
+        // Local replica: pool config is the pool's region's, written there even when
+        // the global group is out of reach.
+        if !self.meta.global().read(|s| s.pools.contains_key(&r.pool)) {
             return Err(Status::not_found(format!("unknown pool {:?}", r.pool)));
         }
         if let Err(e) = r.body.parse::<toml::Table>() {
@@ -302,11 +304,11 @@ impl Admin for AdminService {
         if r.pool.is_empty() {
             return Err(invalid("a token enrolls agents into a pool: --pool is required"));
         }
-        let (pool, ttl_default) = self
-            .read(|s| {
-                (s.pools.get(&r.pool).cloned(), settings::parsed::<u64>(s, settings::TOKEN_TTL))
-            })
-            .await?;
+        // The pool and the default lifetime from this node's replica of the global group:
+        // a region cut off from the others still makes tokens (in its own group).
+        let (pool, ttl_default) = self.meta.global().read(|s| {
+            (s.pools.get(&r.pool).cloned(), settings::parsed::<u64>(s, settings::TOKEN_TTL))
+        });
         let Some(pool) = pool else {
             return Err(Status::not_found(format!("unknown pool {:?}", r.pool)));
         };

@@ -87,7 +87,7 @@ impl Drop for TempDir {
 pub fn free_port() -> u16 {
     loop {
         let p = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        if ![20033, 20416, 20040, 20041, 38086].contains(&p) {
+        if ![20033, 20416, 20040, 20041, 20042, 38086].contains(&p) {
             return p;
         }
     }
