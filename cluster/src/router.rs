@@ -118,9 +118,9 @@ impl MetaRouter {
         }
     }
 
-    /// Commit `cmd` in its group. A region command about another region (a token or a
-    /// pool config for it) is refused: that region's own nodes write it, and they keep
-    /// doing so while this one cannot reach them.
+    /// Commit `cmd` in its group. A region command about another region that has a
+    /// group of its own (a token or a pool config for it) is refused: that region's own
+    /// nodes write it, and they keep doing so while this one cannot reach them.
     pub async fn write(&self, cmd: Command) -> Result<Response, MetaError> {
         match &cmd {
             Command::RevokeCert { serial } => {
@@ -146,7 +146,11 @@ impl MetaRouter {
                 }
                 _ => None,
             };
-            if let Some(theirs) = theirs.filter(|r| r != mine) {
+            // A region with a group of its own (numbered in the global group) is written
+            // there; one without (no server node of its own) is served by the group of
+            // the node that writes it.
+            let own_group = |r: &String| self.global.read(|s| s.region_numbers.contains_key(r));
+            if let Some(theirs) = theirs.filter(|r| r != mine && own_group(r)) {
                 return Err(MetaError::Rejected(format!(
                     "region {theirs:?} is written by its own nodes; this node serves {mine:?}"
                 )));
@@ -186,6 +190,54 @@ impl MetaRouter {
             Some(region) => self.global.read(|g| region.read(|r| f(g, r))),
             None => self.global.read(|g| f(g, g)),
         }
+    }
+}
+
+/// What a read that spans regions got from one other region.
+#[derive(Debug, Clone)]
+pub struct RegionRead {
+    pub region: String,
+    /// The region group's state, or why no node of the region answered.
+    pub state: Result<MetaState, String>,
+}
+
+impl MetaRouter {
+    /// The region groups of every other region this node knows of (numbered in the
+    /// global group, or gossiped by a live node), or only of region `only` when it is
+    /// not empty, each read from a live node of that region (`live`: gossip); a region
+    /// none of whose nodes answers within `timeout` comes back as an error, never left
+    /// out.
+    pub async fn read_other_regions(
+        &self,
+        live: &[crate::membership::NodeInfo],
+        only: &str,
+        timeout: std::time::Duration,
+    ) -> Vec<RegionRead> {
+        let Some(mine) = self.region_name() else { return Vec::new() };
+        let mut regions: std::collections::BTreeSet<String> =
+            self.global.read(|s| s.region_numbers.keys().cloned().collect());
+        regions.extend(
+            live.iter().filter(|n| !n.region_raft_addr.is_empty()).map(|n| n.region.clone()),
+        );
+        regions.remove(mine);
+        if !only.is_empty() {
+            regions.retain(|r| r == only);
+        }
+        let mut out = Vec::with_capacity(regions.len());
+        for region in regions {
+            let mut state = Err(format!("no live node of region {region:?} is known"));
+            for n in live.iter().filter(|n| n.region == region && !n.region_raft_addr.is_empty()) {
+                match self.regional().read_remote(&n.region_raft_addr, timeout).await {
+                    Ok(s) => {
+                        state = Ok(s);
+                        break;
+                    }
+                    Err(e) => state = Err(format!("node {}: {e}", n.id)),
+                }
+            }
+            out.push(RegionRead { region, state });
+        }
+        out
     }
 }
 

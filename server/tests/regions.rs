@@ -319,6 +319,17 @@ fn a_region_cut_off_keeps_enrolling_agents_while_the_others_commit_global_writes
         (v["status"] == "active").then_some(()).ok_or(v.to_string())
     });
 
+    // Admin reads span regions: a region out of reach is named, not silently left out.
+    let out = n2.ctl(&["agent", "list", "-o", "json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("regions not reachable (agents not listed): reg1"), "{stderr}");
+    let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(!names(&listed, "id").contains(&"edge-1".to_string()), "{listed}");
+    let out = n1.ctl(&["token", "list", "-o", "json"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("regions not reachable (tokens not listed): reg2, reg3"), "{stderr}");
+
     // Heal: region 1 sees the global writes made meanwhile, and keeps its agent.
     net.set_region_link(1, true);
     poll("node 1 to see region 3", LONG, || {
@@ -333,4 +344,20 @@ fn a_region_cut_off_keeps_enrolling_agents_while_the_others_commit_global_writes
     assert!(names(&v, "name").contains(&"healed".to_string()), "{v}");
     let v = n1.json(&["agent", "show", "edge-1"]).unwrap();
     assert_eq!(v["region"], "reg1");
+    // Other regions' nodes list it again, read from region 1's group.
+    for n in [&n2, &n3] {
+        let v = poll("the agent listed from another region", LONG, || {
+            let out = n.ctl(&["agent", "list", "-o", "json"]);
+            let v: Value = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
+            let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+            (stderr.is_empty() && names(&v, "id").contains(&"edge-1".to_string()))
+                .then_some(v.clone())
+                .ok_or(format!("{v} {stderr}"))
+        });
+        assert_eq!(v.as_array().unwrap().len(), 1, "{v}");
+        let a = n.json(&["agent", "show", "edge-1"]).unwrap();
+        assert_eq!(a["pool"], "reg1-vms");
+        let st = n.json(&["cluster", "status"]).unwrap();
+        assert_eq!(st["agents"], 1, "{st}");
+    }
 }

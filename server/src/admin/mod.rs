@@ -50,6 +50,9 @@ pub struct AdminService {
 
 type Res<T> = Result<Reply<T>, Status>;
 
+/// How long a read of another region's group waits for one of its nodes.
+const OTHER_REGION_TIMEOUT: Duration = Duration::from_secs(3);
+
 fn meta_status(e: MetaError) -> Status {
     match e {
         MetaError::NoLeader(_) => {
@@ -99,6 +102,36 @@ impl AdminService {
         .await
     }
 
+    /// Region data across regions: this node's region group (a current read), then each
+    /// other region's, read from a live node there. `region` = "" for all regions.
+    /// Returns the rows and the regions that could not be read (none of their nodes
+    /// answered): those are reported, not silently left out.
+    async fn across_regions<T>(
+        &self,
+        region: &str,
+        f: impl Fn(&MetaState) -> Vec<T>,
+    ) -> Result<(Vec<T>, Vec<String>), Status> {
+        let mine = self.meta.region_name();
+        let mut rows = Vec::new();
+        if region.is_empty() || mine.is_none_or(|m| m == region) {
+            rows.extend(self.read_region(&f).await?);
+        }
+        let mut unreachable = Vec::new();
+        if mine.is_some_and(|m| m != region) {
+            let live = self.membership.live_nodes();
+            for r in self.meta.read_other_regions(&live, region, OTHER_REGION_TIMEOUT).await {
+                match r.state {
+                    Ok(s) => rows.extend(f(&s)),
+                    Err(e) => {
+                        tracing::warn!(region = %r.region, error = %e, "admin: region not reachable");
+                        unreachable.push(r.region);
+                    }
+                }
+            }
+        }
+        Ok((rows, unreachable))
+    }
+
     fn nodes_now(&self) -> Vec<NodeView> {
         let status = self.meta.global().status();
         let live = self.membership.live_nodes();
@@ -111,7 +144,29 @@ impl Admin for AdminService {
     async fn cluster_status(&self, _: Request<Empty>) -> Res<ClusterStatusReply> {
         let st = self.meta.global().status();
         let nodes = self.nodes_now();
-        let reply = self.meta.read_both(|s, r| ClusterStatusReply {
+        // Agents: this node's replica of its region, then the other regions' groups.
+        let mut others = Vec::new();
+        let mut unreachable_regions = Vec::new();
+        let live = self.membership.live_nodes();
+        for r in self.meta.read_other_regions(&live, "", OTHER_REGION_TIMEOUT).await {
+            match r.state {
+                Ok(s) => others.push(s),
+                Err(_) => unreachable_regions.push(r.region),
+            }
+        }
+        let count = |s: &MetaState| {
+            let unassigned = s
+                .agents
+                .values()
+                .filter(|a| a.status != AgentStatus::Revoked && a.ingest_node.is_none())
+                .count() as u64;
+            (s.agents.len() as u64, unassigned)
+        };
+        let (agents, unassigned_agents) = others
+            .iter()
+            .map(count)
+            .fold(self.meta.regional().read(count), |(a, u), (b, v)| (a + b, u + v));
+        let reply = self.meta.global().read(|s| ClusterStatusReply {
             node_id: st.node_id,
             state: st.state.clone(),
             leader: st.leader.unwrap_or(0),
@@ -124,12 +179,9 @@ impl Admin for AdminService {
             regions: s.regions.len() as u64,
             azs: s.azs.len() as u64,
             pools: s.pools.len() as u64,
-            agents: r.agents.len() as u64,
-            unassigned_agents: r
-                .agents
-                .values()
-                .filter(|a| a.status != AgentStatus::Revoked && a.ingest_node.is_none())
-                .count() as u64,
+            agents,
+            unassigned_agents,
+            unreachable_regions,
         });
         Ok(Reply::new(reply))
     }
@@ -280,14 +332,25 @@ impl Admin for AdminService {
                 f.status
             )));
         }
-        Ok(Reply::new(AgentList { agents: self.read_region(|s| views::agents(s, &f)).await? }))
+        let (agents, unreachable_regions) =
+            self.across_regions(&f.region, |s| views::agents(s, &f)).await?;
+        Ok(Reply::new(AgentList { agents, unreachable_regions }))
     }
 
     async fn get_agent(&self, req: Request<AgentId>) -> Res<AgentView> {
         let id = req.into_inner().id;
-        match self.read_region(|s| s.agents.get(&id).map(views::agent)).await? {
+        let (found, unreachable) = self
+            .across_regions("", |s| s.agents.get(&id).map(views::agent).into_iter().collect())
+            .await?;
+        match found.into_iter().next() {
             Some(a) => Ok(Reply::new(a)),
-            None => Err(Status::not_found(format!("unknown agent {id:?}"))),
+            None if unreachable.is_empty() => {
+                Err(Status::not_found(format!("unknown agent {id:?}")))
+            }
+            None => Err(Status::unavailable(format!(
+                "agent {id:?} is in no reachable region; not reachable: {}",
+                unreachable.join(", ")
+            ))),
         }
     }
 
@@ -333,7 +396,9 @@ impl Admin for AdminService {
     async fn list_tokens(&self, req: Request<Filter>) -> Res<TokenList> {
         let f = req.into_inner();
         let now = now_ms();
-        Ok(Reply::new(TokenList { tokens: self.read_region(|s| views::tokens(s, &f, now)).await? }))
+        let (tokens, unreachable_regions) =
+            self.across_regions(&f.region, |s| views::tokens(s, &f, now)).await?;
+        Ok(Reply::new(TokenList { tokens, unreachable_regions }))
     }
 
     async fn revoke_token(&self, req: Request<TokenId>) -> Res<Empty> {
