@@ -2,7 +2,8 @@
 //!
 //! Each node publishes what the rest of the cluster needs to place work on it as flat
 //! key-values: identity and topology (`region`, `az`, `roles`), where to reach it
-//! (`raft_addr`, `api_addr`), what it runs (`version`) and how loaded it is (`load.*`).
+//! (`raft_addr`, `region_raft_addr`, `api_addr`), what it runs (`version`) and how
+//! loaded it is (`load.*`).
 //! chitchat's phi-accrual detector decides who is live; a node that restarts comes back
 //! under a new generation (its start time), so stale state from its previous life is
 //! not mistaken for the new one.

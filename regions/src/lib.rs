@@ -73,11 +73,20 @@
 //!   the same with `fathom-server` processes and a real `fathom-agent` enrolling in the
 //!   cut-off region.
 //!
-//! Not built yet: admin reads of agents and tokens show the answering node's region
-//! only (other regions are read by asking a node there); agents and tokens written to
-//! the global group before sharding stay there (a region group starts empty of them);
-//! an agent certificate is known only in its region's group, so an agent placed on an
-//! ingest node of another region (the cross-region fallback) is refused there.
+//! - admin reads (`fathomctl agent list`, `agent show`, `token list`, `cluster status`)
+//!   merge the regions: this node's region from its replica, each other region read
+//!   from a live node of it (`MetaRouter::read_other_regions`); a region none of whose
+//!   nodes answers is named in the reply (fathomctl says so on stderr);
+//! - a region with no server node of its own (an operator's topology label only) has
+//!   no group: its tokens and agents go to the group of the node that writes them.
+//!
+//! Not built yet: agents and tokens written to the global group before sharding stay
+//! there (a region group starts empty of them; their tag dictionaries do move); pool
+//! lists count agents and config versions of this node's region only; an agent
+//! certificate is known only in its region's group, so an agent placed on an ingest
+//! node of another region (the cross-region fallback) is refused there; the global
+//! group's voters are whichever controllers bootstrapped it (not yet spread "at most
+//! two per region" by a rule).
 
 pub mod placement;
 pub mod topology;

@@ -77,6 +77,15 @@ impl AdminService {
         self.meta.global().read_linearizable(f).await.map_err(meta_status)
     }
 
+    /// A current read of both groups: topology from the global one, agent counts and
+    /// agent config from this node's region group.
+    async fn read_both<T>(&self, f: impl FnOnce(&MetaState, &MetaState) -> T) -> Result<T, Status> {
+        // Once both read indexes are applied here, the local replicas are current.
+        self.read(|_| ()).await?;
+        self.read_region(|_| ()).await?;
+        Ok(self.meta.read_both(f))
+    }
+
     /// A current read of this node's region group (agents, tokens).
     async fn read_region<T>(&self, f: impl FnOnce(&MetaState) -> T) -> Result<T, Status> {
         self.meta.regional().read_linearizable(f).await.map_err(meta_status)
@@ -259,7 +268,7 @@ impl Admin for AdminService {
     }
 
     async fn list_regions(&self, _: Request<Empty>) -> Res<RegionList> {
-        Ok(Reply::new(RegionList { regions: self.read(views::regions).await? }))
+        Ok(Reply::new(RegionList { regions: self.read_both(views::regions).await? }))
     }
 
     async fn create_region(&self, req: Request<CreateRegionRequest>) -> Res<Empty> {
@@ -272,7 +281,7 @@ impl Admin for AdminService {
 
     async fn list_azs(&self, req: Request<Filter>) -> Res<AzList> {
         let f = req.into_inner();
-        Ok(Reply::new(AzList { azs: self.read(|s| views::azs(s, &f)).await? }))
+        Ok(Reply::new(AzList { azs: self.read_both(|s, r| views::azs(s, r, &f)).await? }))
     }
 
     async fn create_az(&self, req: Request<CreateAzRequest>) -> Res<Empty> {
@@ -284,7 +293,7 @@ impl Admin for AdminService {
 
     async fn list_pools(&self, req: Request<Filter>) -> Res<PoolList> {
         let f = req.into_inner();
-        Ok(Reply::new(PoolList { pools: self.read(|s| views::pools(s, &f)).await? }))
+        Ok(Reply::new(PoolList { pools: self.read_both(|s, r| views::pools(s, r, &f)).await? }))
     }
 
     async fn create_pool(&self, req: Request<CreatePoolRequest>) -> Res<Empty> {
