@@ -765,6 +765,14 @@ async fn admin(cli: &Cli, t: &Target) -> Result<(), String> {
     Ok(())
 }
 
+/// Regions none of whose nodes answered: said on stderr, so that a partial answer is
+/// never taken for the whole fleet.
+fn warn_unreachable(regions: &[String], what: &str) {
+    if !regions.is_empty() {
+        eprintln!("fathomctl: regions not reachable ({what}): {}", regions.join(", "));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -782,13 +790,5 @@ mod tests {
     #[test]
     fn the_command_line_is_well_formed() {
         Cli::command().debug_assert();
-    }
-}
-
-/// Regions none of whose nodes answered: said on stderr, so that a partial answer is
-/// never taken for the whole fleet.
-fn warn_unreachable(regions: &[String], what: &str) {
-    if !regions.is_empty() {
-        eprintln!("fathomctl: regions not reachable ({what}): {}", regions.join(", "));
     }
 }

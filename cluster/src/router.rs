@@ -252,3 +252,43 @@ pub(crate) fn legacy_tags(
         BTreeMap::new()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::IssuedCert;
+
+    fn cert(subject: &str) -> Command {
+        Command::RecordCert {
+            serial: "01".into(),
+            cert: IssuedCert { subject: subject.into(), expires_at_ms: 1, revoked: false },
+        }
+    }
+
+    #[test]
+    fn region_data_goes_to_the_region_group_and_the_rest_to_the_global_one() {
+        let region = [
+            Command::AgentHeartbeats { beats: vec![] },
+            Command::ConsumeToken { id: "t".into(), agent: "a".into(), now_ms: 0 },
+            Command::SetAgentConfig { pool: "p".into(), body: String::new() },
+            Command::ReserveTagIds { tag_type: "pod".into(), node: 1, count: 1 },
+            Command::BindTags { tag_type: "pod".into(), node: 1, pairs: vec![] },
+            Command::AssignIngestMany { assignments: vec![] },
+            Command::RevokeAgent { id: "a".into() },
+            cert("agent/a"),
+        ];
+        for c in &region {
+            assert_eq!(scope(c), Scope::Region, "{c:?}");
+        }
+        let global = [
+            Command::RemoveNode { id: 1 },
+            Command::Put { key: "k".into(), value: "v".into() },
+            Command::AssignRegionNumber { region: "r".into() },
+            cert("admin/ops"),
+            cert("node/2"),
+        ];
+        for c in &global {
+            assert_eq!(scope(c), Scope::Global, "{c:?}");
+        }
+    }
+}

@@ -313,10 +313,11 @@ fn a_region_cut_off_keeps_enrolling_agents_while_the_others_commit_global_writes
         tokens.as_array().unwrap().iter().filter(|t| t["id"] == token_id.as_str()).collect();
     assert_eq!(used.len(), 1, "{tokens}");
     assert_eq!(used[0]["used_by"], "edge-1", "{tokens}");
-    // The agent's heartbeats are recorded (region group writes, still cut off).
-    poll("the agent active in its region", LONG, || {
+    // The agent's heartbeats are recorded (region group writes, still cut off), and the
+    // region group's leader places it on its region's ingest node.
+    poll("the agent active and placed in its region", LONG, || {
         let v = n1.json(&["agent", "show", "edge-1"])?;
-        (v["status"] == "active").then_some(()).ok_or(v.to_string())
+        (v["status"] == "active" && v["ingest_node"] == 1).then_some(()).ok_or(v.to_string())
     });
 
     // Admin reads span regions: a region out of reach is named, not silently left out.
