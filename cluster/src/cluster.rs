@@ -266,16 +266,16 @@ async fn bootstrap_region(
         };
         let res = match number {
             Ok(number) => {
-                // The first region keeps the dictionaries from before sharding; read
-                // them from an up-to-date replica.
-                let tags = match number {
-                    0 => global.read_linearizable(|s| crate::router::legacy_tags(0, s)).await,
-                    n => Ok(global.read(|s| crate::router::legacy_tags(n, s))),
+                // The first region takes over the region data from before sharding;
+                // read it from an up-to-date replica.
+                let carried = match number {
+                    0 => global.read_linearizable(|s| crate::router::carried_data(0, s)).await,
+                    n => Ok(global.read(|s| crate::router::carried_data(n, s))),
                 };
                 let group = RegionGroup { region: me.region.clone(), number };
-                match tags {
-                    Ok(tags) => {
-                        match region.write(Command::InitRegionGroup { group, tags }).await {
+                match carried {
+                    Ok(carried) => {
+                        match region.write(Command::InitRegionGroup { group, carried }).await {
                             Ok(Response::Ok) => Ok(()),
                             Ok(other) => {
                                 tracing::error!(answer = ?other, "region group serves another region");

@@ -8,8 +8,6 @@
 //! them; the rest go to the global group. Without a region group (a node built with
 //! [`MetaRouter::global_only`]) everything goes to the global group.
 
-use std::collections::BTreeMap;
-
 use crate::node::{MetaError, MetaNode};
 use crate::state::{Command, MetaState, Response};
 use crate::types::NodeId;
@@ -241,15 +239,13 @@ impl MetaRouter {
     }
 }
 
-/// Tag dictionaries a region group starts from (see `Command::InitRegionGroup`).
-pub(crate) fn legacy_tags(
-    number: u32,
-    global: &MetaState,
-) -> BTreeMap<String, crate::state::TagDict> {
+/// What a region group numbered `number` starts from: the first region takes over the
+/// region data the global group held before sharding (see `Command::InitRegionGroup`).
+pub(crate) fn carried_data(number: u32, global: &MetaState) -> crate::state::RegionData {
     if number == 0 {
-        global.tags.clone()
+        crate::state::RegionData::of(global)
     } else {
-        BTreeMap::new()
+        crate::state::RegionData::default()
     }
 }
 

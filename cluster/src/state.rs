@@ -23,6 +23,40 @@ pub fn region_tag_ids(number: u32) -> std::ops::Range<u32> {
     start..end.min(u32::MAX as u64) as u32
 }
 
+/// Region data a region group starts from (see `Command::InitRegionGroup`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegionData {
+    #[serde(default)]
+    pub tags: BTreeMap<String, TagDict>,
+    #[serde(default)]
+    pub agents: BTreeMap<String, AgentRecord>,
+    #[serde(default)]
+    pub tokens: BTreeMap<String, EnrollmentToken>,
+    #[serde(default)]
+    pub agent_configs: BTreeMap<String, AgentConfig>,
+    /// Agents' certificates (the others stay global).
+    #[serde(default)]
+    pub certs: BTreeMap<String, IssuedCert>,
+}
+
+impl RegionData {
+    /// The region data in `s` (a global group's state from before sharding).
+    pub fn of(s: &MetaState) -> RegionData {
+        RegionData {
+            tags: s.tags.clone(),
+            agents: s.agents.clone(),
+            tokens: s.tokens.clone(),
+            agent_configs: s.agent_configs.clone(),
+            certs: s
+                .certs
+                .iter()
+                .filter(|(_, c)| c.subject.starts_with("agent/"))
+                .map(|(k, c)| (k.clone(), c.clone()))
+                .collect(),
+        }
+    }
+}
+
 /// Which region a region group serves and the number that gives its tag id range.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RegionGroup {
@@ -260,14 +294,15 @@ pub enum Command {
     AssignRegionNumber {
         region: String,
     },
-    /// Region group: say which region this group serves, once. `tags` are dictionaries
-    /// to start from when this group has none of that type: the first region takes
-    /// over the ones the global group held before the metadata was sharded, so names
-    /// keep their ids and new ids come after them.
+    /// Region group: say which region this group serves, once. `carried` is region
+    /// data to start from (entries this group does not have yet): the first region takes
+    /// over what the global group held before the metadata was sharded, so enrolled
+    /// agents, tokens and pool config carry on, names keep their tag ids and new ids
+    /// come after them.
     InitRegionGroup {
         group: RegionGroup,
         #[serde(default)]
-        tags: BTreeMap<String, TagDict>,
+        carried: RegionData,
     },
 }
 
@@ -633,7 +668,7 @@ impl MetaState {
                 self.region_numbers.insert(region, number);
                 Response::RegionNumber { number }
             }
-            Command::InitRegionGroup { group, tags } => {
+            Command::InitRegionGroup { group, carried } => {
                 match &self.region_group {
                     Some(g) if *g == group => return Response::Ok,
                     Some(g) => {
@@ -648,6 +683,19 @@ impl MetaState {
                     return Response::rejected(format!("region number {} too large", group.number));
                 }
                 let range = region_tag_ids(group.number);
+                let RegionData { tags, agents, tokens, agent_configs, certs } = carried;
+                for (id, a) in agents {
+                    self.agents.entry(id).or_insert(a);
+                }
+                for (id, t) in tokens {
+                    self.tokens.entry(id).or_insert(t);
+                }
+                for (pool, c) in agent_configs {
+                    self.agent_configs.entry(pool).or_insert(c);
+                }
+                for (serial, c) in certs {
+                    self.certs.entry(serial).or_insert(c);
+                }
                 for (tag_type, dict) in tags {
                     // Only dictionaries inside the region's range can be taken over.
                     let inside =
@@ -741,8 +789,10 @@ mod tests {
     fn a_region_group_reserves_only_inside_its_range() {
         let mut s = MetaState::default();
         let group = RegionGroup { region: "us".into(), number: 1 };
-        let init =
-            |g: &RegionGroup| Command::InitRegionGroup { group: g.clone(), tags: BTreeMap::new() };
+        let init = |g: &RegionGroup| Command::InitRegionGroup {
+            group: g.clone(),
+            carried: RegionData::default(),
+        };
         assert_eq!(s.apply(init(&group)), Response::Ok);
         assert_eq!(s.apply(init(&group)), Response::Ok, "a retry is harmless");
         let other = RegionGroup { region: "eu".into(), number: 0 };
@@ -770,8 +820,18 @@ mod tests {
     }
 
     #[test]
-    fn the_first_region_takes_over_the_dictionaries_from_before_sharding() {
+    fn the_first_region_takes_over_the_region_data_from_before_sharding() {
         let mut global = MetaState::default();
+        global.apply(Command::UpsertAgent(agent("a")));
+        global.apply(Command::RecordCert {
+            serial: "0a".into(),
+            cert: IssuedCert { subject: "agent/a".into(), expires_at_ms: 9, revoked: false },
+        });
+        global.apply(Command::RecordCert {
+            serial: "0b".into(),
+            cert: IssuedCert { subject: "admin/ops".into(), expires_at_ms: 9, revoked: false },
+        });
+        global.apply(Command::SetAgentConfig { pool: "p".into(), body: "x = 1".into() });
         reserve(&mut global, 1, 4);
         global.apply(Command::BindTags {
             tag_type: "pod".into(),
@@ -780,14 +840,21 @@ mod tests {
         });
         let mut region = MetaState::default();
         let group = RegionGroup { region: "eu".into(), number: 0 };
-        let r = region.apply(Command::InitRegionGroup { group, tags: global.tags.clone() });
+        let r = region.apply(Command::InitRegionGroup { group, carried: RegionData::of(&global) });
         assert_eq!(r, Response::Ok);
         assert_eq!(region.tags["pod"].by_name["web"], 1);
+        assert_eq!(region.agents["a"], global.agents["a"]);
+        assert_eq!(region.agent_configs["p"].version, 1);
+        assert!(region.certs.contains_key("0a") && !region.certs.contains_key("0b"));
+        // Revoking the carried agent in its region group refuses its old certificate.
+        region.apply(Command::RevokeAgent { id: "a".into() });
+        assert!(region.cert_revoked("0a"));
         assert_eq!(reserve(&mut region, 2, 4), (5, 9), "new ids come after the old ones");
         // Another region cannot take them over: they are outside its range.
         let mut us = MetaState::default();
         let group = RegionGroup { region: "us".into(), number: 1 };
-        us.apply(Command::InitRegionGroup { group, tags: global.tags.clone() });
+        let carried = RegionData { tags: global.tags.clone(), ..Default::default() };
+        us.apply(Command::InitRegionGroup { group, carried });
         assert!(us.tags.is_empty());
     }
 

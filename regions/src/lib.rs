@@ -65,8 +65,9 @@
 //! - tag id ranges: the global group numbers each region once (`AssignRegionNumber`,
 //!   high 8 bits of the id, see `fathom_cluster::state::region_tag_ids`) and the region
 //!   group records it (`InitRegionGroup`); its `ReserveTagIds` allocates only inside the
-//!   range. Region 0 starts at id 1 and takes over the dictionaries the global group held
-//!   before sharding, so existing ids keep their names;
+//!   range. Region 0 starts at id 1 and takes over what the global group held before
+//!   sharding (agents, tokens, pool config, agents' certificates, tag dictionaries), so
+//!   existing data directories carry on and existing ids keep their names;
 //! - tests: state machine tests of the ranges; `cluster/tests/multiprocess.rs` cuts a
 //!   region of two nodes off (its bridge's link) and checks tokens, agents and tag ids
 //!   commit in it while the others commit global writes; `server/tests/regions.rs` does
@@ -80,9 +81,7 @@
 //! - a region with no server node of its own (an operator's topology label only) has
 //!   no group: its tokens and agents go to the group of the node that writes them.
 //!
-//! Not built yet: agents and tokens written to the global group before sharding stay
-//! there (a region group starts empty of them; their tag dictionaries do move); pool
-//! lists count agents and config versions of this node's region only; an agent
+//! Not built yet: pool lists count agents and config versions of this node's region only; an agent
 //! certificate is known only in its region's group, so an agent placed on an ingest
 //! node of another region (the cross-region fallback) is refused there; the global
 //! group's voters are whichever controllers bootstrapped it (not yet spread "at most
