@@ -81,11 +81,11 @@
 //! - a region with no server node of its own (an operator's topology label only) has
 //!   no group: its tokens and agents go to the group of the node that writes them.
 //!
-//! Not built yet: pool lists count agents and config versions of this node's region only; an agent
-//! certificate is known only in its region's group, so an agent placed on an ingest
-//! node of another region (the cross-region fallback) is refused there; the global
-//! group's voters are whichever controllers bootstrapped it (not yet spread "at most
-//! two per region" by a rule).
+//! Not built yet: pool lists count agents and config versions of this node's region
+//! only; an agent certificate is known only in its region's group, so an agent placed
+//! on an ingest node of another region (the cross-region fallback) is refused there;
+//! the global group's voters are whichever controllers bootstrapped it (not yet spread
+//! "at most two per region" by a rule).
 
 pub mod placement;
 pub mod topology;
