@@ -467,6 +467,7 @@ async fn admin(cli: &Cli, t: &Target) -> Result<(), String> {
     match &cli.command {
         Command::Cluster { cmd: ClusterCmd::Status } => {
             let r = c.cluster_status(Empty {}).await.map_err(st)?.into_inner();
+            warn_unreachable(&r.unreachable_regions, "agents not counted");
             let v = to_value(&r);
             if o != Format::Table {
                 output::print_structured(o, &v);
@@ -636,6 +637,7 @@ async fn admin(cli: &Cli, t: &Target) -> Result<(), String> {
                     .await
                     .map_err(st)?
                     .into_inner();
+                warn_unreachable(&r.unreachable_regions, "agents not listed");
                 let rows: Vec<Value> = r.agents.iter().map(to_value).collect();
                 print_rows(
                     o,
@@ -701,6 +703,7 @@ async fn admin(cli: &Cli, t: &Target) -> Result<(), String> {
             }
             TokenCmd::List { region, az, pool } => {
                 let r = c.list_tokens(filter(region, az, pool, "")).await.map_err(st)?.into_inner();
+                warn_unreachable(&r.unreachable_regions, "tokens not listed");
                 let rows: Vec<Value> = r
                     .tokens
                     .iter()
@@ -760,6 +763,14 @@ async fn admin(cli: &Cli, t: &Target) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Regions none of whose nodes answered: said on stderr, so that a partial answer is
+/// never taken for the whole fleet.
+fn warn_unreachable(regions: &[String], what: &str) {
+    if !regions.is_empty() {
+        eprintln!("fathomctl: regions not reachable ({what}): {}", regions.join(", "));
+    }
 }
 
 #[cfg(test)]

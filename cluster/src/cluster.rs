@@ -6,19 +6,37 @@
 //! The others are brought in by the new leader's replication. A node with Raft state on
 //! disk never bootstraps again, so restarts and late joiners cannot split the cluster;
 //! later nodes join through `add_learner` + `promote` (driven by fathomctl).
+//!
+//! The region group (when configured) bootstraps the same way among the live
+//! controllers of this node's region only, with its own expected count. Once formed,
+//! it learns which region it serves and that region's tag id range from the global
+//! group (`AssignRegionNumber`, once per region), after which it needs the global group
+//! no more.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::membership::{Membership, MembershipConfig, MembershipError, Role};
 use crate::node::{MetaConfig, MetaError, MetaNode};
-use crate::state::{Command, NodeRecord};
+use crate::router::MetaRouter;
+use crate::state::{Command, NodeRecord, RegionGroup, Response};
 
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
     pub meta: MetaConfig,
     pub membership: MembershipConfig,
     /// Number of controller nodes to wait for before forming a new cluster.
+    pub bootstrap_expect: usize,
+    /// This node's member of its region's group; None = everything in the global group.
+    pub region: Option<RegionGroupConfig>,
+}
+
+/// The region group's member on this node (its own port and data directory; gossip
+/// must advertise its address as `NodeInfo::region_raft_addr`).
+#[derive(Debug, Clone)]
+pub struct RegionGroupConfig {
+    pub meta: MetaConfig,
+    /// Controllers of this region to wait for before forming the region's group.
     pub bootstrap_expect: usize,
 }
 
@@ -31,9 +49,13 @@ pub enum ClusterError {
 }
 
 pub struct Cluster {
+    /// The global group's member.
     pub meta: MetaNode,
+    /// The region group's member, when configured.
+    pub region: Option<MetaNode>,
     pub membership: std::sync::Arc<Membership>,
-    bootstrap: tokio::task::JoinHandle<()>,
+    region_name: String,
+    bootstrap: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Cluster {
@@ -48,19 +70,68 @@ impl Cluster {
         transport: crate::network::Transport,
         server_tls: Option<std::sync::Arc<rustls::ServerConfig>>,
     ) -> Result<Cluster, ClusterError> {
-        let meta = MetaNode::start_with_tls(config.meta.clone(), transport, server_tls).await?;
-        let membership = std::sync::Arc::new(Membership::start(config.membership.clone()).await?);
-        let bootstrap = tokio::spawn(bootstrap(
+        let meta =
+            MetaNode::start_with_tls(config.meta.clone(), transport.clone(), server_tls.clone())
+                .await?;
+        let region = match &config.region {
+            Some(r) => {
+                match MetaNode::start_with_tls(r.meta.clone(), transport, server_tls).await {
+                    Ok(m) => Some(m),
+                    Err(e) => {
+                        let _ = meta.shutdown().await;
+                        return Err(e.into());
+                    }
+                }
+            }
+            None => None,
+        };
+        let membership = match Membership::start(config.membership.clone()).await {
+            Ok(m) => std::sync::Arc::new(m),
+            Err(e) => {
+                let _ = meta.shutdown().await;
+                if let Some(r) = &region {
+                    let _ = r.shutdown().await;
+                }
+                return Err(e.into());
+            }
+        };
+        let me = config.membership.node.clone();
+        let mut tasks = vec![tokio::spawn(bootstrap(
             meta.clone(),
             membership.clone(),
             config.bootstrap_expect,
-            config.membership.node.clone(),
-        ));
-        Ok(Cluster { meta, membership, bootstrap })
+            me.clone(),
+        ))];
+        if let (Some(r), Some(cfg)) = (&region, &config.region) {
+            tasks.push(tokio::spawn(bootstrap_region(
+                meta.clone(),
+                r.clone(),
+                membership.clone(),
+                cfg.bootstrap_expect,
+                me,
+            )));
+        }
+        let region_name = config.membership.node.region.clone();
+        Ok(Cluster { meta, region, membership, region_name, bootstrap: tasks })
+    }
+
+    /// Where this node sends each metadata command (see [`MetaRouter`]).
+    pub fn router(&self) -> MetaRouter {
+        match &self.region {
+            Some(r) => MetaRouter::with_region(self.meta.clone(), &self.region_name, r.clone()),
+            None => MetaRouter::global_only(self.meta.clone()),
+        }
     }
 
     pub async fn shutdown(self) -> Result<(), ClusterError> {
-        self.bootstrap.abort();
+        for t in &self.bootstrap {
+            t.abort();
+        }
+        if let Some(r) = &self.region {
+            if let Err(e) = r.shutdown().await {
+                tracing::warn!(error = %e, "region group shutdown");
+            }
+        }
         let res = self.meta.shutdown().await;
         if let Ok(m) = std::sync::Arc::try_unwrap(self.membership) {
             m.shutdown().await;
@@ -128,6 +199,99 @@ async fn bootstrap(
                 tracing::debug!(error = %e, "registering node; will retry");
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
+        }
+    }
+}
+
+/// Forms this region's group among the live controllers of the region (like
+/// [`bootstrap`], filtered by region), then tells it which region it serves.
+async fn bootstrap_region(
+    global: MetaNode,
+    region: MetaNode,
+    membership: std::sync::Arc<Membership>,
+    expect: usize,
+    me: crate::membership::NodeInfo,
+) {
+    let mut tick = tokio::time::interval(Duration::from_millis(300));
+    loop {
+        tick.tick().await;
+        match region.is_initialized().await {
+            Ok(true) => break,
+            Ok(false) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "region raft stopped before bootstrap");
+                return;
+            }
+        }
+        if expect == 0 {
+            continue;
+        }
+        let controllers: BTreeMap<u64, String> = membership
+            .live_nodes()
+            .into_iter()
+            .filter(|n| {
+                n.roles.contains(&Role::Controller)
+                    && n.region == me.region
+                    && !n.region_raft_addr.is_empty()
+            })
+            .map(|n| (n.id, n.region_raft_addr))
+            .collect();
+        if controllers.len() >= expect && controllers.keys().next() == Some(&region.id()) {
+            tracing::info!(
+                region = %me.region,
+                voters = ?controllers.keys().collect::<Vec<_>>(),
+                "forming the region group"
+            );
+            if let Err(e) = region.initialize(controllers).await {
+                tracing::warn!(error = %e, "region bootstrap failed; retrying");
+            }
+        }
+    }
+    // The region's number (its tag id range) comes from the global group, once.
+    loop {
+        if region.read(|s| s.region_group.is_some()) {
+            return;
+        }
+        let known = global.read(|s| s.region_numbers.get(&me.region).copied());
+        let number = match known {
+            Some(n) => Ok(n),
+            None => {
+                match global.write(Command::AssignRegionNumber { region: me.region.clone() }).await
+                {
+                    Ok(Response::RegionNumber { number }) => Ok(number),
+                    Ok(other) => Err(format!("unexpected answer {other:?}")),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+        };
+        let res = match number {
+            Ok(number) => {
+                // The first region takes over the region data from before sharding;
+                // read it from an up-to-date replica.
+                let carried = match number {
+                    0 => global.read_linearizable(|s| crate::router::carried_data(0, s)).await,
+                    n => Ok(global.read(|s| crate::router::carried_data(n, s))),
+                };
+                let group = RegionGroup { region: me.region.clone(), number };
+                match carried {
+                    Ok(carried) => {
+                        match region.write(Command::InitRegionGroup { group, carried }).await {
+                            Ok(Response::Ok) => Ok(()),
+                            Ok(other) => {
+                                tracing::error!(answer = ?other, "region group serves another region");
+                                return;
+                            }
+                            Err(e) => Err(e.to_string()),
+                        }
+                    }
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = res {
+            tracing::debug!(error = %e, "naming the region group; will retry");
+            tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
 }

@@ -29,15 +29,22 @@
 //!   them and no protoc in the build. With TLS ([`MetaNode::start_with_tls`],
 //!   [`network::Transport::with_tls`]) only nodes holding a certificate of the cluster CA
 //!   get in; the controller crate makes the configs.
-//! - **One Raft group per `MetaNode`**: a `MetaNode` is one group with its own data
-//!   directory and port. The cluster runs one global group today. Region sharding (a group
-//!   per region so a region cut off from the others keeps enrolling agents and allocating
-//!   tag ids, plus a small global group for regions and the CA) is built by running one
-//!   `MetaNode` per group on the nodes of that region; the regions crate owns that choice.
+//! - **Groups**: a `MetaNode` is one Raft group with its own data directory and port.
+//!   A server node runs two: the global group's and its region's ([`RegionGroupConfig`],
+//!   bootstrapped among the region's live controllers only, address gossiped as
+//!   `NodeInfo::region_raft_addr`). [`MetaRouter`] sends region commands (agents,
+//!   heartbeats, tokens, agent config, ingest assignments, tag ids) to the region group,
+//!   so a region cut off from the others keeps enrolling agents and allocating tag ids,
+//!   and the rest (regions, AZs, pools, CA, nodes, settings) to the global group. Reads
+//!   of other regions ask a live node there ([`MetaRouter::read_other_regions`]). The
+//!   regions crate documents the choice.
 //! - **Tag ids**: a node reserves blocks of ids through Raft (`ReserveTagIds`) and binds a
 //!   whole batch of new names in one entry (`BindTags`): known names never touch Raft, new
 //!   names cost one entry per batch. The first binding of a name wins on every replica; an
-//!   id is never bound to two names and never reused.
+//!   id is never bound to two names and never reused. Each region allocates only inside
+//!   its own range (`state::region_tag_ids`: the high 8 bits are the region's number,
+//!   given once by the global group), so ids are unique across regions with no
+//!   coordination between them.
 //! - **Determinism**: commands carry their own timestamps; applying them reads no clock
 //!   and no randomness, so replicas cannot diverge.
 
@@ -46,11 +53,13 @@ pub mod log_store;
 pub mod membership;
 pub mod network;
 pub mod node;
+pub mod router;
 pub mod sm_store;
 pub mod state;
 pub mod types;
 
-pub use cluster::{Cluster, ClusterConfig, ClusterError};
+pub use cluster::{Cluster, ClusterConfig, ClusterError, RegionGroupConfig};
 pub use membership::{Load, Membership, MembershipConfig, NodeInfo, Role};
 pub use node::{AdminOp, ClusterStatus, MetaConfig, MetaError, MetaNode};
+pub use router::{MetaRouter, RegionRead, Scope};
 pub use state::{Command, MetaState, Response};

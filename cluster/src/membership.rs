@@ -2,7 +2,8 @@
 //!
 //! Each node publishes what the rest of the cluster needs to place work on it as flat
 //! key-values: identity and topology (`region`, `az`, `roles`), where to reach it
-//! (`raft_addr`, `api_addr`), what it runs (`version`) and how loaded it is (`load.*`).
+//! (`raft_addr`, `region_raft_addr`, `api_addr`), what it runs (`version`) and how
+//! loaded it is (`load.*`).
 //! chitchat's phi-accrual detector decides who is live; a node that restarts comes back
 //! under a new generation (its start time), so stale state from its previous life is
 //! not mistaken for the new one.
@@ -65,6 +66,10 @@ pub struct NodeInfo {
     pub az: String,
     pub roles: Vec<Role>,
     pub raft_addr: String,
+    /// Where this node's member of its region's Raft group listens (host:port); empty =
+    /// no region group here.
+    #[serde(default)]
+    pub region_raft_addr: String,
     pub api_addr: String,
     /// Where agents push data to this node (host:port); empty = no ingest here.
     #[serde(default)]
@@ -122,6 +127,7 @@ const K_REGION: &str = "region";
 const K_AZ: &str = "az";
 const K_ROLES: &str = "roles";
 const K_RAFT: &str = "raft_addr";
+const K_REGION_RAFT: &str = "region_raft_addr";
 const K_API: &str = "api_addr";
 const K_INGEST: &str = "ingest_addr";
 const K_VERSION: &str = "version";
@@ -147,6 +153,7 @@ fn node_kvs(n: &NodeInfo) -> Vec<(String, String)> {
         (K_AZ.to_string(), n.az.clone()),
         (K_ROLES.to_string(), roles.join(",")),
         (K_RAFT.to_string(), n.raft_addr.clone()),
+        (K_REGION_RAFT.to_string(), n.region_raft_addr.clone()),
         (K_API.to_string(), n.api_addr.clone()),
         (K_INGEST.to_string(), n.ingest_addr.clone()),
         (K_VERSION.to_string(), n.version.clone()),
@@ -165,6 +172,7 @@ pub fn parse_node(id: &ChitchatId, s: &NodeState) -> Option<NodeInfo> {
         az: s.get(K_AZ)?.to_string(),
         roles: s.get(K_ROLES)?.split(',').filter_map(Role::parse).collect(),
         raft_addr: s.get(K_RAFT)?.to_string(),
+        region_raft_addr: s.get(K_REGION_RAFT).unwrap_or_default().to_string(),
         api_addr: s.get(K_API).unwrap_or_default().to_string(),
         ingest_addr: s.get(K_INGEST).unwrap_or_default().to_string(),
         gossip_addr: id.gossip_advertise_addr,

@@ -35,6 +35,7 @@ const PATH_WRITE: &str = "/cluster/write";
 const PATH_READ_INDEX: &str = "/cluster/read-index";
 const PATH_ADMIN: &str = "/cluster/admin";
 const PATH_STATUS: &str = "/cluster/status";
+const PATH_STATE: &str = "/cluster/state";
 
 #[derive(Debug, Clone)]
 pub struct MetaConfig {
@@ -485,6 +486,19 @@ impl MetaNode {
         Ok(out)
     }
 
+    /// A current copy of the state of the group whose member listens at `addr` (another
+    /// group: e.g. another region's, for admin reads that span regions), over this node's
+    /// transport (its certificate gets it in). Gives up after `timeout`.
+    pub async fn read_remote(&self, addr: &str, timeout: Duration) -> Result<MetaState, MetaError> {
+        let t = &self.inner.transport;
+        match t.post::<(), Remote<MetaState>>(addr, PATH_STATE, &(), timeout).await {
+            Ok(Remote::Ok(s)) => Ok(s),
+            Ok(Remote::Failed(e)) => Err(MetaError::Raft(e)),
+            Ok(Remote::NotLeader { .. }) => Err(MetaError::Raft("no answer".into())),
+            Err(source) => Err(MetaError::Forward { node: 0, addr: addr.into(), source }),
+        }
+    }
+
     /// Stop Raft and the endpoint. The on-disk state stays for the next start.
     pub async fn shutdown(&self) -> Result<(), MetaError> {
         let _ = self.inner.shutdown.send(true);
@@ -587,6 +601,7 @@ impl MetaNode {
             .route(PATH_READ_INDEX, post(read_index))
             .route(PATH_ADMIN, post(admin))
             .route(PATH_STATUS, get(status))
+            .route(PATH_STATE, post(state))
             .with_state(self.clone())
     }
 
@@ -628,6 +643,13 @@ async fn read_index(State(n): State<MetaNode>) -> Json<Remote<u64>> {
 
 async fn admin(State(n): State<MetaNode>, Json(op): Json<AdminOp>) -> Json<Remote<()>> {
     Json(n.admin_local(op).await)
+}
+
+async fn state(State(n): State<MetaNode>) -> Json<Remote<MetaState>> {
+    Json(match n.read_linearizable(|s| s.clone()).await {
+        Ok(s) => Remote::Ok(s),
+        Err(e) => Remote::Failed(e.to_string()),
+    })
 }
 
 async fn status(State(n): State<MetaNode>) -> Json<ClusterStatus> {

@@ -9,6 +9,61 @@ use serde::{Deserialize, Serialize};
 /// Id 0 means "no tag / unknown" in the columnar tables, so dictionaries start at 1.
 pub const FIRST_TAG_ID: u32 = 1;
 
+/// Tag ids are split by region: the high bits are the region's number, so region groups
+/// allocate without asking each other. 24 low bits give each region 16M ids per tag
+/// type; 8 high bits allow 256 regions.
+pub const REGION_TAG_BITS: u32 = 24;
+pub const MAX_REGIONS: u32 = 1 << (32 - REGION_TAG_BITS);
+
+/// The tag ids region number `number` allocates from. Region 0 starts at
+/// [`FIRST_TAG_ID`], where ids allocated before the metadata was sharded live.
+pub fn region_tag_ids(number: u32) -> std::ops::Range<u32> {
+    let start = (number << REGION_TAG_BITS).max(FIRST_TAG_ID);
+    let end = (number as u64 + 1) << REGION_TAG_BITS;
+    start..end.min(u32::MAX as u64) as u32
+}
+
+/// Region data a region group starts from (see `Command::InitRegionGroup`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegionData {
+    #[serde(default)]
+    pub tags: BTreeMap<String, TagDict>,
+    #[serde(default)]
+    pub agents: BTreeMap<String, AgentRecord>,
+    #[serde(default)]
+    pub tokens: BTreeMap<String, EnrollmentToken>,
+    #[serde(default)]
+    pub agent_configs: BTreeMap<String, AgentConfig>,
+    /// Agents' certificates (the others stay global).
+    #[serde(default)]
+    pub certs: BTreeMap<String, IssuedCert>,
+}
+
+impl RegionData {
+    /// The region data in `s` (a global group's state from before sharding).
+    pub fn of(s: &MetaState) -> RegionData {
+        RegionData {
+            tags: s.tags.clone(),
+            agents: s.agents.clone(),
+            tokens: s.tokens.clone(),
+            agent_configs: s.agent_configs.clone(),
+            certs: s
+                .certs
+                .iter()
+                .filter(|(_, c)| c.subject.starts_with("agent/"))
+                .map(|(k, c)| (k.clone(), c.clone()))
+                .collect(),
+        }
+    }
+}
+
+/// Which region a region group serves and the number that gives its tag id range.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegionGroup {
+    pub region: String,
+    pub number: u32,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeRecord {
     pub id: u64,
@@ -234,6 +289,21 @@ pub enum Command {
         key: String,
         value: String,
     },
+    /// Global group: give `region` a number (its tag id range), once. Answers the
+    /// number, the same one on every retry.
+    AssignRegionNumber {
+        region: String,
+    },
+    /// Region group: say which region this group serves, once. `carried` is region
+    /// data to start from (entries this group does not have yet): the first region takes
+    /// over what the global group held before the metadata was sharded, so enrolled
+    /// agents, tokens and pool config carry on, names keep their tag ids and new ids
+    /// come after them.
+    InitRegionGroup {
+        group: RegionGroup,
+        #[serde(default)]
+        carried: RegionData,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -253,6 +323,9 @@ pub enum Response {
     },
     TagIds {
         ids: Vec<u32>,
+    },
+    RegionNumber {
+        number: u32,
     },
 }
 
@@ -281,6 +354,13 @@ pub struct MetaState {
     /// Every certificate issued and not yet pruned, by serial (hex).
     #[serde(default)]
     pub certs: BTreeMap<String, IssuedCert>,
+    /// Global group: each region's number (see [`region_tag_ids`]).
+    #[serde(default)]
+    pub region_numbers: BTreeMap<String, u32>,
+    /// Region group: the region it serves. Tag ids are reserved only inside that
+    /// region's range once it is set.
+    #[serde(default)]
+    pub region_group: Option<RegionGroup>,
 }
 
 impl MetaState {
@@ -300,6 +380,13 @@ impl MetaState {
 }
 
 impl MetaState {
+    /// Whether an ingest assignment may name node `id`. Nodes are recorded in the global
+    /// group: a region group takes the assigner's word (placement read them from its
+    /// replica of the global group).
+    fn knows_node(&self, id: u64) -> bool {
+        self.region_group.is_some() || self.nodes.contains_key(&id)
+    }
+
     pub fn apply(&mut self, cmd: Command) -> Response {
         match cmd {
             Command::UpsertNode(n) => {
@@ -364,7 +451,7 @@ impl MetaState {
             },
             Command::AssignIngest { agent, node } => {
                 if let Some(n) = node {
-                    if !self.nodes.contains_key(&n) {
+                    if !self.knows_node(n) {
                         return Response::rejected(format!("unknown node {n}"));
                     }
                 }
@@ -446,11 +533,18 @@ impl MetaState {
                         "block size {count} outside 1..={MAX_TAG_BLOCK}"
                     ));
                 }
+                let range = self.region_group.as_ref().map(|g| region_tag_ids(g.number));
                 let dict = self.tags.entry(tag_type).or_default();
-                let start = dict.next_id;
+                let start = match &range {
+                    Some(r) => dict.next_id.max(r.start),
+                    None => dict.next_id,
+                };
                 let Some(end) = start.checked_add(count) else {
                     return Response::rejected("tag id space exhausted");
                 };
+                if range.is_some_and(|r| end > r.end) {
+                    return Response::rejected("the region's tag id range is exhausted");
+                }
                 dict.next_id = end;
                 dict.blocks.insert(start, TagBlock { start, end, node });
                 Response::TagBlock { start, end }
@@ -494,7 +588,7 @@ impl MetaState {
             }
             Command::AssignIngestMany { assignments } => {
                 for (agent, node) in assignments {
-                    if node.is_some_and(|n| !self.nodes.contains_key(&n)) {
+                    if node.is_some_and(|n| !self.knows_node(n)) {
                         continue;
                     }
                     if let Some(a) = self.agents.get_mut(&agent) {
@@ -559,6 +653,60 @@ impl MetaState {
                 self.kv.insert(key, value);
                 Response::Ok
             }
+            Command::AssignRegionNumber { region } => {
+                if region.is_empty() {
+                    return Response::rejected("region name is empty");
+                }
+                if let Some(&number) = self.region_numbers.get(&region) {
+                    return Response::RegionNumber { number };
+                }
+                let used: std::collections::BTreeSet<u32> =
+                    self.region_numbers.values().copied().collect();
+                let Some(number) = (0..MAX_REGIONS).find(|n| !used.contains(n)) else {
+                    return Response::rejected(format!("more than {MAX_REGIONS} regions"));
+                };
+                self.region_numbers.insert(region, number);
+                Response::RegionNumber { number }
+            }
+            Command::InitRegionGroup { group, carried } => {
+                match &self.region_group {
+                    Some(g) if *g == group => return Response::Ok,
+                    Some(g) => {
+                        return Response::rejected(format!(
+                            "this group serves region {:?} (number {})",
+                            g.region, g.number
+                        ))
+                    }
+                    None => {}
+                }
+                if group.number >= MAX_REGIONS {
+                    return Response::rejected(format!("region number {} too large", group.number));
+                }
+                let range = region_tag_ids(group.number);
+                let RegionData { tags, agents, tokens, agent_configs, certs } = carried;
+                for (id, a) in agents {
+                    self.agents.entry(id).or_insert(a);
+                }
+                for (id, t) in tokens {
+                    self.tokens.entry(id).or_insert(t);
+                }
+                for (pool, c) in agent_configs {
+                    self.agent_configs.entry(pool).or_insert(c);
+                }
+                for (serial, c) in certs {
+                    self.certs.entry(serial).or_insert(c);
+                }
+                for (tag_type, dict) in tags {
+                    // Only dictionaries inside the region's range can be taken over.
+                    let inside =
+                        dict.by_id.keys().all(|id| range.contains(id)) && dict.next_id <= range.end;
+                    if inside && !self.tags.contains_key(&tag_type) {
+                        self.tags.insert(tag_type, dict);
+                    }
+                }
+                self.region_group = Some(group);
+                Response::Ok
+            }
         }
     }
 }
@@ -617,6 +765,97 @@ mod tests {
         assert_eq!(r, Response::TagIds { ids: vec![2] });
         let d = &s.tags["pod"];
         assert_eq!(d.by_name.len(), d.by_id.len());
+    }
+
+    #[test]
+    fn region_numbers_are_assigned_once_and_never_shared() {
+        let mut s = MetaState::default();
+        let number = |s: &mut MetaState, r: &str| match s
+            .apply(Command::AssignRegionNumber { region: r.into() })
+        {
+            Response::RegionNumber { number } => number,
+            r => panic!("{r:?}"),
+        };
+        assert_eq!(number(&mut s, "eu"), 0);
+        assert_eq!(number(&mut s, "us"), 1);
+        assert_eq!(number(&mut s, "eu"), 0, "a retry gets the same number");
+        assert_eq!(number(&mut s, "ap"), 2);
+        assert_eq!(region_tag_ids(0), 1..1 << 24);
+        assert_eq!(region_tag_ids(2), 2 << 24..3 << 24);
+        assert_eq!(region_tag_ids(MAX_REGIONS - 1).end, u32::MAX);
+    }
+
+    #[test]
+    fn a_region_group_reserves_only_inside_its_range() {
+        let mut s = MetaState::default();
+        let group = RegionGroup { region: "us".into(), number: 1 };
+        let init = |g: &RegionGroup| Command::InitRegionGroup {
+            group: g.clone(),
+            carried: RegionData::default(),
+        };
+        assert_eq!(s.apply(init(&group)), Response::Ok);
+        assert_eq!(s.apply(init(&group)), Response::Ok, "a retry is harmless");
+        let other = RegionGroup { region: "eu".into(), number: 0 };
+        assert!(matches!(s.apply(init(&other)), Response::Rejected { .. }));
+        assert_eq!(reserve(&mut s, 7, 10), (1 << 24, (1 << 24) + 10));
+        assert_eq!(reserve(&mut s, 8, 10), ((1 << 24) + 10, (1 << 24) + 20));
+        // Binding stays checked against the node's block.
+        let r = s.apply(Command::BindTags {
+            tag_type: "pod".into(),
+            node: 7,
+            pairs: vec![("web".into(), 1 << 24)],
+        });
+        assert_eq!(r, Response::TagIds { ids: vec![1 << 24] });
+        // The range end is a hard limit: a block crossing it is refused whole.
+        s.tags.get_mut("pod").unwrap().next_id = (2 << 24) - 5;
+        let r = s.apply(Command::ReserveTagIds { tag_type: "pod".into(), node: 7, count: 10 });
+        assert!(matches!(r, Response::Rejected { .. }), "{r:?}");
+        assert_eq!(reserve(&mut s, 7, 5), ((2 << 24) - 5, 2 << 24));
+        let r = s.apply(Command::ReserveTagIds { tag_type: "pod".into(), node: 7, count: 1 });
+        assert!(matches!(r, Response::Rejected { .. }), "{r:?}");
+        assert!(s.tags["pod"]
+            .blocks
+            .values()
+            .all(|b| region_tag_ids(1).contains(&b.start) && b.end <= region_tag_ids(1).end));
+    }
+
+    #[test]
+    fn the_first_region_takes_over_the_region_data_from_before_sharding() {
+        let mut global = MetaState::default();
+        global.apply(Command::UpsertAgent(agent("a")));
+        global.apply(Command::RecordCert {
+            serial: "0a".into(),
+            cert: IssuedCert { subject: "agent/a".into(), expires_at_ms: 9, revoked: false },
+        });
+        global.apply(Command::RecordCert {
+            serial: "0b".into(),
+            cert: IssuedCert { subject: "admin/ops".into(), expires_at_ms: 9, revoked: false },
+        });
+        global.apply(Command::SetAgentConfig { pool: "p".into(), body: "x = 1".into() });
+        reserve(&mut global, 1, 4);
+        global.apply(Command::BindTags {
+            tag_type: "pod".into(),
+            node: 1,
+            pairs: vec![("web".into(), 1)],
+        });
+        let mut region = MetaState::default();
+        let group = RegionGroup { region: "eu".into(), number: 0 };
+        let r = region.apply(Command::InitRegionGroup { group, carried: RegionData::of(&global) });
+        assert_eq!(r, Response::Ok);
+        assert_eq!(region.tags["pod"].by_name["web"], 1);
+        assert_eq!(region.agents["a"], global.agents["a"]);
+        assert_eq!(region.agent_configs["p"].version, 1);
+        assert!(region.certs.contains_key("0a") && !region.certs.contains_key("0b"));
+        // Revoking the carried agent in its region group refuses its old certificate.
+        region.apply(Command::RevokeAgent { id: "a".into() });
+        assert!(region.cert_revoked("0a"));
+        assert_eq!(reserve(&mut region, 2, 4), (5, 9), "new ids come after the old ones");
+        // Another region cannot take them over: they are outside its range.
+        let mut us = MetaState::default();
+        let group = RegionGroup { region: "us".into(), number: 1 };
+        let carried = RegionData { tags: global.tags.clone(), ..Default::default() };
+        us.apply(Command::InitRegionGroup { group, carried });
+        assert!(us.tags.is_empty());
     }
 
     #[test]

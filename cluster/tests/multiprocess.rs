@@ -27,6 +27,9 @@ fn sh(args: &[&str]) -> Result<(), String> {
 struct Netns {
     k: u8,
     nodes: usize,
+    /// Per node: 0 = on the main bridge, r > 0 = on region r's bridge, which reaches
+    /// the main one through one veth pair (cut it to cut the region off).
+    regions: Vec<u8>,
 }
 
 impl Netns {
@@ -40,13 +43,25 @@ impl Netns {
         format!("10.214.{}.{}", self.k, i)
     }
 
-    fn create(k: u8, nodes: usize) -> Result<Netns, String> {
-        let n = Netns { k, nodes };
+    fn create_in_regions(k: u8, regions: Vec<u8>) -> Result<Netns, String> {
+        let nodes = regions.len();
+        let n = Netns { k, nodes, regions };
         n.destroy(); // leftovers of a crashed run
         let br = n.br();
         sh(&["netns", "add", &br])?;
         sh(&["-n", &br, "link", "add", "br0", "type", "bridge"])?;
         sh(&["-n", &br, "link", "set", "br0", "up"])?;
+        let mut made: BTreeSet<u8> = BTreeSet::new();
+        for &r in n.regions.iter().filter(|&&r| r > 0) {
+            if made.insert(r) {
+                let (rb, up, down) = (format!("br{r}"), format!("r{r}up"), format!("r{r}dn"));
+                sh(&["-n", &br, "link", "add", &rb, "type", "bridge"])?;
+                sh(&["-n", &br, "link", "set", &rb, "up"])?;
+                sh(&["-n", &br, "link", "add", &up, "type", "veth", "peer", "name", &down])?;
+                sh(&["-n", &br, "link", "set", &up, "master", "br0", "up"])?;
+                sh(&["-n", &br, "link", "set", &down, "master", &rb, "up"])?;
+            }
+        }
         for i in 1..=nodes {
             let ns = n.ns(i);
             let v = format!("fcl{k}n{i}");
@@ -55,7 +70,11 @@ impl Netns {
                 "link", "add", &v, "netns", &br, "type", "veth", "peer", "name", "eth0", "netns",
                 &ns,
             ])?;
-            sh(&["-n", &br, "link", "set", &v, "master", "br0", "up"])?;
+            let master = match n.regions[i - 1] {
+                0 => "br0".to_string(),
+                r => format!("br{r}"),
+            };
+            sh(&["-n", &br, "link", "set", &v, "master", &master, "up"])?;
             sh(&["-n", &ns, "addr", "add", &format!("{}/24", n.ip(i)), "dev", "eth0"])?;
             sh(&["-n", &ns, "link", "set", "eth0", "up"])?;
             sh(&["-n", &ns, "link", "set", "lo", "up"])?;
@@ -71,6 +90,12 @@ impl Netns {
     /// Cut node `i` off the bridge (or reconnect it).
     fn set_link(&self, i: usize, up: bool) {
         let v = format!("fcl{}n{}", self.k, i);
+        sh(&["-n", &self.br(), "link", "set", &v, if up { "up" } else { "down" }]).unwrap();
+    }
+
+    /// Cut region `r` off the rest (its nodes still reach each other), or reconnect it.
+    fn set_region_link(&self, r: u8, up: bool) {
+        let v = format!("r{r}up");
         sh(&["-n", &self.br(), "link", "set", &v, if up { "up" } else { "down" }]).unwrap();
     }
 
@@ -91,6 +116,7 @@ impl Drop for Netns {
 
 struct Node {
     id: u64,
+    region: String,
     ns: Option<String>,
     raft: String,
     gossip: String,
@@ -114,7 +140,7 @@ impl Node {
         };
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
         cmd.args(["--id", &self.id.to_string()])
-            .args(["--region", "r1", "--az", &self.az])
+            .args(["--region", &self.region, "--az", &self.az])
             .args(["--raft-addr", &self.raft, "--gossip-addr", &self.gossip])
             .args(["--api-addr", &self.api, "--seeds", seeds])
             .arg("--data-dir")
@@ -160,9 +186,15 @@ fn use_netns() -> bool {
 impl TestCluster {
     /// `k` keeps concurrent tests apart (subnet in netns mode, port range on loopback).
     fn new(k: u8, count: usize, extra: &[&str]) -> TestCluster {
+        Self::in_regions(k, vec![0; count], extra)
+    }
+
+    /// Nodes on per-region bridges (`regions[i]` for node i+1, see [`Netns`]).
+    fn in_regions(k: u8, regions: Vec<u8>, extra: &[&str]) -> TestCluster {
+        let count = regions.len();
         let dir = tempfile::tempdir().unwrap();
         let net = if use_netns() {
-            match Netns::create(k, count) {
+            match Netns::create_in_regions(k, regions) {
                 Ok(n) => Some(n),
                 Err(e) => {
                     eprintln!("network namespaces unavailable ({e}); using loopback");
@@ -184,6 +216,7 @@ impl TestCluster {
             };
             nodes.push(Node {
                 id: i as u64,
+                region: "r1".to_string(),
                 ns: net.as_ref().map(|n| n.ns(i)),
                 raft: format!("{host}:{raft}"),
                 gossip: format!("{host}:{gossip}"),
@@ -277,6 +310,25 @@ impl TestCluster {
             .output()
             .expect("curl");
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// A POST to node `i`'s API sent from inside its own namespace (the only place that
+    /// reaches it while it is cut off); gives up after 10s. The `Ok` value or the error.
+    fn post_from_inside(&self, i: usize, path: &str, body: Value) -> Result<Value, String> {
+        let n = self.node(i);
+        let ns = n.ns.as_deref().expect("needs network namespaces");
+        let out = Command::new("ip")
+            .args(["netns", "exec", ns, "curl", "-s", "-m", "10", "-X", "POST"])
+            .args(["-H", "content-type: application/json", "-d", &body.to_string()])
+            .arg(format!("http://{}{}", n.api, path))
+            .output()
+            .expect("curl");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let v: Value = serde_json::from_str(&text).map_err(|_| format!("no answer: {text:?}"))?;
+        match v.get("Err") {
+            Some(e) => Err(e.to_string()),
+            None => Ok(v.get("Ok").cloned().unwrap_or(v)),
+        }
     }
 
     /// Poll until every listed node reports the same leader and voter set.
@@ -804,6 +856,184 @@ async fn a_whole_az_partitioned_away_cannot_commit_and_catches_up() {
     }
     // The healed nodes take part again.
     c.put(cut[0], "healed").await.unwrap();
+    for i in all {
+        assert!(keys(&c.state(i, true).await.unwrap()).contains("healed"));
+    }
+}
+
+/// The tag ids of region number `n` (the state machine's split: 24 low bits).
+fn region_range(n: u64) -> std::ops::Range<u64> {
+    (n << 24).max(1)..(n + 1) << 24
+}
+
+fn token(id: &str, region: &str) -> Value {
+    json!({"op": "create_token", "id": id, "region": region, "az": "az", "pool": "p",
+           "expires_at_ms": u64::MAX, "used_by": null, "revoked": false})
+}
+
+fn agent(id: &str, region: &str) -> Value {
+    json!({"op": "upsert_agent", "id": id, "host": id, "pool": "p", "region": region,
+           "az": "az", "cert_serial": "", "status": "enrolled", "ingest_node": null,
+           "last_heartbeat_ms": 1, "config_version": 0})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_region_cut_off_keeps_enrolling_and_allocating_tag_ids_in_its_own_group() {
+    // Region 1: nodes 1, 2; region 2: nodes 3, 4; region 3: node 5. Global group: all
+    // five (a cut-off region 1 leaves it a majority of three).
+    let regions = vec![1, 1, 2, 2, 3];
+    let mut c = TestCluster::in_regions(5, regions.clone(), &["--bootstrap-expect", "5"]);
+    if c.net.is_none() {
+        assert!(
+            std::env::var_os("FATHOM_TEST_LOOPBACK").is_some(),
+            "region partition test needs network namespaces: run as root with iproute2"
+        );
+        eprintln!("region partition test skipped: FATHOM_TEST_LOOPBACK is set");
+        return;
+    }
+    let name = |i: usize| format!("reg{}", regions[i - 1]);
+    for i in 1..=5 {
+        let host = c.net.as_ref().unwrap().ip(i);
+        let expect = regions.iter().filter(|&&r| r == regions[i - 1]).count().to_string();
+        let n = &mut c.nodes[i - 1];
+        n.region = name(i);
+        n.extra.extend([
+            "--region-raft-addr".to_string(),
+            format!("{host}:20043"),
+            "--region-bootstrap-expect".to_string(),
+            expect,
+        ]);
+        c.start(i);
+    }
+    let all = [1, 2, 3, 4, 5];
+    poll("5 global voters everywhere", LONG, || c.agreed(&all, &[1, 2, 3, 4, 5])).await;
+    // Each region's group: its own nodes as voters, and its number from the global group.
+    let mut numbers = BTreeMap::new();
+    for i in all {
+        let voters: Vec<u64> =
+            (1..=5u64).filter(|&j| regions[j as usize - 1] == regions[i - 1]).collect();
+        let number = poll("the region group formed and named", LONG, || async {
+            let st = c.get(i, "/region/status").await.ok()?;
+            let v: Vec<u64> = serde_json::from_value(st["voters"].clone()).ok()?;
+            st["leader"].as_u64()?;
+            let s = c.get(i, "/region/state").await.ok()?;
+            let g = &s["Ok"]["region_group"];
+            (v == voters && g["region"] == name(i).as_str()).then(|| g["number"].as_u64())?
+        })
+        .await;
+        numbers.insert(name(i), number);
+    }
+    assert_eq!(
+        numbers.values().collect::<BTreeSet<_>>().len(),
+        3,
+        "each region has its own number: {numbers:?}"
+    );
+    let r1 = region_range(numbers["reg1"]);
+    let r2 = region_range(numbers["reg2"]);
+
+    // Before the cut: tags of region 1 and region 2 come from their own ranges.
+    let ids: Vec<u64> = serde_json::from_value(
+        c.post(1, "/tags", json!({"tag_type": "pod", "names": ["web", "db"]})).await.unwrap(),
+    )
+    .unwrap();
+    assert!(ids.iter().all(|id| r1.contains(id)), "{ids:?} outside {r1:?}");
+    let ids2: Vec<u64> = serde_json::from_value(
+        c.post(3, "/tags", json!({"tag_type": "pod", "names": ["web", "cache"]})).await.unwrap(),
+    )
+    .unwrap();
+    assert!(ids2.iter().all(|id| r2.contains(id)), "{ids2:?} outside {r2:?}");
+
+    // Cut region 1 off: its two nodes still reach each other, nobody else.
+    let net = c.net.as_ref().unwrap();
+    net.set_region_link(1, false);
+    // The rest keeps committing global writes.
+    poll("a global write on the majority side", LONG, || async {
+        c.put(3, "global-after-cut").await.ok()
+    })
+    .await;
+    for (j, i) in [3, 4, 5, 3, 4].into_iter().enumerate() {
+        c.put(i, &format!("global-{j}")).await.unwrap();
+    }
+    // Inside region 1: a token is created and consumed, the agent recorded, through the
+    // router (region commands go to the region group), from both of its nodes.
+    let routed = |i: usize, body: Value| c.post_from_inside(i, "/routed-write", body);
+    let ok = json!({"result": "ok"});
+    let t = Instant::now();
+    let created = poll("a token created inside the cut-off region", LONG, || async {
+        routed(1, token("tok-1", "reg1")).ok()
+    })
+    .await;
+    assert_eq!(created, ok);
+    eprintln!(
+        "FIGURE region cut: token committed in the cut-off region in {:.2}s (global writes \
+         already committed on the other side)",
+        t.elapsed().as_secs_f64()
+    );
+    let consume = json!({"op": "consume_token", "id": "tok-1", "agent": "agent-1", "now_ms": 5});
+    assert_eq!(routed(2, consume).unwrap(), ok);
+    let again = json!({"op": "consume_token", "id": "tok-1", "agent": "agent-x", "now_ms": 6});
+    assert_eq!(
+        routed(1, again).unwrap(),
+        json!({"result": "rejected", "reason": "token already used"})
+    );
+    assert_eq!(routed(2, agent("agent-1", "reg1")).unwrap(), ok);
+    // New tag names get ids inside region 1's range; known ones keep theirs.
+    let inside: Vec<u64> = serde_json::from_value(
+        c.post_from_inside(2, "/tags", json!({"tag_type": "pod", "names": ["web", "queue"]}))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(inside[0], ids[0]);
+    assert!(r1.contains(&inside[1]) && !ids.contains(&inside[1]), "{inside:?}");
+    // A global write from inside does not commit; a token for another region is refused.
+    let global =
+        c.post_from_inside(1, "/write", json!({"op": "put", "key": "from-cut", "value": "v"}));
+    assert!(global.is_err(), "a cut-off region committed a global write: {global:?}");
+    let other = routed(1, token("tok-2", "reg2"));
+    assert!(other.unwrap_err().contains("written by its own nodes"));
+    // Region 2 allocates at the same time, in its own range.
+    let outside: Vec<u64> = serde_json::from_value(
+        c.post(4, "/tags", json!({"tag_type": "pod", "names": ["queue"]})).await.unwrap(),
+    )
+    .unwrap();
+    assert!(r2.contains(&outside[0]));
+
+    // Heal: region 1 sees the global writes, and its own writes are still there.
+    net.set_region_link(1, true);
+    for i in [1, 2] {
+        poll("a healed node to see the global writes", LONG, || async {
+            let k = keys(&c.state(i, true).await.ok()?);
+            (k.contains("global-after-cut") && (0..5).all(|j| k.contains(&format!("global-{j}"))))
+                .then_some(())
+        })
+        .await;
+        assert!(!keys(&c.state(i, false).await.unwrap()).contains("from-cut"));
+    }
+    for i in [1, 2] {
+        let s = &c.get(i, "/region/state?linearizable=true").await.unwrap()["Ok"];
+        assert_eq!(s["tokens"]["tok-1"]["used_by"], "agent-1");
+        assert_eq!(s["agents"]["agent-1"]["region"], "reg1");
+        assert!(s["tokens"].get("tok-2").is_none());
+        let d = dict(s, "pod");
+        assert_eq!(
+            d,
+            BTreeMap::from([
+                ("web".to_string(), ids[0]),
+                ("db".to_string(), ids[1]),
+                ("queue".to_string(), inside[1]),
+            ])
+        );
+    }
+    // Other regions never held region 1's data; their dictionaries are their own.
+    for i in [3, 4, 5] {
+        let s = &c.get(i, "/region/state").await.unwrap()["Ok"];
+        assert!(s["tokens"].get("tok-1").is_none() && s["agents"].get("agent-1").is_none());
+    }
+    let d2 = dict(&c.get(3, "/region/state?linearizable=true").await.unwrap()["Ok"], "pod");
+    assert_eq!(d2["queue"], outside[0]);
+    assert!(d2.values().all(|id| r2.contains(id)));
+    // Every node writes globally again.
+    c.put(1, "healed").await.unwrap();
     for i in all {
         assert!(keys(&c.state(i, true).await.unwrap()).contains("healed"));
     }

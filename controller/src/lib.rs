@@ -53,7 +53,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fathom_cluster::state::{Command, Response as MetaResponse};
-use fathom_cluster::{MetaError, MetaNode};
+use fathom_cluster::{MetaError, MetaNode, MetaRouter};
 use fathom_proto::control::agent_control_server::AgentControlServer;
 use rustls::{ClientConfig, ServerConfig};
 use tokio::sync::watch;
@@ -149,7 +149,7 @@ fn rejected(what: &'static str, r: MetaResponse) -> Result<MetaResponse, Control
 
 /// The cluster CA and this node's identity, ready to serve and to configure TLS.
 pub struct ControlPlane {
-    meta: MetaNode,
+    meta: MetaRouter,
     ca: Arc<ClusterCa>,
     authority: Authority,
     node: TlsIdentity,
@@ -163,7 +163,7 @@ impl ControlPlane {
     /// node's certificate. Needs a Raft leader (waits for one up to the metadata's
     /// request timeout).
     pub async fn bootstrap(
-        meta: MetaNode,
+        meta: impl Into<MetaRouter>,
         config: ControlConfig,
     ) -> Result<ControlPlane, ControlError> {
         Self::bootstrap_with_ca(meta, config, None).await
@@ -172,13 +172,17 @@ impl ControlPlane {
     /// [`bootstrap`](Self::bootstrap), proposing `local` (the CA this node's Raft
     /// certificates come from, see [`NodeTls`]) instead of a new one. A cluster that
     /// already replicates a different CA is a misconfiguration and an error.
+    ///
+    /// The CA, admin and node certificates live in the global group; agents, tokens and
+    /// agent config in this node's region group when `meta` has one.
     pub async fn bootstrap_with_ca(
-        meta: MetaNode,
+        meta: impl Into<MetaRouter>,
         config: ControlConfig,
         local: Option<ClusterCa>,
     ) -> Result<ControlPlane, ControlError> {
+        let meta: MetaRouter = meta.into();
         let local_pem = local.as_ref().map(|c| c.cert_pem().to_string());
-        let ca = Arc::new(ensure_ca(&meta, config.ca_ttl, local).await?);
+        let ca = Arc::new(ensure_ca(meta.global(), config.ca_ttl, local).await?);
         if local_pem.is_some_and(|p| p != ca.cert_pem()) {
             return Err(ControlError::Rejected {
                 what: "CA",
@@ -360,9 +364,13 @@ impl ControlPlane {
         tasks.push(tokio::spawn(async move {
             let mut last_prune = tokio::time::Instant::now();
             while tokio::time::timeout(every, stop.wait_for(|s| *s)).await.is_err() {
-                service::mark_lost(&meta, lost_after).await;
+                // Agents live in the region group: its leader marks them.
+                service::mark_lost(meta.regional(), lost_after).await;
                 if last_prune.elapsed() >= PRUNE_EVERY {
-                    service::prune_certs(&meta).await;
+                    service::prune_certs(meta.global()).await;
+                    if let Some(region) = meta.region_group() {
+                        service::prune_certs(region).await;
+                    }
                     last_prune = tokio::time::Instant::now();
                 }
             }
@@ -487,7 +495,7 @@ async fn ensure_ca(
     }
 }
 
-async fn record(meta: &MetaNode, issued: &Issued) -> Result<(), ControlError> {
+async fn record(meta: &MetaRouter, issued: &Issued) -> Result<(), ControlError> {
     let cmd = Command::RecordCert { serial: issued.serial.clone(), cert: issued.record.clone() };
     rejected("certificate", meta.write(cmd).await?)?;
     Ok(())

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fathom_cluster::state::{AgentRecord, AgentStatus, Command, Response as MetaResponse};
-use fathom_cluster::{MetaError, MetaNode};
+use fathom_cluster::{MetaError, MetaNode, MetaRouter};
 use fathom_proto::control::agent_control_server::AgentControl;
 use fathom_proto::control::{
     EnrollRequest, EnrollResponse, HeartbeatRequest, HeartbeatResponse, RenewRequest, RenewResponse,
@@ -44,7 +44,7 @@ fn ca_status(e: CaError) -> Status {
 
 /// Write a command; a rule violation becomes `reject(reason)`.
 pub(crate) async fn write(
-    meta: &MetaNode,
+    meta: &MetaRouter,
     cmd: Command,
     reject: fn(String) -> Status,
 ) -> Result<MetaResponse, Status> {
@@ -55,7 +55,7 @@ pub(crate) async fn write(
 }
 
 pub struct ControlService {
-    pub(crate) meta: MetaNode,
+    pub(crate) meta: MetaRouter,
     pub(crate) ca: Arc<ClusterCa>,
     pub(crate) authority: Authority,
     pub(crate) config: ControlConfig,
@@ -93,8 +93,11 @@ impl AgentControl for ControlService {
         }
         let tid = token_id(&r.token);
         // Linearizable: a token made a moment ago on another node must be seen here.
+        // Tokens and agents are the region group's: enrollment works while the region
+        // is cut off from the others.
         let (token, existing) = self
             .meta
+            .regional()
             .read_linearizable(|s| {
                 (s.tokens.get(&tid).cloned(), s.agents.get(&r.agent_id).cloned())
             })
@@ -159,7 +162,7 @@ impl AgentControl for ControlService {
     ) -> Result<Response<HeartbeatResponse>, Status> {
         let (id, _) = self.authority.agent(&req)?;
         let running = req.get_ref().config_version;
-        let (agent, config) = self.meta.read(|s| {
+        let (agent, config) = self.meta.regional().read(|s| {
             let a = s.agents.get(&id).cloned();
             let c = a.as_ref().and_then(|a| s.agent_configs.get(&a.pool).cloned());
             (a, c)
@@ -205,7 +208,7 @@ impl AgentControl for ControlService {
 
 /// Writes the collected beats as one Raft entry per flush (and one more for changed
 /// config versions, which are rare).
-pub(crate) async fn flush_beats(meta: &MetaNode, pending: &Pending) {
+pub(crate) async fn flush_beats(meta: &MetaRouter, pending: &Pending) {
     let PendingBeats { beats, versions } =
         std::mem::take(&mut *pending.lock().unwrap_or_else(|p| p.into_inner()));
     if !beats.is_empty() {

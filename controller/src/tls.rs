@@ -14,7 +14,7 @@
 
 use std::sync::Arc;
 
-use fathom_cluster::MetaNode;
+use fathom_cluster::MetaRouter;
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
@@ -72,7 +72,7 @@ pub enum AuthError {
 /// local replica of the metadata.
 #[derive(Clone)]
 pub struct Authority {
-    meta: MetaNode,
+    meta: MetaRouter,
 }
 
 impl std::fmt::Debug for Authority {
@@ -82,16 +82,20 @@ impl std::fmt::Debug for Authority {
 }
 
 impl Authority {
-    pub fn new(meta: MetaNode) -> Authority {
-        Authority { meta }
+    /// Checks against both groups: agents' certificates are recorded in their region's
+    /// group, the others in the global one.
+    pub fn new(meta: impl Into<MetaRouter>) -> Authority {
+        Authority { meta: meta.into() }
     }
 
     /// Identity and serial of an acceptable certificate, or why it is refused.
     pub fn check_der(&self, der: &[u8]) -> Result<CertInfo, AuthError> {
         let info = cert_info(der)?;
         let subject = info.identity.subject();
-        let (known, revoked) =
-            self.meta.read(|s| (s.certs.contains_key(&info.serial), s.cert_revoked(&info.serial)));
+        let known = self.meta.read_both(|g, r| {
+            g.certs.contains_key(&info.serial) || r.certs.contains_key(&info.serial)
+        });
+        let revoked = self.meta.cert_revoked(&info.serial);
         if revoked {
             return Err(AuthError::Revoked { serial: info.serial, subject });
         }

@@ -67,6 +67,8 @@ async fn raft_replicates_over_mtls_and_refuses_other_clients() {
     let (n2, tls2) = start(2, a2, &ca_dir, dir.path()).await;
     assert_eq!(tls1.ca.cert_pem(), tls2.ca.cert_pem());
     n1.initialize(BTreeMap::from([(1, a1.to_string())])).await.unwrap();
+    // Membership changes wait for the initial membership to commit.
+    until("node 1 leading", || n1.is_leader()).await;
     n1.add_learner(2, a2.to_string()).await.unwrap();
     n1.promote(2).await.unwrap();
     n1.write(Command::Put { key: "k1".into(), value: "v".into() }).await.unwrap();

@@ -92,6 +92,9 @@ pub struct ClusterStatusReply {
     /// Agents with no ingest node (none accepting in reach).
     #[prost(uint64, tag = "14")]
     pub unassigned_agents: u64,
+    /// Regions whose agents are not counted: none of their nodes answered.
+    #[prost(string, repeated, tag = "15")]
+    pub unreachable_regions: Vec<String>,
 }
 
 #[derive(Clone, PartialEq, prost::Message, serde::Serialize)]
@@ -285,6 +288,9 @@ pub struct AgentView {
 pub struct AgentList {
     #[prost(message, repeated, tag = "1")]
     pub agents: Vec<AgentView>,
+    /// Regions whose agents are missing: none of their nodes answered.
+    #[prost(string, repeated, tag = "2")]
+    pub unreachable_regions: Vec<String>,
 }
 
 #[derive(Clone, PartialEq, prost::Message, serde::Serialize)]
@@ -341,6 +347,9 @@ pub struct CreateTokenReply {
 pub struct TokenList {
     #[prost(message, repeated, tag = "1")]
     pub tokens: Vec<TokenView>,
+    /// Regions whose tokens are missing: none of their nodes answered.
+    #[prost(string, repeated, tag = "2")]
+    pub unreachable_regions: Vec<String>,
 }
 
 #[derive(Clone, PartialEq, prost::Message, serde::Serialize)]

@@ -46,23 +46,46 @@
 //! tokens are single-use and tag ids must never be bound twice; both need a
 //! linearizable decision somewhere, and a region-local Raft group gives exactly that.
 //!
-//! **Status**: `fathom_cluster::MetaNode` is one Raft group with its own data directory
-//! and port, and `fathom-server` runs one group today (the global one, holding
-//! everything), so a region cut off from the majority of controllers can read its
-//! replica but cannot enroll agents or allocate new tag ids. What remains, in order:
+//! **Status**: built, with these pieces:
 //!
-//! 1. a second `MetaNode` per server for its region's group (own port, e.g.
-//!    `cluster.region_raft_listen`, and data directory `<cluster data>/region-<name>`),
-//!    bootstrapped like the global group but counting only gossip members of the same
-//!    region (`Cluster`'s bootstrap filtered by `NodeInfo::region`);
-//! 2. a router that sends the region-scoped commands above (`UpsertAgent`,
-//!    `AgentHeartbeats`, `CreateToken`/`ConsumeToken`/`RevokeToken`, `SetAgentConfig`,
-//!    `AssignIngest*`, `ReserveTagIds`/`BindTags`) to the region group of the agent's
-//!    or pool's region, and the rest to the global group; admin reads merge both;
-//! 3. a `RegionIdRange` command in the global group and a range check in the region
-//!    group's `ReserveTagIds`;
-//! 4. a chaos test: three regions in network namespaces, one cut off by dropping its
-//!    links, enrolling an agent and allocating tag ids there while the others carry on.
+//! - every server node runs two `fathom_cluster::MetaNode`s: the global group's
+//!   (`cluster.raft_listen`, 20040) and its region's (`cluster.region_raft_listen`,
+//!   20042, data in `<cluster data>/region-<name>`, same mTLS), whose address is gossiped
+//!   as `NodeInfo::region_raft_addr`. The region group bootstraps like the global one
+//!   but among the live controllers of the same region (`cluster.region_bootstrap_expect`,
+//!   default 1); `fathomctl node add` of a node of the same region adds it to both;
+//! - `fathom_cluster::MetaRouter` sends the region commands (`UpsertAgent`,
+//!   `AgentHeartbeats`, `AgentConfigVersions`, `CreateToken`/`ConsumeToken`/
+//!   `RevokeToken`, `SetAgentConfig`, `AssignIngest*`, `RevokeAgent`, `MarkLost`,
+//!   `ReserveTagIds`/`BindTags`, agents' `RecordCert`) to the region group and the rest
+//!   to the global group; a token or pool config for another region is refused (its own
+//!   nodes write it). The controller (enrollment, heartbeats, revocation checks against
+//!   both groups), the admin service (tokens, agents) and placement (run by the region
+//!   group's leader for the region's agents, nodes read from the global replica) use it;
+//! - tag id ranges: the global group numbers each region once (`AssignRegionNumber`,
+//!   high 8 bits of the id, see `fathom_cluster::state::region_tag_ids`) and the region
+//!   group records it (`InitRegionGroup`); its `ReserveTagIds` allocates only inside the
+//!   range. Region 0 starts at id 1 and takes over what the global group held before
+//!   sharding (agents, tokens, pool config, agents' certificates, tag dictionaries), so
+//!   existing data directories carry on and existing ids keep their names;
+//! - tests: state machine tests of the ranges; `cluster/tests/multiprocess.rs` cuts a
+//!   region of two nodes off (its bridge's link) and checks tokens, agents and tag ids
+//!   commit in it while the others commit global writes; `server/tests/regions.rs` does
+//!   the same with `fathom-server` processes and a real `fathom-agent` enrolling in the
+//!   cut-off region.
+//!
+//! - admin reads (`fathomctl agent list`, `agent show`, `token list`, `cluster status`)
+//!   merge the regions: this node's region from its replica, each other region read
+//!   from a live node of it (`MetaRouter::read_other_regions`); a region none of whose
+//!   nodes answers is named in the reply (fathomctl says so on stderr);
+//! - a region with no server node of its own (an operator's topology label only) has
+//!   no group: its tokens and agents go to the group of the node that writes them.
+//!
+//! Not built yet: pool lists count agents and config versions of this node's region
+//! only; an agent certificate is known only in its region's group, so an agent placed
+//! on an ingest node of another region (the cross-region fallback) is refused there;
+//! the global group's voters are whichever controllers bootstrapped it (not yet spread
+//! "at most two per region" by a rule).
 
 pub mod placement;
 pub mod topology;

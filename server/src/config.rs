@@ -90,6 +90,14 @@ pub struct ClusterSection {
     /// Controllers to wait for before forming a new cluster; 0 = never form one (join
     /// an existing cluster through `fathomctl node add`).
     pub bootstrap_expect: usize,
+    /// Raft of this region's group (agents, tokens, tag ids of the region).
+    pub region_raft_listen: String,
+    /// How peers reach `region_raft_listen`; empty = region_raft_listen (127.0.0.1 if
+    /// it is 0.0.0.0).
+    pub region_raft_advertise: String,
+    /// Controllers of this region to wait for before forming the region's group; 0 =
+    /// join only (`fathomctl node add` from a node of the region).
+    pub region_bootstrap_expect: usize,
     /// Raft log and snapshots; empty = `<ingest.data_dir>/cluster`.
     pub data_dir: String,
 }
@@ -107,6 +115,9 @@ impl Default for ClusterSection {
             gossip_advertise: String::new(),
             seeds: Vec::new(),
             bootstrap_expect: 1,
+            region_raft_listen: "0.0.0.0:20042".into(),
+            region_raft_advertise: String::new(),
+            region_bootstrap_expect: 1,
             data_dir: String::new(),
         }
     }
@@ -221,7 +232,10 @@ Configuration (TOML file; each key also FATHOM_SERVER_<SECTION>__<KEY>):
     gossip_advertise = \"\"       how peers reach gossip_listen; empty = gossip_listen (0.0.0.0 -> 127.0.0.1)
     seeds = []                  gossip host:port of a few members, e.g. [\"10.0.0.1:20041\"]
     bootstrap_expect = 1        controllers to wait for before forming a new cluster; 0 = join only
-    data_dir = \"\"               Raft log and snapshots; empty = <ingest.data_dir>/cluster
+    region_raft_listen = \"0.0.0.0:20042\"  Raft of this region's group (TCP): agents, tokens, tag ids
+    region_raft_advertise = \"\"  how peers reach region_raft_listen; empty = region_raft_listen (0.0.0.0 -> 127.0.0.1)
+    region_bootstrap_expect = 1  controllers of this region to wait for before forming its group; 0 = join only
+    data_dir = \"\"               Raft log and snapshots (the region group's in region-<name>); empty = <ingest.data_dir>/cluster
   [controller]                  control port, cluster CA, certificates (mTLS on every port)
     listen = \"0.0.0.0:20035\"    agent enrollment and control, fleet administration (gRPC, TLS; fathomctl)
     advertise = \"\"              how fathomctl and agents reach it; empty = listen (0.0.0.0 -> 127.0.0.1)

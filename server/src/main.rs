@@ -130,7 +130,7 @@ async fn shutdown_signal() {
 /// (bootstrap_expect 0) waits here until `fathomctl node add` made it a member.
 async fn control_plane(
     cfg: &ServerConfig,
-    meta: fathom_cluster::MetaNode,
+    meta: fathom_cluster::MetaRouter,
     membership: Arc<fathom_cluster::Membership>,
     tls: &fathom_controller::NodeTls,
 ) -> Result<ControlPlane, String> {
@@ -189,7 +189,7 @@ async fn serve_control(
         );
     }
     let routes =
-        admin::admin_routes(cluster.meta.clone(), cluster.membership.clone(), plane.authority());
+        admin::admin_routes(cluster.router(), cluster.membership.clone(), plane.authority());
     plane.serve(routes).await.map_err(|e| format!("control port {}: {e}", cfg.controller.listen))
 }
 
@@ -214,7 +214,7 @@ fn run(cfg: ServerConfig) -> Result<(), String> {
         .map_err(|e| format!("cluster: {e}"))?;
     let placement = {
         let _in_runtime = rt.enter();
-        placement::spawn(cluster.meta.clone(), cluster.membership.clone())
+        placement::spawn(cluster.router(), cluster.membership.clone())
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = move || {
@@ -268,7 +268,7 @@ fn run(cfg: ServerConfig) -> Result<(), String> {
     let started = rt.block_on(async {
         let setup = async {
             let plane =
-                control_plane(&cfg, cluster.meta.clone(), cluster.membership.clone(), &tls).await?;
+                control_plane(&cfg, cluster.router(), cluster.membership.clone(), &tls).await?;
             let control = serve_control(&cfg, &plane, &cluster).await?;
             Ok::<_, String>((plane, control))
         };

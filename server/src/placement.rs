@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fathom_cluster::state::AgentStatus;
-use fathom_cluster::{Command, Membership, MetaNode, MetaState};
+use fathom_cluster::{Command, Membership, MetaRouter, MetaState};
 use fathom_regions::{place, AgentSlot, NodeSlot, PlacementParams};
 
 use crate::settings;
@@ -36,9 +36,10 @@ impl Liveness {
     }
 }
 
-/// The assignment changes placement wants now: `(agent, new node)`.
-pub fn moves(state: &MetaState, up: &Liveness) -> Vec<(String, Option<u64>)> {
-    let nodes: Vec<NodeSlot> = state
+/// The assignment changes placement wants now: `(agent, new node)`. Nodes and settings
+/// come from `global`, agents from `region` (the same state without a region group).
+pub fn moves(global: &MetaState, region: &MetaState, up: &Liveness) -> Vec<(String, Option<u64>)> {
+    let nodes: Vec<NodeSlot> = global
         .nodes
         .values()
         .map(|n| NodeSlot {
@@ -49,8 +50,8 @@ pub fn moves(state: &MetaState, up: &Liveness) -> Vec<(String, Option<u64>)> {
         })
         .collect();
     let mut out = Vec::new();
-    let mut agents = Vec::with_capacity(state.agents.len());
-    for a in state.agents.values() {
+    let mut agents = Vec::with_capacity(region.agents.len());
+    for a in region.agents.values() {
         if a.status == AgentStatus::Revoked {
             if a.ingest_node.is_some() {
                 out.push((a.id.clone(), None));
@@ -65,15 +66,18 @@ pub fn moves(state: &MetaState, up: &Liveness) -> Vec<(String, Option<u64>)> {
         });
     }
     let params = PlacementParams {
-        load_factor: settings::parsed(state, settings::LOAD_FACTOR),
-        vnodes: settings::parsed(state, settings::VNODES),
+        load_factor: settings::parsed(global, settings::LOAD_FACTOR),
+        vnodes: settings::parsed(global, settings::VNODES),
     };
     let p = place(&agents, &nodes, &params);
     out.extend(p.changes(&agents).map(|(i, n)| (agents[i].id.clone(), n)));
     out
 }
 
-pub fn spawn(meta: MetaNode, membership: Arc<Membership>) -> tokio::task::JoinHandle<()> {
+/// Run by the leader of this node's region group for the region's agents (the global
+/// leader when there is no region group), so a region cut off from the others keeps
+/// placing its agents on its own ingest nodes.
+pub fn spawn(meta: MetaRouter, membership: Arc<Membership>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let started = Instant::now();
         let mut changes = membership.watch();
@@ -84,7 +88,8 @@ pub fn spawn(meta: MetaNode, membership: Arc<Membership>) -> tokio::task::JoinHa
                 _ = tick.tick() => {}
                 r = changes.changed() => if r.is_err() { return },
             }
-            if !meta.is_leader() {
+            let group = meta.regional();
+            if !group.is_leader() {
                 continue;
             }
             let up = Liveness {
@@ -93,14 +98,14 @@ pub fn spawn(meta: MetaNode, membership: Arc<Membership>) -> tokio::task::JoinHa
                 dead: membership.dead_nodes().await.into_iter().collect(),
                 settled: started.elapsed() >= GOSSIP_GRACE,
             };
-            let todo = meta.read(|s| moves(s, &up));
+            let todo = meta.read_both(|g, r| moves(g, r, &up));
             if todo.is_empty() {
                 continue;
             }
             tracing::info!(agents = todo.len(), "placement: moving agents");
             for chunk in todo.chunks(BATCH) {
                 let cmd = Command::AssignIngestMany { assignments: chunk.to_vec() };
-                if let Err(e) = meta.write(cmd).await {
+                if let Err(e) = group.write(cmd).await {
                     tracing::warn!(error = %e, "placement: writing assignments; will retry");
                     break;
                 }
@@ -148,7 +153,7 @@ mod tests {
     }
 
     fn settle(s: &mut MetaState, up: &Liveness) -> usize {
-        let m = moves(s, up);
+        let m = moves(s, s, up);
         let n = m.len();
         s.apply(Command::AssignIngestMany { assignments: m });
         n
@@ -159,13 +164,13 @@ mod tests {
         let mut s = state(&[(1, "a", false), (2, "a", false), (3, "b", false)], 200);
         let mut up = all_up(1);
         assert_eq!(settle(&mut s, &up), 200);
-        assert_eq!(moves(&s, &up), vec![], "a settled placement is stable");
+        assert_eq!(moves(&s, &s, &up), vec![], "a settled placement is stable");
         let on_2: HashSet<String> =
             s.agents.values().filter(|a| a.ingest_node == Some(2)).map(|a| a.id.clone()).collect();
         assert!(!on_2.is_empty());
         up.live.remove(&2);
         up.dead.insert(2);
-        let m = moves(&s, &up);
+        let m = moves(&s, &s, &up);
         let moved: HashSet<String> = m.iter().map(|(a, _)| a.clone()).collect();
         assert_eq!(moved, on_2);
         assert!(m.iter().all(|(_, n)| *n == Some(1)), "AZ a's only other node takes them");
@@ -177,10 +182,10 @@ mod tests {
         assert_eq!(settle(&mut s, &all_up(1)), 50);
         let fresh =
             Liveness { me: 1, live: HashSet::from([1]), dead: HashSet::new(), settled: false };
-        assert!(moves(&s, &fresh).is_empty());
+        assert!(moves(&s, &s, &fresh).is_empty());
         let later = Liveness { settled: true, ..fresh };
-        assert!(moves(&s, &later).iter().all(|(_, n)| *n == Some(1)));
-        assert!(!moves(&s, &later).is_empty());
+        assert!(moves(&s, &s, &later).iter().all(|(_, n)| *n == Some(1)));
+        assert!(!moves(&s, &s, &later).is_empty());
     }
 
     #[test]
@@ -245,6 +250,7 @@ mod cluster_tests {
                 az: "a".into(),
                 roles: vec![Role::Controller, Role::Ingest],
                 raft_addr: raft.to_string(),
+                region_raft_addr: String::new(),
                 api_addr: String::new(),
                 ingest_addr: String::new(),
                 gossip_addr: gossip[i as usize],
@@ -253,10 +259,15 @@ mod cluster_tests {
             };
             let mut membership = MembershipConfig::new(info, vec![gossip[0].to_string()]);
             membership.gossip_interval = Duration::from_millis(200);
-            let c = Cluster::start(ClusterConfig { meta, membership, bootstrap_expect: 3 })
-                .await
-                .unwrap();
-            let task = super::spawn(c.meta.clone(), c.membership.clone());
+            let c = Cluster::start(ClusterConfig {
+                meta,
+                membership,
+                bootstrap_expect: 3,
+                region: None,
+            })
+            .await
+            .unwrap();
+            let task = super::spawn(c.router(), c.membership.clone());
             nodes.push(Some((c, task)));
         }
         let metas: Vec<fathom_cluster::MetaNode> =

@@ -394,6 +394,7 @@ fn three_servers_form_a_cluster_that_every_node_reports_alike() {
         vec![
             ("FATHOM_SERVER_CLUSTER__NODE_ID".to_string(), id.to_string()),
             ("FATHOM_SERVER_CLUSTER__BOOTSTRAP_EXPECT".to_string(), expect.to_string()),
+            ("FATHOM_SERVER_CLUSTER__REGION_BOOTSTRAP_EXPECT".to_string(), expect.to_string()),
             ("FATHOM_SERVER_CLUSTER__SEEDS".to_string(), seeds.to_string()),
         ]
     };

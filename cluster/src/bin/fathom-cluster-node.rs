@@ -13,7 +13,7 @@ use clap::Parser;
 use fathom_cluster::node::DEFAULT_RAFT_PORT;
 use fathom_cluster::{
     AdminOp, Cluster, ClusterConfig, ClusterStatus, Command, Load, MembershipConfig, MetaConfig,
-    MetaState, NodeInfo, Response, Role,
+    MetaState, NodeInfo, RegionGroupConfig, Response, Role,
 };
 use serde::Deserialize;
 
@@ -42,6 +42,13 @@ struct Args {
     /// Comma-separated host:port gossip seeds.
     #[arg(long, env = "FATHOM_SEEDS", value_delimiter = ',')]
     seeds: Vec<String>,
+    /// The region group's Raft listen address (also advertised); none = no region group,
+    /// everything in the global group.
+    #[arg(long, env = "FATHOM_REGION_RAFT_ADDR")]
+    region_raft_addr: Option<SocketAddr>,
+    /// Controllers of this region to wait for before forming the region group.
+    #[arg(long, env = "FATHOM_REGION_BOOTSTRAP_EXPECT", default_value_t = 1)]
+    region_bootstrap_expect: usize,
     /// Admin API (JSON over HTTP) listen address.
     #[arg(long, env = "FATHOM_API_ADDR", default_value = "127.0.0.1:20042")]
     api_addr: SocketAddr,
@@ -73,6 +80,34 @@ fn res<T, E: std::fmt::Display>(r: Result<T, E>) -> Res<T> {
 
 async fn status(State(c): State<App>) -> Json<ClusterStatus> {
     Json(c.meta.status())
+}
+
+/// The region group's member (404 when this node runs none).
+fn region_of(c: &Cluster) -> Result<&fathom_cluster::MetaNode, axum::http::StatusCode> {
+    c.region.as_ref().ok_or(axum::http::StatusCode::NOT_FOUND)
+}
+
+async fn region_status(
+    State(c): State<App>,
+) -> Result<Json<ClusterStatus>, axum::http::StatusCode> {
+    Ok(Json(region_of(&c)?.status()))
+}
+
+async fn region_state(
+    State(c): State<App>,
+    Query(q): Query<ReadQ>,
+) -> Result<Res<MetaState>, axum::http::StatusCode> {
+    let m = region_of(&c)?;
+    Ok(if q.linearizable {
+        res(m.read_linearizable(|s| s.clone()).await)
+    } else {
+        Json(Ok(m.read(|s| s.clone())))
+    })
+}
+
+/// A write through the router: region commands to the region group, the rest global.
+async fn routed_write(State(c): State<App>, Json(cmd): Json<Command>) -> Res<Response> {
+    res(c.router().write(cmd).await)
 }
 
 #[derive(serde::Serialize)]
@@ -110,7 +145,7 @@ struct TagsReq {
 }
 
 async fn tags(State(c): State<App>, Json(r): Json<TagsReq>) -> Res<Vec<u32>> {
-    res(c.meta.allocate_tag_ids(&r.tag_type, &r.names).await)
+    res(c.router().allocate_tag_ids(&r.tag_type, &r.names).await)
 }
 
 async fn admin(State(c): State<App>, Json(op): Json<AdminOp>) -> Res<()> {
@@ -168,12 +203,20 @@ async fn run(a: Args) -> Result<(), Box<dyn std::error::Error>> {
     meta.election_timeout_min = Duration::from_millis(lo);
     meta.election_timeout_max = Duration::from_millis(hi);
     meta.heartbeat_interval = Duration::from_millis(a.heartbeat_ms);
+    let region = a.region_raft_addr.map(|addr| {
+        let mut m = meta.clone();
+        m.listen_addr = addr;
+        m.advertise_addr = addr.to_string();
+        m.data_dir = a.data_dir.join(format!("region-{}", a.region));
+        RegionGroupConfig { meta: m, bootstrap_expect: a.region_bootstrap_expect }
+    });
     let info = NodeInfo {
         id: a.id,
         region: a.region,
         az: a.az,
         roles,
         raft_addr: raft_advertise,
+        region_raft_addr: a.region_raft_addr.map(|r| r.to_string()).unwrap_or_default(),
         api_addr: a.api_addr.to_string(),
         ingest_addr: String::new(),
         gossip_addr: a.gossip_addr,
@@ -183,8 +226,13 @@ async fn run(a: Args) -> Result<(), Box<dyn std::error::Error>> {
     let mut membership = MembershipConfig::new(info, a.seeds);
     membership.gossip_interval = Duration::from_millis(200);
     let cluster = Arc::new(
-        Cluster::start(ClusterConfig { meta, membership, bootstrap_expect: a.bootstrap_expect })
-            .await?,
+        Cluster::start(ClusterConfig {
+            meta,
+            membership,
+            bootstrap_expect: a.bootstrap_expect,
+            region,
+        })
+        .await?,
     );
     let app = Router::new()
         .route("/status", get(status))
@@ -192,6 +240,9 @@ async fn run(a: Args) -> Result<(), Box<dyn std::error::Error>> {
         .route("/state", get(state))
         .route("/write", post(write))
         .route("/tags", post(tags))
+        .route("/routed-write", post(routed_write))
+        .route("/region/status", get(region_status))
+        .route("/region/state", get(region_state))
         .route("/admin", post(admin))
         .route("/compact", post(compact))
         .route("/load", post(load))

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fathom_cluster::state::{AgentStatus, Az, NodeRecord, Pool, Region};
-use fathom_cluster::{Command, Membership, MetaError, MetaNode, MetaState, Response};
+use fathom_cluster::{Command, Membership, MetaError, MetaRouter, MetaState, Response};
 use fathom_controller::ca::Identity;
 use fathom_controller::tls::Authority;
 use fathom_proto::admin::admin_server::{Admin, AdminServer};
@@ -30,7 +30,7 @@ use crate::settings;
 /// The admin gRPC service of this node, as routes to serve on the control port: only
 /// peers with an admin certificate of the cluster CA get through.
 pub fn admin_routes(
-    meta: MetaNode,
+    meta: MetaRouter,
     membership: Arc<Membership>,
     authority: Authority,
 ) -> tonic::service::Routes {
@@ -42,11 +42,16 @@ pub fn admin_routes(
 }
 
 pub struct AdminService {
-    meta: MetaNode,
+    /// Topology, nodes, settings and the CA in the global group; agents and tokens in
+    /// this node's region group.
+    meta: MetaRouter,
     membership: Arc<Membership>,
 }
 
 type Res<T> = Result<Reply<T>, Status>;
+
+/// How long a read of another region's group waits for one of its nodes.
+const OTHER_REGION_TIMEOUT: Duration = Duration::from_secs(3);
 
 fn meta_status(e: MetaError) -> Status {
     match e {
@@ -69,7 +74,21 @@ fn invalid(e: impl std::fmt::Display) -> Status {
 
 impl AdminService {
     async fn read<T>(&self, f: impl FnOnce(&MetaState) -> T) -> Result<T, Status> {
-        self.meta.read_linearizable(f).await.map_err(meta_status)
+        self.meta.global().read_linearizable(f).await.map_err(meta_status)
+    }
+
+    /// A current read of both groups: topology from the global one, agent counts and
+    /// agent config from this node's region group.
+    async fn read_both<T>(&self, f: impl FnOnce(&MetaState, &MetaState) -> T) -> Result<T, Status> {
+        // Once both read indexes are applied here, the local replicas are current.
+        self.read(|_| ()).await?;
+        self.read_region(|_| ()).await?;
+        Ok(self.meta.read_both(f))
+    }
+
+    /// A current read of this node's region group (agents, tokens).
+    async fn read_region<T>(&self, f: impl FnOnce(&MetaState) -> T) -> Result<T, Status> {
+        self.meta.regional().read_linearizable(f).await.map_err(meta_status)
     }
 
     /// Commit a command; a rule violation becomes FAILED_PRECONDITION (or NOT_FOUND).
@@ -92,19 +111,71 @@ impl AdminService {
         .await
     }
 
+    /// Region data across regions: this node's region group (a current read), then each
+    /// other region's, read from a live node there. `region` = "" for all regions.
+    /// Returns the rows and the regions that could not be read (none of their nodes
+    /// answered): those are reported, not silently left out.
+    async fn across_regions<T>(
+        &self,
+        region: &str,
+        f: impl Fn(&MetaState) -> Vec<T>,
+    ) -> Result<(Vec<T>, Vec<String>), Status> {
+        let mine = self.meta.region_name();
+        let mut rows = Vec::new();
+        if region.is_empty() || mine.is_none_or(|m| m == region) {
+            rows.extend(self.read_region(&f).await?);
+        }
+        let mut unreachable = Vec::new();
+        if mine.is_some_and(|m| m != region) {
+            let live = self.membership.live_nodes();
+            for r in self.meta.read_other_regions(&live, region, OTHER_REGION_TIMEOUT).await {
+                match r.state {
+                    Ok(s) => rows.extend(f(&s)),
+                    Err(e) => {
+                        tracing::warn!(region = %r.region, error = %e, "admin: region not reachable");
+                        unreachable.push(r.region);
+                    }
+                }
+            }
+        }
+        Ok((rows, unreachable))
+    }
+
     fn nodes_now(&self) -> Vec<NodeView> {
-        let status = self.meta.status();
+        let status = self.meta.global().status();
         let live = self.membership.live_nodes();
-        self.meta.read(|s| views::nodes(s, &status, &live))
+        self.meta.global().read(|s| views::nodes(s, &status, &live))
     }
 }
 
 #[tonic::async_trait]
 impl Admin for AdminService {
     async fn cluster_status(&self, _: Request<Empty>) -> Res<ClusterStatusReply> {
-        let st = self.meta.status();
+        let st = self.meta.global().status();
         let nodes = self.nodes_now();
-        let reply = self.meta.read(|s| ClusterStatusReply {
+        // Agents: this node's replica of its region, then the other regions' groups.
+        let mut others = Vec::new();
+        let mut unreachable_regions = Vec::new();
+        let live = self.membership.live_nodes();
+        for r in self.meta.read_other_regions(&live, "", OTHER_REGION_TIMEOUT).await {
+            match r.state {
+                Ok(s) => others.push(s),
+                Err(_) => unreachable_regions.push(r.region),
+            }
+        }
+        let count = |s: &MetaState| {
+            let unassigned = s
+                .agents
+                .values()
+                .filter(|a| a.status != AgentStatus::Revoked && a.ingest_node.is_none())
+                .count() as u64;
+            (s.agents.len() as u64, unassigned)
+        };
+        let (agents, unassigned_agents) = others
+            .iter()
+            .map(count)
+            .fold(self.meta.regional().read(count), |(a, u), (b, v)| (a + b, u + v));
+        let reply = self.meta.global().read(|s| ClusterStatusReply {
             node_id: st.node_id,
             state: st.state.clone(),
             leader: st.leader.unwrap_or(0),
@@ -117,12 +188,9 @@ impl Admin for AdminService {
             regions: s.regions.len() as u64,
             azs: s.azs.len() as u64,
             pools: s.pools.len() as u64,
-            agents: s.agents.len() as u64,
-            unassigned_agents: s
-                .agents
-                .values()
-                .filter(|a| a.status != AgentStatus::Revoked && a.ingest_node.is_none())
-                .count() as u64,
+            agents,
+            unassigned_agents,
+            unreachable_regions,
         });
         Ok(Reply::new(reply))
     }
@@ -139,16 +207,31 @@ impl Admin for AdminService {
         if r.raft_addr.is_empty() {
             return Err(invalid("the node's Raft address (host:port) is required"));
         }
-        self.meta.add_learner(r.id, r.raft_addr).await.map_err(meta_status)?;
+        let global = self.meta.global();
+        global.add_learner(r.id, r.raft_addr).await.map_err(meta_status)?;
         if r.voter {
-            self.meta.promote(r.id).await.map_err(meta_status)?;
+            global.promote(r.id).await.map_err(meta_status)?;
+        }
+        // A node of this region joins the region's group too, at the address it gossips.
+        let region_addr = self
+            .membership
+            .live_nodes()
+            .into_iter()
+            .find(|n| n.id == r.id && Some(n.region.as_str()) == self.meta.region_name())
+            .map(|n| n.region_raft_addr)
+            .filter(|a| !a.is_empty());
+        if let (Some(region), Some(addr)) = (self.meta.region_group(), region_addr) {
+            region.add_learner(r.id, addr).await.map_err(meta_status)?;
+            if r.voter {
+                region.promote(r.id).await.map_err(meta_status)?;
+            }
         }
         Ok(Reply::new(Empty {}))
     }
 
     async fn remove_node(&self, req: Request<NodeId>) -> Res<Empty> {
         let id = req.into_inner().id;
-        let st = self.meta.status();
+        let st = self.meta.global().status();
         let member = st.voters.contains(&id) || st.learners.contains(&id);
         let known = self.read(|s| s.nodes.contains_key(&id)).await?;
         if !member && !known {
@@ -160,7 +243,13 @@ impl Admin for AdminService {
             )));
         }
         if member {
-            self.meta.remove(id).await.map_err(meta_status)?;
+            self.meta.global().remove(id).await.map_err(meta_status)?;
+        }
+        if let Some(region) = self.meta.region_group() {
+            let rs = region.status();
+            if (rs.voters.contains(&id) && rs.voters != [id]) || rs.learners.contains(&id) {
+                region.remove(id).await.map_err(meta_status)?;
+            }
         }
         // Its agents lose their node here; placement gives them a new one.
         self.write(Command::RemoveNode { id }).await?;
@@ -179,7 +268,7 @@ impl Admin for AdminService {
     }
 
     async fn list_regions(&self, _: Request<Empty>) -> Res<RegionList> {
-        Ok(Reply::new(RegionList { regions: self.read(views::regions).await? }))
+        Ok(Reply::new(RegionList { regions: self.read_both(views::regions).await? }))
     }
 
     async fn create_region(&self, req: Request<CreateRegionRequest>) -> Res<Empty> {
@@ -192,7 +281,7 @@ impl Admin for AdminService {
 
     async fn list_azs(&self, req: Request<Filter>) -> Res<AzList> {
         let f = req.into_inner();
-        Ok(Reply::new(AzList { azs: self.read(|s| views::azs(s, &f)).await? }))
+        Ok(Reply::new(AzList { azs: self.read_both(|s, r| views::azs(s, r, &f)).await? }))
     }
 
     async fn create_az(&self, req: Request<CreateAzRequest>) -> Res<Empty> {
@@ -204,7 +293,7 @@ impl Admin for AdminService {
 
     async fn list_pools(&self, req: Request<Filter>) -> Res<PoolList> {
         let f = req.into_inner();
-        Ok(Reply::new(PoolList { pools: self.read(|s| views::pools(s, &f)).await? }))
+        Ok(Reply::new(PoolList { pools: self.read_both(|s, r| views::pools(s, r, &f)).await? }))
     }
 
     async fn create_pool(&self, req: Request<CreatePoolRequest>) -> Res<Empty> {
@@ -226,7 +315,9 @@ impl Admin for AdminService {
 
     async fn set_pool_config(&self, req: Request<SetPoolConfigRequest>) -> Res<PoolConfigReply> {
         let r = req.into_inner();
-        if !self.read(|s| s.pools.contains_key(&r.pool)).await? {
+        // Local replica: pool config is the pool's region's, written there even when
+        // the global group is out of reach.
+        if !self.meta.global().read(|s| s.pools.contains_key(&r.pool)) {
             return Err(Status::not_found(format!("unknown pool {:?}", r.pool)));
         }
         if let Err(e) = r.body.parse::<toml::Table>() {
@@ -250,14 +341,25 @@ impl Admin for AdminService {
                 f.status
             )));
         }
-        Ok(Reply::new(AgentList { agents: self.read(|s| views::agents(s, &f)).await? }))
+        let (agents, unreachable_regions) =
+            self.across_regions(&f.region, |s| views::agents(s, &f)).await?;
+        Ok(Reply::new(AgentList { agents, unreachable_regions }))
     }
 
     async fn get_agent(&self, req: Request<AgentId>) -> Res<AgentView> {
         let id = req.into_inner().id;
-        match self.read(|s| s.agents.get(&id).map(views::agent)).await? {
+        let (found, unreachable) = self
+            .across_regions("", |s| s.agents.get(&id).map(views::agent).into_iter().collect())
+            .await?;
+        match found.into_iter().next() {
             Some(a) => Ok(Reply::new(a)),
-            None => Err(Status::not_found(format!("unknown agent {id:?}"))),
+            None if unreachable.is_empty() => {
+                Err(Status::not_found(format!("unknown agent {id:?}")))
+            }
+            None => Err(Status::unavailable(format!(
+                "agent {id:?} is in no reachable region; not reachable: {}",
+                unreachable.join(", ")
+            ))),
         }
     }
 
@@ -274,11 +376,11 @@ impl Admin for AdminService {
         if r.pool.is_empty() {
             return Err(invalid("a token enrolls agents into a pool: --pool is required"));
         }
-        let (pool, ttl_default) = self
-            .read(|s| {
-                (s.pools.get(&r.pool).cloned(), settings::parsed::<u64>(s, settings::TOKEN_TTL))
-            })
-            .await?;
+        // The pool and the default lifetime from this node's replica of the global group:
+        // a region cut off from the others still makes tokens (in its own group).
+        let (pool, ttl_default) = self.meta.global().read(|s| {
+            (s.pools.get(&r.pool).cloned(), settings::parsed::<u64>(s, settings::TOKEN_TTL))
+        });
         let Some(pool) = pool else {
             return Err(Status::not_found(format!("unknown pool {:?}", r.pool)));
         };
@@ -303,7 +405,9 @@ impl Admin for AdminService {
     async fn list_tokens(&self, req: Request<Filter>) -> Res<TokenList> {
         let f = req.into_inner();
         let now = now_ms();
-        Ok(Reply::new(TokenList { tokens: self.read(|s| views::tokens(s, &f, now)).await? }))
+        let (tokens, unreachable_regions) =
+            self.across_regions(&f.region, |s| views::tokens(s, &f, now)).await?;
+        Ok(Reply::new(TokenList { tokens, unreachable_regions }))
     }
 
     async fn revoke_token(&self, req: Request<TokenId>) -> Res<Empty> {
@@ -312,7 +416,7 @@ impl Admin for AdminService {
             return Err(invalid("give the token id or at least its first 8 characters"));
         }
         let ids: Vec<String> = self
-            .read(|s| s.tokens.keys().filter(|k| k.starts_with(&want)).cloned().collect())
+            .read_region(|s| s.tokens.keys().filter(|k| k.starts_with(&want)).cloned().collect())
             .await?;
         let id = match ids.as_slice() {
             [one] => one.clone(),

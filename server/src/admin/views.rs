@@ -87,20 +87,22 @@ pub fn nodes(s: &MetaState, status: &ClusterStatus, live: &[NodeInfo]) -> Vec<No
     out.into_values().collect()
 }
 
-pub fn regions(s: &MetaState) -> Vec<RegionView> {
+/// `s`: the global group's state; `r`: this node's region group's (agents, agent
+/// config), the same state when there is no region group.
+pub fn regions(s: &MetaState, r: &MetaState) -> Vec<RegionView> {
     s.regions
         .values()
-        .map(|r| RegionView {
-            name: r.name.clone(),
-            description: r.description.clone(),
-            azs: s.azs.values().filter(|a| a.region == r.name).count() as u64,
-            nodes: s.nodes.values().filter(|n| n.region == r.name).count() as u64,
-            agents: s.agents.values().filter(|a| a.region == r.name).count() as u64,
+        .map(|x| RegionView {
+            name: x.name.clone(),
+            description: x.description.clone(),
+            azs: s.azs.values().filter(|a| a.region == x.name).count() as u64,
+            nodes: s.nodes.values().filter(|n| n.region == x.name).count() as u64,
+            agents: r.agents.values().filter(|a| a.region == x.name).count() as u64,
         })
         .collect()
 }
 
-pub fn azs(s: &MetaState, f: &Filter) -> Vec<AzView> {
+pub fn azs(s: &MetaState, r: &MetaState, f: &Filter) -> Vec<AzView> {
     s.azs
         .values()
         .filter(|a| matches(&f.region, &a.region))
@@ -109,12 +111,12 @@ pub fn azs(s: &MetaState, f: &Filter) -> Vec<AzView> {
             region: a.region.clone(),
             nodes: s.nodes.values().filter(|n| n.az == a.name).count() as u64,
             pools: s.pools.values().filter(|p| p.az == a.name).count() as u64,
-            agents: s.agents.values().filter(|x| x.az == a.name).count() as u64,
+            agents: r.agents.values().filter(|x| x.az == a.name).count() as u64,
         })
         .collect()
 }
 
-pub fn pools(s: &MetaState, f: &Filter) -> Vec<PoolView> {
+pub fn pools(s: &MetaState, r: &MetaState, f: &Filter) -> Vec<PoolView> {
     s.pools
         .values()
         .filter(|p| matches(&f.region, &p.region) && matches(&f.az, &p.az))
@@ -125,8 +127,8 @@ pub fn pools(s: &MetaState, f: &Filter) -> Vec<PoolView> {
             kind: p.kind.clone(),
             arch: p.arch.clone(),
             kernel_range: p.kernel_range.clone(),
-            config_version: s.agent_configs.get(&p.name).map(|c| c.version).unwrap_or(0),
-            agents: s.agents.values().filter(|a| a.pool == p.name).count() as u64,
+            config_version: r.agent_configs.get(&p.name).map(|c| c.version).unwrap_or(0),
+            agents: r.agents.values().filter(|a| a.pool == p.name).count() as u64,
         })
         .collect()
 }

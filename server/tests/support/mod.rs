@@ -87,7 +87,7 @@ impl Drop for TempDir {
 pub fn free_port() -> u16 {
     loop {
         let p = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        if ![20033, 20416, 20040, 20041, 38086].contains(&p) {
+        if ![20033, 20416, 20040, 20041, 20042, 38086].contains(&p) {
             return p;
         }
     }
@@ -152,6 +152,8 @@ pub struct Server {
     pub query_port: u16,
     /// Raft (TCP), gossip (UDP) and control (gRPC, fathomctl) of the one-node cluster.
     pub raft_port: u16,
+    /// The region group's Raft port.
+    pub region_raft_port: u16,
     pub gossip_port: u16,
     pub control_port: u16,
     pub log: PathBuf,
@@ -166,6 +168,7 @@ impl Server {
             ingest_port: free_port(),
             query_port: free_port(),
             raft_port: free_port(),
+            region_raft_port: free_port(),
             gossip_port: free_port(),
             control_port: free_port(),
             log: dir.join("server.log"),
@@ -268,6 +271,10 @@ impl Server {
             .env("FATHOM_SERVER_INGEST__LISTEN", self.ingest_addr())
             .env("FATHOM_SERVER_QUERY__LISTEN", format!("127.0.0.1:{}", self.query_port))
             .env("FATHOM_SERVER_CLUSTER__RAFT_LISTEN", format!("127.0.0.1:{}", self.raft_port))
+            .env(
+                "FATHOM_SERVER_CLUSTER__REGION_RAFT_LISTEN",
+                format!("127.0.0.1:{}", self.region_raft_port),
+            )
             .env("FATHOM_SERVER_CLUSTER__GOSSIP_LISTEN", format!("127.0.0.1:{}", self.gossip_port))
             .env("FATHOM_SERVER_CONTROLLER__LISTEN", format!("127.0.0.1:{}", self.control_port))
             .stdin(Stdio::null())
