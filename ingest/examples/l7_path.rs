@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use fathom_ingest::{decode_batch, Limits, Tagger};
+use fathom_ingest::{decode_records, decompress, Limits, Tagger};
 use fathom_tagging::{DictConfig, Dictionaries};
 
 #[path = "../benches/l7_batch.rs"]
@@ -24,7 +24,8 @@ fn main() {
     let b = l7_batch::batch();
     let limits = Limits { max_batch_bytes: 16 << 20, max_decompressed_bytes: 64 << 20 };
     let mut created = Vec::new();
-    tagger.convert(&b, decode_batch(&b, limits).unwrap(), &mut created).unwrap();
+    let payload = decompress(&b, limits).unwrap();
+    tagger.convert(&b, decode_records(&b, &payload).unwrap(), &mut created).unwrap();
     for d in dicts.all() {
         d.publish();
     }
@@ -40,7 +41,8 @@ fn main() {
     let mut buf = Vec::with_capacity(16 << 20);
     let mut bytes = 0;
     for _ in 0..passes {
-        let recs = decode_batch(&b, limits).unwrap();
+        let payload = decompress(&b, limits).unwrap();
+        let recs = decode_records(&b, &payload).unwrap();
         let rows = tagger.convert(&b, recs, &mut created).unwrap();
         buf.clear();
         encoder.encode_native(&rows.l7, &columns, &mut buf).unwrap();

@@ -42,19 +42,71 @@ impl std::fmt::Display for WireError {
 
 impl std::error::Error for WireError {}
 
-fn err<T>(field: u32, problem: &'static str) -> Result<T, WireError> {
-    Err(WireError { field, problem: Cow::Borrowed(problem) })
+/// What went wrong, kept small: the decoders pass it back in registers.
+#[derive(Clone, Copy, Debug)]
+enum Problem {
+    Truncated,
+    InvalidVarint,
+    InvalidKey,
+    InvalidWireType,
+    ZeroTag,
+    WrongWireType,
+    UnexpectedEndGroup,
+    RecursionLimit,
+    NotUtf8,
 }
 
-/// A field's value as the wire holds it.
-#[derive(Clone, Copy)]
-enum Value<'a> {
-    Varint(u64),
-    Fixed64,
-    Bytes(&'a [u8]),
-    Fixed32,
-    /// A group, already skipped (no message here has group fields).
-    Group,
+#[derive(Clone, Copy, Debug)]
+struct Bad {
+    field: u32,
+    problem: Problem,
+}
+
+impl From<Bad> for WireError {
+    fn from(b: Bad) -> WireError {
+        let problem = match b.problem {
+            Problem::Truncated => "truncated",
+            Problem::InvalidVarint => "invalid varint",
+            Problem::InvalidKey => "invalid key value",
+            Problem::InvalidWireType => "invalid wire type value",
+            Problem::ZeroTag => "invalid tag value: 0",
+            Problem::WrongWireType => "invalid wire type",
+            Problem::UnexpectedEndGroup => "unexpected end group tag",
+            Problem::RecursionLimit => "recursion limit reached",
+            Problem::NotUtf8 => "text is not UTF-8",
+        };
+        WireError { field: b.field, problem: Cow::Borrowed(problem) }
+    }
+}
+
+fn bad<T>(field: u32, problem: Problem) -> Result<T, Bad> {
+    Err(Bad { field, problem })
+}
+
+const VARINT: u8 = 0;
+const LEN: u8 = 2;
+const START_GROUP: u8 = 3;
+const END_GROUP: u8 = 4;
+
+/// Whether every byte is below 0x80, a word at a time (the last word
+/// overlapping the one before rather than a byte loop over the tail).
+#[inline(always)]
+fn ascii(b: &[u8]) -> bool {
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let word = |w: &[u8]| u64::from_le_bytes(w.try_into().unwrap_or([0xff; 8]));
+    let half = |w: &[u8]| u32::from_le_bytes(w.try_into().unwrap_or([0xff; 4]));
+    let n = b.len();
+    if n >= 8 {
+        let mut high = word(&b[n - 8..]);
+        for w in b.chunks_exact(8) {
+            high |= word(w);
+        }
+        high & HIGH == 0
+    } else if n >= 4 {
+        (half(&b[..4]) | half(&b[n - 4..])) & HIGH as u32 == 0
+    } else {
+        b.iter().all(|&c| c < 0x80)
+    }
 }
 
 /// Reads the fields of one message from a byte slice.
@@ -65,20 +117,31 @@ struct Fields<'a> {
 }
 
 impl<'a> Fields<'a> {
-    #[inline]
-    fn varint(&mut self, field: u32) -> Result<u64, WireError> {
-        let b = self.buf;
-        if let Some(&first) = b.first() {
-            if first < 0x80 {
-                self.buf = &b[1..];
-                return Ok(u64::from(first));
+    /// Keys of fields 16 and up, and most lengths and ports, take two
+    /// bytes: those are read inline too.
+    #[inline(always)]
+    fn varint(&mut self, field: u32) -> Result<u64, Bad> {
+        match *self.buf {
+            [b, ref rest @ ..] if b < 0x80 => {
+                self.buf = rest;
+                Ok(u64::from(b))
             }
+            [b0, b1, ref rest @ ..] if b1 < 0x80 => {
+                self.buf = rest;
+                Ok(u64::from(b0 & 0x7f) | u64::from(b1) << 7)
+            }
+            _ => self.long_varint(field),
         }
+    }
+
+    #[inline(never)]
+    fn long_varint(&mut self, field: u32) -> Result<u64, Bad> {
+        let b = self.buf;
         let mut v = 0u64;
         for (i, &byte) in b.iter().take(10).enumerate() {
             // The tenth byte holds the last bit of 64.
             if i == 9 && byte > 1 {
-                return err(field, "invalid varint");
+                return bad(field, Problem::InvalidVarint);
             }
             v |= u64::from(byte & 0x7f) << (7 * i);
             if byte < 0x80 {
@@ -87,162 +150,141 @@ impl<'a> Fields<'a> {
             }
         }
         // Fewer than ten bytes, each saying another follows.
-        err(field, "truncated")
+        bad(field, Problem::Truncated)
     }
 
-    fn take(&mut self, n: u64, field: u32) -> Result<&'a [u8], WireError> {
+    #[inline(always)]
+    fn take(&mut self, n: u64, field: u32) -> Result<&'a [u8], Bad> {
         match usize::try_from(n) {
             Ok(n) if n <= self.buf.len() => {
                 let (head, tail) = self.buf.split_at(n);
                 self.buf = tail;
                 Ok(head)
             }
-            _ => err(field, "truncated"),
+            _ => bad(field, Problem::Truncated),
         }
     }
 
     /// The next field's key (tag, wire type), None at the end.
-    #[inline]
-    fn key(&mut self) -> Result<Option<(u32, u8)>, WireError> {
+    #[inline(always)]
+    fn key(&mut self) -> Result<Option<(u32, u8)>, Bad> {
         if self.buf.is_empty() {
             return Ok(None);
         }
         let key = self.varint(0)?;
         if key > u64::from(u32::MAX) {
-            return err(0, "invalid key value");
+            return bad(0, Problem::InvalidKey);
         }
         let wire = (key & 7) as u8;
         if wire > 5 {
-            return err(0, "invalid wire type value");
+            return bad(0, Problem::InvalidWireType);
         }
         let tag = (key >> 3) as u32;
         if tag == 0 {
-            return err(0, "invalid tag value: 0");
+            return bad(0, Problem::ZeroTag);
         }
         Ok(Some((tag, wire)))
     }
 
-    /// The value of a field whose key was just read (not a group).
-    #[inline]
-    fn value(&mut self, tag: u32, wire: u8) -> Result<Value<'a>, WireError> {
-        Ok(match wire {
-            0 => Value::Varint(self.varint(tag)?),
-            1 => {
-                self.take(8, tag)?;
-                Value::Fixed64
-            }
-            2 => {
-                let n = self.varint(tag)?;
-                Value::Bytes(self.take(n, tag)?)
-            }
-            5 => {
-                self.take(4, tag)?;
-                Value::Fixed32
-            }
-            _ => return err(tag, "unexpected group tag"),
+    #[inline(always)]
+    fn uint64(&mut self, tag: u32, wire: u8) -> Result<u64, Bad> {
+        if wire != VARINT {
+            return bad(tag, Problem::WrongWireType);
+        }
+        self.varint(tag)
+    }
+
+    #[inline(always)]
+    fn uint32(&mut self, tag: u32, wire: u8) -> Result<u32, Bad> {
+        self.uint64(tag, wire).map(|x| x as u32)
+    }
+
+    #[inline(always)]
+    fn int32(&mut self, tag: u32, wire: u8) -> Result<i32, Bad> {
+        self.uint64(tag, wire).map(|x| x as i32)
+    }
+
+    #[inline(always)]
+    fn sint32(&mut self, tag: u32, wire: u8) -> Result<i32, Bad> {
+        self.uint64(tag, wire).map(|x| {
+            let x = x as u32;
+            ((x >> 1) as i32) ^ (-((x & 1) as i32))
         })
+    }
+
+    #[inline(always)]
+    fn bytes(&mut self, tag: u32, wire: u8) -> Result<&'a [u8], Bad> {
+        if wire != LEN {
+            return bad(tag, Problem::WrongWireType);
+        }
+        let n = self.varint(tag)?;
+        self.take(n, tag)
+    }
+
+    #[inline(always)]
+    fn text(&mut self, tag: u32, wire: u8) -> Result<&'a str, Bad> {
+        let b = self.bytes(tag, wire)?;
+        // Most text is short and ASCII, which a word-wide check settles in
+        // a few instructions where full validation walks byte by byte.
+        if ascii(b) {
+            // SAFETY: ASCII bytes are valid UTF-8.
+            return Ok(unsafe { std::str::from_utf8_unchecked(b) });
+        }
+        std::str::from_utf8(b).or_else(|_| bad(tag, Problem::NotUtf8))
+    }
+
+    /// A nested message: its fields, one level deeper.
+    #[inline(always)]
+    fn message(&mut self, tag: u32, wire: u8) -> Result<Fields<'a>, Bad> {
+        let buf = self.bytes(tag, wire)?;
+        if self.limit == 0 {
+            return bad(tag, Problem::RecursionLimit);
+        }
+        Ok(Fields { buf, limit: self.limit - 1 })
     }
 
     /// Skips a field the way prost does, with `limit` its recursion budget:
     /// a group up to its end tag, each field inside one level deeper.
-    fn skip(&mut self, tag: u32, wire: u8, limit: u32) -> Result<(), WireError> {
+    #[inline(never)]
+    fn skip(&mut self, tag: u32, wire: u8, limit: u32) -> Result<(), Bad> {
         if limit == 0 {
-            return err(tag, "recursion limit reached");
+            return bad(tag, Problem::RecursionLimit);
         }
         match wire {
-            3 => loop {
+            START_GROUP => loop {
                 let Some((inner, wire)) = self.key()? else {
-                    return err(tag, "truncated group");
+                    return bad(tag, Problem::Truncated);
                 };
-                if wire == 4 {
+                if wire == END_GROUP {
                     return match inner == tag {
                         true => Ok(()),
-                        false => err(inner, "unexpected end group tag"),
+                        false => bad(inner, Problem::UnexpectedEndGroup),
                     };
                 }
                 self.skip(inner, wire, limit - 1)?;
             },
-            4 => err(tag, "unexpected end group tag"),
-            _ => self.value(tag, wire).map(|_| ()),
+            END_GROUP => bad(tag, Problem::UnexpectedEndGroup),
+            VARINT => self.varint(tag).map(drop),
+            1 => self.take(8, tag).map(drop),
+            LEN => self.bytes(tag, wire).map(drop),
+            _ => self.take(4, tag).map(drop),
         }
     }
 
-    /// Reads every field, handing each to `field`, which returns false for
-    /// tags it does not know (skipped, as prost skips unknown fields). The
-    /// closure also gets this message's recursion budget, for nested
-    /// messages.
-    #[inline]
+    /// Reads every field: `field` reads those it knows and returns false
+    /// for the others, which are skipped (as prost skips unknown fields).
+    #[inline(always)]
     fn each(
         mut self,
-        mut field: impl FnMut(u32, Value<'a>, u32) -> Result<bool, WireError>,
-    ) -> Result<(), WireError> {
+        mut field: impl FnMut(&mut Self, u32, u8) -> Result<bool, Bad>,
+    ) -> Result<(), Bad> {
         while let Some((tag, wire)) = self.key()? {
-            let v = match wire {
-                3 | 4 => {
-                    self.skip(tag, wire, self.limit)?;
-                    Value::Group
-                }
-                _ => self.value(tag, wire)?,
-            };
-            // prost checks the budget before it skips an unknown field.
-            if !field(tag, v, self.limit)? && self.limit == 0 {
-                return err(tag, "recursion limit reached");
+            if !field(&mut self, tag, wire)? {
+                self.skip(tag, wire, self.limit)?;
             }
         }
         Ok(())
     }
-}
-
-fn wrong_type<T>(tag: u32) -> Result<T, WireError> {
-    err(tag, "invalid wire type")
-}
-
-#[inline]
-fn varint(tag: u32, v: Value<'_>) -> Result<u64, WireError> {
-    match v {
-        Value::Varint(x) => Ok(x),
-        _ => wrong_type(tag),
-    }
-}
-
-#[inline]
-fn uint32(tag: u32, v: Value<'_>) -> Result<u32, WireError> {
-    varint(tag, v).map(|x| x as u32)
-}
-
-#[inline]
-fn int32(tag: u32, v: Value<'_>) -> Result<i32, WireError> {
-    varint(tag, v).map(|x| x as i32)
-}
-
-#[inline]
-fn sint32(tag: u32, v: Value<'_>) -> Result<i32, WireError> {
-    varint(tag, v).map(|x| {
-        let x = x as u32;
-        ((x >> 1) as i32) ^ (-((x & 1) as i32))
-    })
-}
-
-#[inline]
-fn bytes<'a>(tag: u32, v: Value<'a>) -> Result<&'a [u8], WireError> {
-    match v {
-        Value::Bytes(b) => Ok(b),
-        _ => wrong_type(tag),
-    }
-}
-
-#[inline]
-fn text<'a>(tag: u32, v: Value<'a>) -> Result<&'a str, WireError> {
-    std::str::from_utf8(bytes(tag, v)?).or_else(|_| err(tag, "text is not UTF-8"))
-}
-
-/// A nested message's bytes and the budget its fields decode with.
-fn nested<'a>(tag: u32, v: Value<'a>, limit: u32) -> Result<Fields<'a>, WireError> {
-    let buf = bytes(tag, v)?;
-    if limit == 0 {
-        return err(tag, "recursion limit reached");
-    }
-    Ok(Fields { buf, limit: limit - 1 })
 }
 
 /// [`ProcessRef`] with its name borrowed.
@@ -255,13 +297,13 @@ pub struct ProcessRefView<'a> {
 }
 
 impl<'a> ProcessRefView<'a> {
-    fn merge(&mut self, fields: Fields<'a>) -> Result<(), WireError> {
-        fields.each(|tag, v, _| {
+    fn merge(&mut self, fields: Fields<'a>) -> Result<(), Bad> {
+        fields.each(|f, tag, wire| {
             match tag {
-                1 => self.pid = uint32(tag, v)?,
-                2 => self.tid = uint32(tag, v)?,
-                3 => self.name = text(tag, v)?,
-                4 => self.side = int32(tag, v)?,
+                1 => self.pid = f.uint32(tag, wire)?,
+                2 => self.tid = f.uint32(tag, wire)?,
+                3 => self.name = f.text(tag, wire)?,
+                4 => self.side = f.int32(tag, wire)?,
                 _ => return Ok(false),
             }
             Ok(true)
@@ -315,47 +357,47 @@ pub struct L7LogView<'a> {
 impl<'a> L7LogView<'a> {
     /// Decodes one encoded [`L7Log`] (as `L7Log::decode` would).
     pub fn decode(buf: &'a [u8]) -> Result<Self, WireError> {
-        Self::decode_fields(Fields { buf, limit: RECURSION_LIMIT })
+        Ok(Self::decode_fields(Fields { buf, limit: RECURSION_LIMIT })?)
     }
 
-    fn decode_fields(fields: Fields<'a>) -> Result<Self, WireError> {
+    fn decode_fields(fields: Fields<'a>) -> Result<Self, Bad> {
         let mut r = L7LogView::default();
-        fields.each(|tag, v, limit| {
+        fields.each(|f, tag, wire| {
             match tag {
-                1 => r.client_ip = bytes(tag, v)?,
-                2 => r.client_port = uint32(tag, v)?,
-                3 => r.server_ip = bytes(tag, v)?,
-                4 => r.server_port = uint32(tag, v)?,
-                5 => r.ip_protocol = uint32(tag, v)?,
-                6 => r.source = int32(tag, v)?,
-                7 => r.interface = text(tag, v)?,
-                8 => r.process.get_or_insert_default().merge(nested(tag, v, limit)?)?,
-                9 => r.start_time_us = varint(tag, v)?,
-                10 => r.end_time_us = varint(tag, v)?,
-                11 => r.latency_us = varint(tag, v)?,
-                12 => r.l7_protocol = text(tag, v)?,
-                13 => r.msg_type = text(tag, v)?,
-                14 => r.version = text(tag, v)?,
-                15 => r.request_type = text(tag, v)?,
-                16 => r.request_domain = text(tag, v)?,
-                17 => r.request_resource = text(tag, v)?,
-                18 => r.endpoint = text(tag, v)?,
-                19 => r.request_id = Some(varint(tag, v)?),
-                20 => r.response_code = Some(sint32(tag, v)?),
-                21 => r.response_status = text(tag, v)?,
-                22 => r.response_exception = text(tag, v)?,
-                23 => r.response_result = text(tag, v)?,
-                24 => r.request_length = Some(uint32(tag, v)?),
-                25 => r.response_length = Some(uint32(tag, v)?),
-                26 => r.trace_id = text(tag, v)?,
-                27 => r.span_id = text(tag, v)?,
-                28 => r.parent_span_id = text(tag, v)?,
-                29 => r.x_request_id = text(tag, v)?,
-                30 => r.truncated = varint(tag, v)? != 0,
-                31 => r.syscall_trace_id_request = Some(varint(tag, v)?),
-                32 => r.syscall_trace_id_response = Some(varint(tag, v)?),
-                33 => r.req_tcp_seq = Some(uint32(tag, v)?),
-                34 => r.resp_tcp_seq = Some(uint32(tag, v)?),
+                1 => r.client_ip = f.bytes(tag, wire)?,
+                2 => r.client_port = f.uint32(tag, wire)?,
+                3 => r.server_ip = f.bytes(tag, wire)?,
+                4 => r.server_port = f.uint32(tag, wire)?,
+                5 => r.ip_protocol = f.uint32(tag, wire)?,
+                6 => r.source = f.int32(tag, wire)?,
+                7 => r.interface = f.text(tag, wire)?,
+                8 => r.process.get_or_insert_default().merge(f.message(tag, wire)?)?,
+                9 => r.start_time_us = f.uint64(tag, wire)?,
+                10 => r.end_time_us = f.uint64(tag, wire)?,
+                11 => r.latency_us = f.uint64(tag, wire)?,
+                12 => r.l7_protocol = f.text(tag, wire)?,
+                13 => r.msg_type = f.text(tag, wire)?,
+                14 => r.version = f.text(tag, wire)?,
+                15 => r.request_type = f.text(tag, wire)?,
+                16 => r.request_domain = f.text(tag, wire)?,
+                17 => r.request_resource = f.text(tag, wire)?,
+                18 => r.endpoint = f.text(tag, wire)?,
+                19 => r.request_id = Some(f.uint64(tag, wire)?),
+                20 => r.response_code = Some(f.sint32(tag, wire)?),
+                21 => r.response_status = f.text(tag, wire)?,
+                22 => r.response_exception = f.text(tag, wire)?,
+                23 => r.response_result = f.text(tag, wire)?,
+                24 => r.request_length = Some(f.uint32(tag, wire)?),
+                25 => r.response_length = Some(f.uint32(tag, wire)?),
+                26 => r.trace_id = f.text(tag, wire)?,
+                27 => r.span_id = f.text(tag, wire)?,
+                28 => r.parent_span_id = f.text(tag, wire)?,
+                29 => r.x_request_id = f.text(tag, wire)?,
+                30 => r.truncated = f.uint64(tag, wire)? != 0,
+                31 => r.syscall_trace_id_request = Some(f.uint64(tag, wire)?),
+                32 => r.syscall_trace_id_response = Some(f.uint64(tag, wire)?),
+                33 => r.req_tcp_seq = Some(f.uint32(tag, wire)?),
+                34 => r.resp_tcp_seq = Some(f.uint32(tag, wire)?),
                 _ => return Ok(false),
             }
             Ok(true)
@@ -419,7 +461,8 @@ impl<'a> RecordsView<'a> {
     /// Any error `Records::decode` would meet outside the L7 records is met
     /// here; those inside an L7 record, by [`RecordsView::l7_log`].
     pub fn decode(buf: &'a [u8], capacity: RecordCounts) -> Result<Self, WireError> {
-        let mut view = RecordsView { l7: Vec::with_capacity(capacity.l7 as usize), ..Default::default() };
+        let mut view =
+            RecordsView { l7: Vec::with_capacity(capacity.l7 as usize), ..Default::default() };
         let rest = &mut view.rest;
         rest.l4.reserve_exact(capacity.l4 as usize);
         rest.red.reserve_exact(capacity.red as usize);
@@ -428,17 +471,13 @@ impl<'a> RecordsView<'a> {
         let mut fields = Fields { buf, limit: RECURSION_LIMIT };
         while let Some((tag, wire)) = fields.key()? {
             if tag == 1 {
-                if wire != 2 {
-                    return wrong_type(tag);
-                }
-                let n = fields.varint(tag)?;
-                view.l7.push(fields.take(n, tag)?);
+                view.l7.push(fields.bytes(tag, wire)?);
                 continue;
             }
             // What `Records::decode` does with the field, done by prost
             // (prost's decoding entry points, public but undocumented).
             let wire_type = WireType::try_from(u64::from(wire))
-                .or_else(|_| err(0, "invalid wire type value"))?;
+                .map_err(|_| Bad { field: 0, problem: Problem::InvalidWireType })?;
             rest.merge_field(tag, wire_type, &mut fields.buf, DecodeContext::default())
                 .map_err(|e| WireError { field: tag, problem: Cow::Owned(e.to_string()) })?;
         }
@@ -448,7 +487,8 @@ impl<'a> RecordsView<'a> {
     /// Decodes one of [`RecordsView::l7`] (with the recursion budget it
     /// has inside a `Records`).
     pub fn l7_log(buf: &'a [u8]) -> Result<L7LogView<'a>, WireError> {
-        L7LogView::decode_fields(nested(1, Value::Bytes(buf), RECURSION_LIMIT)?)
+        // Records' fields decode with the full budget; an L7Log's, one less.
+        Ok(L7LogView::decode_fields(Fields { buf, limit: RECURSION_LIMIT - 1 })?)
     }
 
     pub fn counts(&self) -> RecordCounts {
@@ -514,7 +554,11 @@ mod tests {
         Records {
             l7: vec![full_l7(1), L7Log::default(), full_l7(2)],
             l4: vec![L4Flow { server_port: 80, close_type: "fin".into(), ..Default::default() }],
-            red: vec![RedMetric { requests: 3, process_name: Some("x".into()), ..Default::default() }],
+            red: vec![RedMetric {
+                requests: 3,
+                process_name: Some("x".into()),
+                ..Default::default()
+            }],
             process: vec![ProcessInfo { pid: 1, name: "init".into(), ..Default::default() }],
             ..Default::default()
         }
@@ -536,6 +580,19 @@ mod tests {
 
     fn key(tag: u32, wire: u8, out: &mut Vec<u8>) {
         prost::encoding::encode_varint(u64::from(tag) << 3 | u64::from(wire), out);
+    }
+
+    #[test]
+    fn ascii_check_sees_every_byte() {
+        for n in 0..40 {
+            let text = vec![b'a'; n];
+            assert!(ascii(&text));
+            for i in 0..n {
+                let mut t = text.clone();
+                t[i] = 0xc3;
+                assert!(!ascii(&t), "{n} bytes, high at {i}");
+            }
+        }
     }
 
     #[test]
@@ -620,7 +677,11 @@ mod tests {
             assert!(L7Log::decode(bad.as_slice()).is_err());
         }
         // A known field with the wrong wire type; an overlong varint; a stray end group.
-        for bad in [vec![10 << 3 | 2, 0], vec![0x10, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02], vec![0x0c]] {
+        for bad in [
+            vec![10 << 3 | 2, 0],
+            vec![0x10, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02],
+            vec![0x0c],
+        ] {
             assert!(L7LogView::decode(&bad).is_err(), "{bad:02x?}");
             assert!(L7Log::decode(bad.as_slice()).is_err(), "{bad:02x?}");
             let mut recs = vec![0x0a];
