@@ -109,6 +109,10 @@ struct Misses<'a> {
     container: Vec<&'a str>,
 }
 
+/// The side (0 client, 1 server) of a row's process whose name the
+/// dictionary did not know yet, and the name.
+type Missed<'a> = (usize, &'a str);
+
 /// Side of a flow: 0 client, 1 server.
 #[derive(Clone, Copy)]
 struct Local {
@@ -305,12 +309,10 @@ impl Tagger {
                 batch_id: id,
                 message: format!("L7 record {i} is not an L7Log message: {e}"),
             })?;
-            let (row, missed) = self.l7(&ctx, &r, id, i)?;
-            if let Some((side, name)) = missed {
+            if let Some((side, name)) = self.l7(&ctx, &r, id, i, &mut rows.l7)? {
                 misses.process.push(name);
                 l7_misses.push((i, side, name));
             }
-            rows.l7.push(row);
         }
         let rest = &recs.rest;
         for r in &rest.l4 {
@@ -369,15 +371,17 @@ impl Tagger {
         Ok(rows)
     }
 
-    /// An L7 row, and the side and name of its process when the process
-    /// dictionary does not know the name yet (its id is left 0).
+    /// Appends an L7 row (built in place: rows are large); returns the side
+    /// and name of its process when the process dictionary does not know
+    /// the name yet (its id is left 0).
     fn l7<'a>(
         &self,
         ctx: &Ctx<'_>,
         r: &L7LogView<'a>,
         id: u64,
         i: usize,
-    ) -> Result<(L7Row, Option<(usize, &'a str)>), DecodeError> {
+        out: &mut Vec<L7Row>,
+    ) -> Result<Option<Missed<'a>>, DecodeError> {
         let c = ip(r.client_ip, "client_ip", id, i)?;
         let s = ip(r.server_ip, "server_ip", id, i)?;
         let local = ctx.local(c, s);
@@ -437,7 +441,8 @@ impl Tagger {
             None => nic_point(source, local),
         }
         .into();
-        Ok((row, missed))
+        out.push(row);
+        Ok(missed)
     }
 
     fn l4(&self, ctx: &Ctx<'_>, r: pb::L4Flow, id: u64, i: usize) -> Result<L4Row, DecodeError> {
