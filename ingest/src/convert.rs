@@ -17,6 +17,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use fathom_proto as pb;
+use fathom_proto::view::{L7LogView, RecordsView};
 use fathom_store::{
     latency_bucket, AppMetricRow, Granularity, L4Row, L7Row, NetworkMetricRow, TagRow,
 };
@@ -104,10 +105,13 @@ fn source_name(s: i32) -> &'static str {
 
 /// Names of one batch that the dictionaries did not know yet.
 struct Misses<'a> {
-    host: Vec<&'a str>,
     process: Vec<&'a str>,
     container: Vec<&'a str>,
 }
+
+/// The side (0 client, 1 server) of a row's process whose name the
+/// dictionary did not know yet, and the name.
+type Missed<'a> = (usize, &'a str);
 
 /// Side of a flow: 0 client, 1 server.
 #[derive(Clone, Copy)]
@@ -132,9 +136,9 @@ impl Ctx<'_> {
     }
 }
 
-/// 0 = client side, 1 = server side.
-fn process_side(p: &pb::ProcessRef, local: Local) -> usize {
-    match pb::Side::try_from(p.side) {
+/// 0 = client side, 1 = server side, of a process the agent puts on `side`.
+fn process_side(side: i32, local: Local) -> usize {
+    match pb::Side::try_from(side) {
         Ok(pb::Side::Client) => 0,
         Ok(pb::Side::Server) => 1,
         _ if local.client && !local.server => 0,
@@ -181,12 +185,11 @@ macro_rules! host_tags {
 }
 
 /// A process's tags on its side (`0` client, `1` server): a local process
-/// makes its side this host. `$known` is its id when already looked up.
+/// makes its side this host.
 macro_rules! process_tags {
-    ($row:ident, $t:expr, $ctx:expr, $side:expr, $p:expr, $known:expr) => {{
+    ($row:ident, $t:expr, $ctx:expr, $side:expr, $p:expr) => {{
         let p: &pb::ProcessRef = $p;
-        let id = $known.unwrap_or_else(|| Self::id(&$ctx.process, &p.name));
-        side_tags!($row, $side, $t, $ctx.host_id, Some(id), p.pid);
+        side_tags!($row, $side, $t, $ctx.host_id, Some(Self::id(&$ctx.process, &p.name)), p.pid);
     }};
 }
 
@@ -270,51 +273,64 @@ impl Tagger {
         dict.lookup(name).unwrap_or(0)
     }
 
-    /// Converts a batch. New dictionary entries are appended to `created`
-    /// (the store must learn them before or with the rows).
+    /// Converts a batch, decoding its L7 records (a record that does not
+    /// decode fails the batch as malformed). New dictionary entries are
+    /// appended to `created` (the store must learn them before or with the
+    /// rows).
     pub fn convert(
         &self,
         batch: &pb::RecordBatch,
-        recs: pb::Records,
+        recs: RecordsView<'_>,
         created: &mut Vec<TagRow>,
     ) -> Result<Rows, ConvertError> {
         let id = batch.batch_id;
-        // First pass: names the dictionaries miss, allocated together (one fsync each).
-        let mut misses = Misses { host: Vec::new(), process: Vec::new(), container: Vec::new() };
+        let agent_id = self.agent.get_or_insert(&batch.agent_id)?;
         if self.host.lookup(&batch.host).is_none() {
-            misses.host.push(&batch.host);
+            Self::ensure(&self.host, vec![&batch.host], created)?;
         }
-        // The process ids of the calls found here are kept: one lookup per
-        // call, not two (names missed are looked up again once inserted).
-        let known = self.process.reader();
-        let mut l7_process: Vec<Option<u32>> = Vec::with_capacity(recs.l7.len());
-        for r in &recs.l7 {
-            let id = r.process.as_ref().and_then(|p| {
-                let id = known.lookup(&p.name);
-                if id.is_none() {
-                    misses.process.push(&p.name);
-                }
-                id
-            });
-            l7_process.push(id);
+        let mut host_ips = Vec::with_capacity(batch.host_ips.len());
+        for (i, b) in batch.host_ips.iter().enumerate() {
+            host_ips.push(ip(b, "host_ips", id, i)?);
         }
-        drop(known);
-        for r in &recs.l4 {
+        let mut ctx = Ctx {
+            host_ips: &host_ips,
+            host_id: Self::id(&self.host.reader(), &batch.host),
+            agent_id,
+            process: self.process.reader(),
+        };
+        // L7 rows straight from the encoded records: names the process
+        // dictionary misses are collected (all of a batch's new names are
+        // allocated together, one fsync) and their ids filled in after.
+        let mut misses = Misses { process: Vec::new(), container: Vec::new() };
+        let mut l7_misses: Vec<(usize, usize, &str)> = Vec::new();
+        let mut rows = Rows { l7: Vec::with_capacity(recs.l7.len()), ..Default::default() };
+        for (i, bytes) in recs.l7.iter().enumerate() {
+            let r = RecordsView::l7_log(bytes).map_err(|e| DecodeError::Malformed {
+                batch_id: id,
+                message: format!("L7 record {i} is not an L7Log message: {e}"),
+            })?;
+            if let Some((side, name)) = self.l7(&ctx, &r, id, i, &mut rows.l7)? {
+                misses.process.push(name);
+                l7_misses.push((i, side, name));
+            }
+        }
+        let rest = &recs.rest;
+        for r in &rest.l4 {
             for p in [&r.client_process, &r.server_process, &r.process].into_iter().flatten() {
-                if self.process.lookup(&p.name).is_none() {
+                if ctx.process.lookup(&p.name).is_none() {
                     misses.process.push(&p.name);
                 }
             }
         }
-        for r in &recs.red {
+        for r in &rest.red {
             if let Some(p) = &r.process_name {
-                if self.process.lookup(p).is_none() {
+                if ctx.process.lookup(p).is_none() {
                     misses.process.push(p);
                 }
             }
         }
-        for p in &recs.process {
-            if self.process.lookup(&p.name).is_none() {
+        for p in &rest.process {
+            if ctx.process.lookup(&p.name).is_none() {
                 misses.process.push(&p.name);
             }
             if let Some(c) = &p.container_id {
@@ -323,37 +339,29 @@ impl Tagger {
                 }
             }
         }
-        let agent_id = self.agent.get_or_insert(&batch.agent_id)?;
-        Self::ensure(&self.host, misses.host, created)?;
         Self::ensure(&self.process, misses.process, created)?;
         Self::ensure(&self.container, misses.container, created)?;
+        ctx.process = self.process.reader();
+        for (i, side, name) in l7_misses {
+            let row = &mut rows.l7[i];
+            let pid = Self::id(&ctx.process, name);
+            match side {
+                0 => row.process_id_0 = pid,
+                _ => row.process_id_1 = pid,
+            }
+        }
 
-        let mut host_ips = Vec::with_capacity(batch.host_ips.len());
-        for (i, b) in batch.host_ips.iter().enumerate() {
-            host_ips.push(ip(b, "host_ips", id, i)?);
-        }
-        let process = self.process.reader();
-        let ctx = Ctx {
-            host_ips: &host_ips,
-            host_id: Self::id(&self.host.reader(), &batch.host),
-            agent_id,
-            process,
-        };
-        let mut rows = Rows { l7: Vec::with_capacity(recs.l7.len()), ..Default::default() };
-        for (i, (r, process_id)) in recs.l7.into_iter().zip(l7_process).enumerate() {
-            rows.l7.push(self.l7(&ctx, r, process_id, id, i)?);
-        }
-        for (i, r) in recs.l4.into_iter().enumerate() {
+        for (i, r) in recs.rest.l4.into_iter().enumerate() {
             rows.l4.push(self.l4(&ctx, r, id, i)?);
         }
-        for (i, r) in recs.red.into_iter().enumerate() {
+        for (i, r) in recs.rest.red.into_iter().enumerate() {
             let (g, row) = self.red(&ctx, r, id, i)?;
             match g {
                 Granularity::Second => rows.app_1s.push(row),
                 Granularity::Minute => rows.app_1m.push(row),
             }
         }
-        for (i, r) in recs.network.into_iter().enumerate() {
+        for (i, r) in recs.rest.network.into_iter().enumerate() {
             let (g, row) = self.network(&ctx, r, id, i)?;
             match g {
                 Granularity::Second => rows.net_1s.push(row),
@@ -363,16 +371,19 @@ impl Tagger {
         Ok(rows)
     }
 
-    fn l7(
+    /// Appends an L7 row (built in place: rows are large); returns the side
+    /// and name of its process when the process dictionary does not know
+    /// the name yet (its id is left 0).
+    fn l7<'a>(
         &self,
         ctx: &Ctx<'_>,
-        r: pb::L7Log,
-        process_id: Option<u32>,
+        r: &L7LogView<'a>,
         id: u64,
         i: usize,
-    ) -> Result<L7Row, DecodeError> {
-        let c = ip(&r.client_ip, "client_ip", id, i)?;
-        let s = ip(&r.server_ip, "server_ip", id, i)?;
+        out: &mut Vec<L7Row>,
+    ) -> Result<Option<Missed<'a>>, DecodeError> {
+        let c = ip(r.client_ip, "client_ip", id, i)?;
+        let s = ip(r.server_ip, "server_ip", id, i)?;
         let local = ctx.local(c, s);
         let source = source_name(r.source);
         let mut row = L7Row {
@@ -386,24 +397,24 @@ impl Tagger {
             client_port: port(r.client_port, "client_port", id, i)?,
             server_port: port(r.server_port, "server_port", id, i)?,
             protocol: r.ip_protocol.min(255) as u8,
-            l7_protocol: r.l7_protocol,
-            version: r.version,
-            msg_type: r.msg_type,
-            request_type: r.request_type,
-            request_domain: r.request_domain,
-            request_resource: r.request_resource,
-            endpoint: r.endpoint,
+            l7_protocol: r.l7_protocol.into(),
+            version: r.version.into(),
+            msg_type: r.msg_type.into(),
+            request_type: r.request_type.into(),
+            request_domain: r.request_domain.into(),
+            request_resource: r.request_resource.into(),
+            endpoint: r.endpoint.into(),
             request_id: r.request_id,
             response_code: r.response_code,
-            response_status: r.response_status,
-            response_exception: r.response_exception,
-            response_result: r.response_result,
+            response_status: r.response_status.into(),
+            response_exception: r.response_exception.into(),
+            response_result: r.response_result.into(),
             request_length: r.request_length,
             response_length: r.response_length,
-            trace_id: r.trace_id,
-            span_id: r.span_id,
-            parent_span_id: r.parent_span_id,
-            x_request_id: r.x_request_id,
+            trace_id: r.trace_id.into(),
+            span_id: r.span_id.into(),
+            parent_span_id: r.parent_span_id.into(),
+            x_request_id: r.x_request_id.into(),
             syscall_trace_id_request: r.syscall_trace_id_request.unwrap_or(0),
             syscall_trace_id_response: r.syscall_trace_id_response.unwrap_or(0),
             req_tcp_seq: r.req_tcp_seq.unwrap_or(0),
@@ -412,10 +423,15 @@ impl Tagger {
             ..Default::default()
         };
         host_tags!(row, self, ctx, local);
+        let mut missed = None;
         row.observation_point = match &r.process {
             Some(p) => {
-                let side = process_side(p, local);
-                process_tags!(row, self, ctx, side, p, process_id);
+                let side = process_side(p.side, local);
+                let process_id = ctx.process.lookup(p.name);
+                if process_id.is_none() {
+                    missed = Some((side, p.name));
+                }
+                side_tags!(row, side, self, ctx.host_id, Some(process_id.unwrap_or(0)), p.pid);
                 if side == 0 {
                     "c-p"
                 } else {
@@ -425,7 +441,8 @@ impl Tagger {
             None => nic_point(source, local),
         }
         .into();
-        Ok(row)
+        out.push(row);
+        Ok(missed)
     }
 
     fn l4(&self, ctx: &Ctx<'_>, r: pb::L4Flow, id: u64, i: usize) -> Result<L4Row, DecodeError> {
@@ -478,13 +495,13 @@ impl Tagger {
         row.observation_point = nic_point(source, local).into();
         if r.client_process.is_some() || r.server_process.is_some() {
             if let Some(p) = &r.client_process {
-                process_tags!(row, self, ctx, 0, p, None::<u32>);
+                process_tags!(row, self, ctx, 0, p);
             }
             if let Some(p) = &r.server_process {
-                process_tags!(row, self, ctx, 1, p, None::<u32>);
+                process_tags!(row, self, ctx, 1, p);
             }
         } else if let Some(p) = &r.process {
-            process_tags!(row, self, ctx, process_side(p, local), p, None::<u32>);
+            process_tags!(row, self, ctx, process_side(p.side, local), p);
         }
         Ok(row)
     }
@@ -632,6 +649,7 @@ pub enum ConvertError {
 mod tests {
     use super::*;
     use fathom_tagging::DictConfig;
+    use prost::Message;
 
     fn proc(pid: u32, name: &str, side: pb::Side) -> Option<pb::ProcessRef> {
         Some(pb::ProcessRef { pid, tid: pid, name: name.into(), side: side as i32 })
@@ -709,7 +727,9 @@ mod tests {
             ..Default::default()
         };
         let mut created = Vec::new();
-        let rows = tagger.convert(&batch, recs, &mut created).unwrap();
+        let bytes = recs.encode_to_vec();
+        let view = RecordsView::decode(&bytes, recs.counts()).unwrap();
+        let rows = tagger.convert(&batch, view, &mut created).unwrap();
         let id = |name: &str| {
             created.iter().find(|t| t.tag_type == "process" && t.name == name).unwrap().id
         };
@@ -742,5 +762,32 @@ mod tests {
         let l7 = &rows.l7[0];
         assert_eq!(l7.observation_point, "c-p");
         assert_eq!((l7.process_id_0, l7.pid_0, l7.process_id_1), (curl, 7, 0));
+    }
+
+    /// An L7 record that does not decode (here: an interface name that is
+    /// not UTF-8, a field ingest drops) fails its batch as malformed; the
+    /// records around it do not hide it.
+    #[test]
+    fn undecodable_l7_records_fail_the_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let dicts = Arc::new(Dictionaries::open(dir.path(), DictConfig::default()).unwrap());
+        let tagger = Tagger::new(dicts, "r1", "az1").unwrap();
+        let batch = pb::RecordBatch { agent_id: "a1".into(), batch_id: 4, ..Default::default() };
+        let good = pb::L7Log { endpoint: "/ok".into(), ..Default::default() }.encode_to_vec();
+        // Field 7 (interface), 2 bytes, not UTF-8.
+        let bad = vec![7 << 3 | 2, 2, 0xc3, 0x28];
+        let truncated = good[..good.len() - 1].to_vec();
+        for broken in [bad, truncated] {
+            let view = RecordsView { l7: vec![&good, &broken, &good], ..Default::default() };
+            let e = tagger.convert(&batch, view, &mut Vec::new()).unwrap_err();
+            let ConvertError::Bad(DecodeError::Malformed { batch_id: 4, message }) = e else {
+                panic!("{e}");
+            };
+            assert!(message.starts_with("L7 record 1 is not an L7Log message"), "{message}");
+        }
+        let view = RecordsView { l7: vec![&good, &good], ..Default::default() };
+        let rows = tagger.convert(&batch, view, &mut Vec::new()).unwrap();
+        assert_eq!(rows.l7.len(), 2);
+        assert_eq!(rows.l7[1].endpoint, "/ok");
     }
 }

@@ -1,8 +1,15 @@
 //! Batch validation and decoding, with every size bounded before memory
 //! is committed to it.
+//!
+//! The payload is decompressed once and the records borrow from it: L7
+//! records stay encoded until conversion decodes them one at a time
+//! ([`fathom_proto::view`]), so text is copied only into the rows that keep
+//! it.
 
-use fathom_proto::{Compression, RecordBatch, Records};
-use prost::Message;
+use std::borrow::Cow;
+
+use fathom_proto::view::RecordsView;
+use fathom_proto::{Compression, RecordBatch, RecordCounts};
 
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
@@ -24,8 +31,8 @@ impl DecodeError {
     }
 }
 
-/// Decompresses and decodes a batch's payload and checks its counts.
-pub fn decode_batch(b: &RecordBatch, limits: Limits) -> Result<Records, DecodeError> {
+/// A batch's payload, decompressed within the limits.
+pub fn decompress(b: &RecordBatch, limits: Limits) -> Result<Cow<'_, [u8]>, DecodeError> {
     let id = b.batch_id;
     if b.payload.len() > limits.max_batch_bytes {
         return Err(DecodeError::TooLarge {
@@ -34,9 +41,8 @@ pub fn decode_batch(b: &RecordBatch, limits: Limits) -> Result<Records, DecodeEr
             limit: limits.max_batch_bytes as u64,
         });
     }
-    let raw;
-    let bytes: &[u8] = match Compression::try_from(b.compression) {
-        Ok(Compression::None) => &b.payload,
+    match Compression::try_from(b.compression) {
+        Ok(Compression::None) => Ok(Cow::Borrowed(&b.payload)),
         Ok(Compression::Zstd) => {
             if b.uncompressed_size > limits.max_decompressed_bytes as u64 {
                 return Err(DecodeError::TooLarge {
@@ -57,7 +63,7 @@ pub fn decode_batch(b: &RecordBatch, limits: Limits) -> Result<Records, DecodeEr
                     ));
                 }
             }
-            raw =
+            let raw =
                 zstd::bulk::decompress(&b.payload, b.uncompressed_size as usize).map_err(|e| {
                     DecodeError::malformed(
                         id,
@@ -67,33 +73,40 @@ pub fn decode_batch(b: &RecordBatch, limits: Limits) -> Result<Records, DecodeEr
                         ),
                     )
                 })?;
-            &raw
+            Ok(Cow::Owned(raw))
         }
-        Err(_) => {
-            return Err(DecodeError::malformed(
-                id,
-                format!("unknown compression {}", b.compression),
-            ))
-        }
-    };
+        Err(_) => Err(DecodeError::malformed(id, format!("unknown compression {}", b.compression))),
+    }
+}
+
+/// Splits a batch's decompressed payload into its records and checks
+/// their counts. L7 records are decoded later, by `Tagger::convert`.
+pub fn decode_records<'a>(
+    b: &RecordBatch,
+    bytes: &'a [u8],
+) -> Result<RecordsView<'a>, DecodeError> {
+    let id = b.batch_id;
     // Sized from the declared counts: no regrowth (and copying) of the
     // record vectors while decoding. Every record takes at least 2 bytes on
     // the wire, so lying counts reserve no more than the payload could
     // decode to anyway.
-    let mut recs = Records::default();
+    let mut capacity = RecordCounts::default();
     if let Some(c) = b.counts {
         let mut left = bytes.len() / 2;
         let mut take = |n: u32| {
-            let n = (n as usize).min(left);
-            left -= n;
+            let n = n.min(u32::try_from(left).unwrap_or(u32::MAX));
+            left -= n as usize;
             n
         };
-        recs.l7.reserve_exact(take(c.l7));
-        recs.l4.reserve_exact(take(c.l4));
-        recs.red.reserve_exact(take(c.red));
-        recs.network.reserve_exact(take(c.network));
+        capacity = RecordCounts {
+            l7: take(c.l7),
+            l4: take(c.l4),
+            red: take(c.red),
+            network: take(c.network),
+            process: take(c.process),
+        };
     }
-    recs.merge(bytes).map_err(|e| {
+    let recs = RecordsView::decode(bytes, capacity).map_err(|e| {
         DecodeError::malformed(id, format!("payload is not a Records message: {e}"))
     })?;
     if let Some(want) = b.counts {
@@ -111,7 +124,15 @@ pub fn decode_batch(b: &RecordBatch, limits: Limits) -> Result<Records, DecodeEr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use fathom_proto::L7Log;
+    use fathom_proto::{L7Log, Records};
+    use prost::Message;
+
+    /// Both steps, to the owned records.
+    fn decode_batch(b: &RecordBatch, limits: Limits) -> Result<Records, DecodeError> {
+        let bytes = decompress(b, limits)?;
+        let recs = decode_records(b, &bytes)?;
+        Ok(recs.to_message().expect("the L7 records decode"))
+    }
 
     const LIMITS: Limits = Limits { max_batch_bytes: 1 << 20, max_decompressed_bytes: 4 << 20 };
 

@@ -27,6 +27,6 @@ pub mod server;
 
 pub use config::IngestConfig;
 pub use convert::{Rows, Tagger};
-pub use decode::{decode_batch, DecodeError, Limits};
+pub use decode::{decode_records, decompress, DecodeError, Limits};
 pub use hwm::HighWaterMarks;
 pub use server::{AgentAuthorizer, IngestService, IngestStats, IngestTls, RunningIngest};

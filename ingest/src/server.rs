@@ -15,7 +15,7 @@ use tonic::{Request, Response, Status};
 
 use crate::config::IngestConfig;
 use crate::convert::{ConvertError, Rows, Tagger};
-use crate::decode::{decode_batch, DecodeError, Limits};
+use crate::decode::{decode_records, decompress, DecodeError, Limits};
 use crate::hwm::{HighWaterMarks, MAX_AGENT_ID};
 
 /// Counters of one ingest node.
@@ -271,9 +271,10 @@ impl AgentData for IngestService {
         // Decompression, decoding and dictionary fsyncs are blocking work.
         let (batch, res, created) = tokio::task::spawn_blocking(move || {
             let mut created = Vec::new();
-            let res = decode_batch(&batch, limits)
-                .map_err(ConvertError::from)
-                .and_then(|recs| tagger.convert(&batch, recs, &mut created));
+            let res = decompress(&batch, limits).map_err(ConvertError::from).and_then(|payload| {
+                let recs = decode_records(&batch, &payload)?;
+                tagger.convert(&batch, recs, &mut created)
+            });
             (batch, res, created)
         })
         .await

@@ -176,6 +176,15 @@ fn bad_batches_are_refused_clearly_while_good_ones_flow() {
         b.counts = Some(recs.counts());
         let e = c.push(b).await.unwrap_err();
         assert!(e.message().contains("client_ip of record 0 has 3 bytes"), "{}", e.message());
+        // A record whose endpoint (field 18) is not UTF-8.
+        let l7 = [18 << 3 | 2, 0x01, 2, 0xc3, 0x28];
+        let mut b = raw_batch("raw", 5, 0);
+        b.compression = Compression::None as i32;
+        b.payload = [&[1 << 3 | 2, l7.len() as u8][..], &l7].concat();
+        b.counts = Some(fathom_proto::RecordCounts { l7: 1, ..Default::default() });
+        let e = c.push(b).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e}");
+        assert!(e.message().contains("field 18: text is not UTF-8"), "{}", e.message());
         // And the server still takes a good batch, once.
         let ack = c.push(raw_batch("raw", 6, 10)).await.unwrap().into_inner();
         assert_eq!(ack.status, AckStatus::Stored as i32);
@@ -201,7 +210,7 @@ fn bad_batches_are_refused_clearly_while_good_ones_flow() {
     assert_eq!(sorted.len(), 5000, "every record once");
     assert_eq!(agent.len(), 5000, "no duplicates");
     assert_eq!(ids.len(), 5010);
-    assert_eq!(server.stats().batches_rejected.load(Ordering::Relaxed), 4);
+    assert_eq!(server.stats().batches_rejected.load(Ordering::Relaxed), 5);
     // Names reached the store's dictionary table.
     let tags = store.tags.lock().unwrap();
     assert!(tags.iter().any(|t| t.tag_type == "host" && t.name == "h1"));

@@ -8,5 +8,6 @@ pub mod agent;
 pub mod codec;
 pub mod control;
 pub mod tls;
+pub mod view;
 
 pub use agent::*;
