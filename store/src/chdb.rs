@@ -229,15 +229,27 @@ impl PayloadFile {
         Some(PayloadFile { file, path, remove: None })
     }
 
-    /// Makes the file hold exactly `payload`.
-    fn fill(&mut self, payload: &[u8]) -> Result<()> {
-        use std::os::unix::fs::FileExt;
-        self.file
-            .write_all_at(payload, 0)
-            .and_then(|()| self.file.set_len(payload.len() as u64))
-            .map_err(|e| StoreError::Connection(format!("cannot write {}: {e}", self.path)))
+    /// Makes the file hold exactly the block `encoder` was filled with;
+    /// returns its size.
+    fn write_block(&mut self, encoder: &mut BlockEncoder, columns: &[ColumnType]) -> Result<u64> {
+        use std::io::{Seek, SeekFrom, Write};
+        let io =
+            |e: std::io::Error| StoreError::Connection(format!("cannot write {}: {e}", self.path));
+        let mut file = &self.file;
+        file.seek(SeekFrom::Start(0)).map_err(io)?;
+        // Large column buffers go to the file as they are; the buffer
+        // gathers the small pieces (names, types, small columns).
+        let mut out = std::io::BufWriter::with_capacity(WRITE_BUFFER, file);
+        encoder.write_to(columns, &mut out).and_then(|()| out.flush()).map_err(io)?;
+        drop(out);
+        let size = file.stream_position().map_err(io)?;
+        self.file.set_len(size).map_err(io)?;
+        Ok(size)
     }
 }
+
+/// Pieces of a block smaller than this are gathered before written.
+const WRITE_BUFFER: usize = 256 << 10;
 
 impl Drop for PayloadFile {
     fn drop(&mut self) {
@@ -247,16 +259,15 @@ impl Drop for PayloadFile {
     }
 }
 
-/// How a chunk of rows becomes a Native block.
-type EncodeFn<T> = fn(
+/// How a chunk of rows becomes the columns of a Native block.
+type FillFn<T> = fn(
     &mut BlockEncoder,
     &[T],
     &[ColumnType],
-    &mut Vec<u8>,
 ) -> std::result::Result<(), crate::rowbinary::EncodeError>;
 
-/// Payload buffers above this are freed after the insert.
-const MAX_KEPT_PAYLOAD: usize = 512 << 20;
+/// Payload files above this are freed after the insert.
+const MAX_KEPT_PAYLOAD: u64 = 512 << 20;
 
 /// A table and the columns a row type writes to it.
 type ColumnsKey = (String, &'static [&'static str]);
@@ -270,9 +281,9 @@ pub struct EmbeddedStore {
     config: EmbeddedConfig,
     /// Column types of the tables inserted into, for Native blocks.
     columns: Mutex<HashMap<ColumnsKey, Arc<Vec<ColumnType>>>>,
-    /// Encoders and payload buffers of finished inserts, for the next ones
-    /// (fresh buffers of this size cost a page fault per 4 KiB).
-    encoders: Mutex<Vec<(BlockEncoder, Vec<u8>)>>,
+    /// Encoders of finished inserts, for the next ones (fresh column
+    /// buffers cost a page fault per 4 KiB).
+    encoders: Mutex<Vec<BlockEncoder>>,
     /// Payload files of finished inserts, for the next ones.
     payload_files: Mutex<Vec<PayloadFile>>,
 }
@@ -525,7 +536,7 @@ impl EmbeddedStore {
         rows: &[T],
         token: Option<&str>,
     ) -> Result<()> {
-        self.insert_blocks(table, rows, token, BlockEncoder::encode).await
+        self.insert_blocks(table, rows, token, BlockEncoder::fill).await
     }
 
     /// [`insert_rows_dedup`](Self::insert_rows_dedup) for a [`NativeRow`]
@@ -536,7 +547,7 @@ impl EmbeddedStore {
         rows: &[T],
         token: Option<&str>,
     ) -> Result<()> {
-        self.insert_blocks(table, rows, token, BlockEncoder::encode_native).await
+        self.insert_blocks(table, rows, token, BlockEncoder::fill_native).await
     }
 
     async fn insert_blocks<T: clickhouse::Row>(
@@ -544,7 +555,7 @@ impl EmbeddedStore {
         table: &str,
         rows: &[T],
         token: Option<&str>,
-        encode: EncodeFn<T>,
+        fill: FillFn<T>,
     ) -> Result<()> {
         if rows.is_empty() {
             return Ok(());
@@ -556,22 +567,17 @@ impl EmbeddedStore {
             // SQL in the query buffer: chDB's client splits inline INSERT
             // data at the first blank line ("\n\n"), which binary data
             // may contain anywhere.
-            let (mut encoder, mut payload) =
+            let mut encoder =
                 self.encoders.lock().unwrap_or_else(|p| p.into_inner()).pop().unwrap_or_default();
-            payload.clear();
-            encode(&mut encoder, chunk, &columns, &mut payload)
-                .map_err(|e| StoreError::Encode(e.to_string()))?;
+            fill(&mut encoder, chunk, &columns).map_err(|e| StoreError::Encode(e.to_string()))?;
             let pooled = self.payload_files.lock().unwrap_or_else(|p| p.into_inner()).pop();
             let file = match pooled {
                 Some(f) => Ok(f),
                 None => PayloadFile::create(&self.insert_dir),
             }
-            .and_then(|mut f| f.fill(&payload).map(|()| f));
-            let size = payload.len();
-            if payload.capacity() <= MAX_KEPT_PAYLOAD {
-                self.encoders.lock().unwrap_or_else(|p| p.into_inner()).push((encoder, payload));
-            }
-            let file = file?;
+            .and_then(|mut f| f.write_block(&mut encoder, &columns).map(|size| (f, size)));
+            self.encoders.lock().unwrap_or_else(|p| p.into_inner()).push(encoder);
+            let (file, size) = file?;
             let settings = match token {
                 Some(t) => format!(
                     " SETTINGS insert_deduplicate = 1, insert_deduplication_token = '{}'",
