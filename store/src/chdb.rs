@@ -171,7 +171,12 @@ struct RawResult {
 struct Request {
     /// SQL (shared so a retry does not copy it).
     statement: Arc<Vec<u8>>,
-    reply: oneshot::Sender<Result<RawResult>>,
+    /// The file the statement reads, held until the engine is done with it
+    /// and handed back with the result: a caller that gives up must not
+    /// close it while queued, as its descriptor's number could name
+    /// another file by the time the engine opens the path.
+    infile: Option<PayloadFile>,
+    reply: oneshot::Sender<(Result<RawResult>, Option<PayloadFile>)>,
 }
 
 /// Escapes a string for a single-quoted ClickHouse literal.
@@ -179,44 +184,90 @@ fn sql_quote(s: &str) -> String {
     s.replace('\\', "\\\\").replace('\'', "\\'")
 }
 
-/// One insert's payload on disk, removed when dropped (also when
-/// the insert fails or the caller gives up).
-struct InsertFile {
-    path: PathBuf,
+/// Where an insert's payload waits for the engine, which reads it with
+/// `INSERT ... FROM INFILE`: an anonymous in-memory file (memfd) named by
+/// its `/proc/self/fd` path, or, where that is unavailable, a file in the
+/// data directory. Reused from insert to insert: overwriting pages in place
+/// costs one copy, while a fresh file per insert also costs creating the
+/// file and allocating, zeroing and freeing its pages.
+struct PayloadFile {
+    file: std::fs::File,
+    /// What `FROM INFILE` names.
+    path: String,
+    /// The fallback file, removed on drop.
+    remove: Option<PathBuf>,
 }
 
-impl InsertFile {
-    fn write(dir: &Path, payload: &[u8]) -> Result<InsertFile> {
+impl PayloadFile {
+    fn create(fallback_dir: &Path) -> Result<PayloadFile> {
+        if let Some(f) = Self::memfd() {
+            return Ok(f);
+        }
         static SEQ: AtomicU64 = AtomicU64::new(0);
-        let path = dir.join(format!(
+        let path = fallback_dir.join(format!(
             "{}-{}.native",
             std::process::id(),
             SEQ.fetch_add(1, Ordering::Relaxed)
         ));
-        // A synchronous write: it lands in the page cache and is read back
-        // at once, cheaper than handing the buffer to another thread.
-        std::fs::write(&path, payload)
-            .map_err(|e| StoreError::Connection(format!("cannot write {}: {e}", path.display())))?;
-        Ok(InsertFile { path })
+        let file = std::fs::File::create(&path).map_err(|e| {
+            StoreError::Connection(format!("cannot create {}: {e}", path.display()))
+        })?;
+        Ok(PayloadFile { file, path: path.to_string_lossy().into_owned(), remove: Some(path) })
+    }
+
+    fn memfd() -> Option<PayloadFile> {
+        // SAFETY: the name is a valid C string; the returned descriptor is
+        // owned by the File from here on.
+        let fd = unsafe { libc::memfd_create(c"fathom-insert".as_ptr(), libc::MFD_CLOEXEC) };
+        if fd < 0 {
+            return None;
+        }
+        let file = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        let path = format!("/proc/self/fd/{fd}");
+        // Without /proc the engine could not open it.
+        std::fs::metadata(&path).ok()?;
+        Some(PayloadFile { file, path, remove: None })
+    }
+
+    /// Makes the file hold exactly the block `encoder` was filled with;
+    /// returns its size.
+    fn write_block(&mut self, encoder: &mut BlockEncoder, columns: &[ColumnType]) -> Result<u64> {
+        use std::io::{Seek, SeekFrom, Write};
+        let io =
+            |e: std::io::Error| StoreError::Connection(format!("cannot write {}: {e}", self.path));
+        let mut file = &self.file;
+        file.seek(SeekFrom::Start(0)).map_err(io)?;
+        // Large column buffers go to the file as they are; the buffer
+        // gathers the small pieces (names, types, small columns).
+        let mut out = std::io::BufWriter::with_capacity(WRITE_BUFFER, file);
+        encoder.write_to(columns, &mut out).and_then(|()| out.flush()).map_err(io)?;
+        drop(out);
+        let size = file.stream_position().map_err(io)?;
+        self.file.set_len(size).map_err(io)?;
+        Ok(size)
     }
 }
 
-impl Drop for InsertFile {
+/// Pieces of a block smaller than this are gathered before written.
+const WRITE_BUFFER: usize = 256 << 10;
+
+impl Drop for PayloadFile {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        if let Some(path) = &self.remove {
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
 
-/// How a chunk of rows becomes a Native block.
-type EncodeFn<T> = fn(
+/// How a chunk of rows becomes the columns of a Native block.
+type FillFn<T> = fn(
     &mut BlockEncoder,
     &[T],
     &[ColumnType],
-    &mut Vec<u8>,
 ) -> std::result::Result<(), crate::rowbinary::EncodeError>;
 
-/// Payload buffers above this are freed after the insert.
-const MAX_KEPT_PAYLOAD: usize = 512 << 20;
+/// Payload files above this are freed after the insert.
+const MAX_KEPT_PAYLOAD: u64 = 512 << 20;
 
 /// A table and the columns a row type writes to it.
 type ColumnsKey = (String, &'static [&'static str]);
@@ -230,9 +281,11 @@ pub struct EmbeddedStore {
     config: EmbeddedConfig,
     /// Column types of the tables inserted into, for Native blocks.
     columns: Mutex<HashMap<ColumnsKey, Arc<Vec<ColumnType>>>>,
-    /// Encoders and payload buffers of finished inserts, for the next ones
-    /// (fresh buffers of this size cost a page fault per 4 KiB).
-    encoders: Mutex<Vec<(BlockEncoder, Vec<u8>)>>,
+    /// Encoders of finished inserts, for the next ones (fresh column
+    /// buffers cost a page fault per 4 KiB).
+    encoders: Mutex<Vec<BlockEncoder>>,
+    /// Payload files of finished inserts, for the next ones.
+    payload_files: Mutex<Vec<PayloadFile>>,
 }
 
 /// The engine thread's handle on the connection.
@@ -364,7 +417,7 @@ impl EmbeddedStore {
                     }
                 };
                 while let Some(req) = rx.blocking_recv() {
-                    let _ = req.reply.send(conn.run(&req.statement));
+                    let _ = req.reply.send((conn.run(&req.statement), req.infile));
                 }
                 drop(conn);
                 *OPEN.lock().unwrap_or_else(|p| p.into_inner()) = None;
@@ -380,6 +433,7 @@ impl EmbeddedStore {
             config,
             columns: Mutex::new(HashMap::new()),
             encoders: Mutex::new(Vec::new()),
+            payload_files: Mutex::new(Vec::new()),
         };
         match ready_rx.await {
             Ok(Ok(())) => {}
@@ -401,10 +455,23 @@ impl EmbeddedStore {
     }
 
     async fn run(&self, statement: Arc<Vec<u8>>) -> Result<RawResult> {
-        let tx = self.tx.as_ref().ok_or(StoreError::Closed)?;
+        self.run_with(statement, None).await.0
+    }
+
+    /// Runs a statement that reads `infile`, and hands the file back.
+    async fn run_with(
+        &self,
+        statement: Arc<Vec<u8>>,
+        infile: Option<PayloadFile>,
+    ) -> (Result<RawResult>, Option<PayloadFile>) {
+        let Some(tx) = self.tx.as_ref() else {
+            return (Err(StoreError::Closed), infile);
+        };
         let (reply, rx) = oneshot::channel();
-        tx.send(Request { statement, reply }).await.map_err(|_| StoreError::Closed)?;
-        rx.await.map_err(|_| StoreError::Closed)?
+        if let Err(e) = tx.send(Request { statement, infile, reply }).await {
+            return (Err(StoreError::Closed), e.0.infile);
+        }
+        rx.await.unwrap_or((Err(StoreError::Closed), None))
     }
 
     /// Runs `sql` and returns the engine's output as is: the SQL's own
@@ -469,7 +536,7 @@ impl EmbeddedStore {
         rows: &[T],
         token: Option<&str>,
     ) -> Result<()> {
-        self.insert_blocks(table, rows, token, BlockEncoder::encode).await
+        self.insert_blocks(table, rows, token, BlockEncoder::fill).await
     }
 
     /// [`insert_rows_dedup`](Self::insert_rows_dedup) for a [`NativeRow`]
@@ -480,7 +547,7 @@ impl EmbeddedStore {
         rows: &[T],
         token: Option<&str>,
     ) -> Result<()> {
-        self.insert_blocks(table, rows, token, BlockEncoder::encode_native).await
+        self.insert_blocks(table, rows, token, BlockEncoder::fill_native).await
     }
 
     async fn insert_blocks<T: clickhouse::Row>(
@@ -488,7 +555,7 @@ impl EmbeddedStore {
         table: &str,
         rows: &[T],
         token: Option<&str>,
-        encode: EncodeFn<T>,
+        fill: FillFn<T>,
     ) -> Result<()> {
         if rows.is_empty() {
             return Ok(());
@@ -500,16 +567,17 @@ impl EmbeddedStore {
             // SQL in the query buffer: chDB's client splits inline INSERT
             // data at the first blank line ("\n\n"), which binary data
             // may contain anywhere.
-            let (mut encoder, mut payload) =
+            let mut encoder =
                 self.encoders.lock().unwrap_or_else(|p| p.into_inner()).pop().unwrap_or_default();
-            payload.clear();
-            encode(&mut encoder, chunk, &columns, &mut payload)
-                .map_err(|e| StoreError::Encode(e.to_string()))?;
-            let file = InsertFile::write(&self.insert_dir, &payload);
-            if payload.capacity() <= MAX_KEPT_PAYLOAD {
-                self.encoders.lock().unwrap_or_else(|p| p.into_inner()).push((encoder, payload));
+            fill(&mut encoder, chunk, &columns).map_err(|e| StoreError::Encode(e.to_string()))?;
+            let pooled = self.payload_files.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            let file = match pooled {
+                Some(f) => Ok(f),
+                None => PayloadFile::create(&self.insert_dir),
             }
-            let file = file?;
+            .and_then(|mut f| f.write_block(&mut encoder, &columns).map(|size| (f, size)));
+            self.encoders.lock().unwrap_or_else(|p| p.into_inner()).push(encoder);
+            let (file, size) = file?;
             let settings = match token {
                 Some(t) => format!(
                     " SETTINGS insert_deduplicate = 1, insert_deduplication_token = '{}'",
@@ -521,11 +589,27 @@ impl EmbeddedStore {
                 format!(
                     "INSERT INTO {table} ({}) FROM INFILE '{}'{settings} FORMAT Native",
                     T::COLUMN_NAMES.join(", "),
-                    sql_quote(&file.path.to_string_lossy())
+                    sql_quote(&file.path)
                 )
                 .into_bytes(),
             );
-            self.config.retry.run(table, || self.run(statement.clone())).await?;
+            let slot = Mutex::new(Some(file));
+            let inserted = self
+                .config
+                .retry
+                .run(table, || async {
+                    let file = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+                    let (r, file) = self.run_with(statement.clone(), file).await;
+                    *slot.lock().unwrap_or_else(|p| p.into_inner()) = file;
+                    r
+                })
+                .await;
+            if let Some(file) = slot.into_inner().unwrap_or_else(|p| p.into_inner()) {
+                if size <= MAX_KEPT_PAYLOAD {
+                    self.payload_files.lock().unwrap_or_else(|p| p.into_inner()).push(file);
+                }
+            }
+            inserted?;
         }
         Ok(())
     }

@@ -212,6 +212,8 @@ impl Dictionary {
 #[derive(Default)]
 pub struct BlockEncoder {
     cols: Vec<Column>,
+    /// Rows of the filled block.
+    rows: usize,
 }
 
 impl BlockEncoder {
@@ -227,10 +229,8 @@ impl BlockEncoder {
         columns: &[ColumnType],
         out: &mut Vec<u8>,
     ) -> Result<(), EncodeError> {
-        self.prepare(columns);
-        let result = fill_and_write(rows, columns, &mut self.cols, rows.len(), out);
-        self.trim();
-        result
+        self.fill(rows, columns)?;
+        self.append_to(columns, out)
     }
 
     /// [`encode`](Self::encode) for a [`NativeRow`] type: its fields go
@@ -241,14 +241,55 @@ impl BlockEncoder {
         columns: &[ColumnType],
         out: &mut Vec<u8>,
     ) -> Result<(), EncodeError> {
+        self.fill_native(rows, columns)?;
+        self.append_to(columns, out)
+    }
+
+    /// Splits `rows` into the columns of a block, for [`write_to`](Self::write_to).
+    pub fn fill<T: Serialize>(
+        &mut self,
+        rows: &[T],
+        columns: &[ColumnType],
+    ) -> Result<(), EncodeError> {
+        self.prepare(columns);
+        let result = fill(rows, columns, &mut self.cols);
+        self.rows = rows.len();
+        if result.is_err() {
+            self.trim();
+        }
+        result
+    }
+
+    /// [`fill`](Self::fill) for a [`NativeRow`] type.
+    pub fn fill_native<T: NativeRow>(
+        &mut self,
+        rows: &[T],
+        columns: &[ColumnType],
+    ) -> Result<(), EncodeError> {
         check_fields(T::FIELDS, columns)?;
         self.prepare(columns);
         for row in rows {
             row.write_native(&mut self.cols);
         }
-        write_block(columns, &self.cols, rows.len(), out);
-        self.trim();
+        self.rows = rows.len();
         Ok(())
+    }
+
+    /// Writes the filled block (the `columns` it was filled with) to
+    /// `out`, straight from the column buffers: nothing is joined first.
+    pub fn write_to<W: std::io::Write>(
+        &mut self,
+        columns: &[ColumnType],
+        out: &mut W,
+    ) -> std::io::Result<()> {
+        let result = write_block(columns, &self.cols, self.rows, out);
+        self.trim();
+        result
+    }
+
+    fn append_to(&mut self, columns: &[ColumnType], out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        out.reserve(block_size(columns, &self.cols));
+        self.write_to(columns, out).map_err(|e| EncodeError::custom_msg(e.to_string()))
     }
 
     fn prepare(&mut self, columns: &[ColumnType]) {
@@ -461,12 +502,10 @@ pub fn encode_block<T: Serialize>(
     BlockEncoder::new().encode(rows, columns, out)
 }
 
-fn fill_and_write<T: Serialize>(
+fn fill<T: Serialize>(
     rows: &[T],
     columns: &[ColumnType],
     cols: &mut [Column],
-    n: usize,
-    out: &mut Vec<u8>,
 ) -> Result<(), EncodeError> {
     for row in rows {
         let mut s = RowSplitter { columns, cols: &mut *cols, at: 0 };
@@ -479,13 +518,12 @@ fn fill_and_write<T: Serialize>(
             )));
         }
     }
-    write_block(columns, cols, n, out);
     Ok(())
 }
 
-/// Appends the block of filled `cols`.
-fn write_block(columns: &[ColumnType], cols: &[Column], n: usize, out: &mut Vec<u8>) {
-    let size: usize = cols
+/// About the bytes of the block of filled `cols`.
+fn block_size(columns: &[ColumnType], cols: &[Column]) -> usize {
+    let data: usize = cols
         .iter()
         .map(|c| {
             c.data.len()
@@ -496,35 +534,64 @@ fn write_block(columns: &[ColumnType], cols: &[Column], n: usize, out: &mut Vec<
                 + c.dict.encoded.len()
         })
         .sum();
-    out.reserve(size + columns.len() * 64 + 20);
-    put_leb128(out, columns.len() as u64);
-    put_leb128(out, n as u64);
+    data + columns.len() * 64 + 20
+}
+
+/// Writes the block of filled `cols`.
+fn write_block<W: std::io::Write>(
+    columns: &[ColumnType],
+    cols: &[Column],
+    n: usize,
+    out: &mut W,
+) -> std::io::Result<()> {
+    let mut head = Vec::with_capacity(64);
+    put_leb128(&mut head, columns.len() as u64);
+    put_leb128(&mut head, n as u64);
+    out.write_all(&head)?;
     for (c, col) in columns.iter().zip(cols.iter()) {
-        put_leb128(out, c.name.len() as u64);
-        out.extend_from_slice(c.name.as_bytes());
-        put_leb128(out, c.wire_type.len() as u64);
-        out.extend_from_slice(c.wire_type.as_bytes());
+        head.clear();
+        put_leb128(&mut head, c.name.len() as u64);
+        head.extend_from_slice(c.name.as_bytes());
+        put_leb128(&mut head, c.wire_type.len() as u64);
+        head.extend_from_slice(c.wire_type.as_bytes());
+        out.write_all(&head)?;
         if n == 0 {
             // No rows, no data (not even a LowCardinality prefix).
             continue;
         }
         match c.layout {
-            Layout::Plain => out.extend_from_slice(&col.data),
+            Layout::Plain => out.write_all(&col.data)?,
             Layout::Nullable(_) => {
-                out.extend_from_slice(&col.nulls);
-                out.extend_from_slice(&col.data);
+                out.write_all(&col.nulls)?;
+                out.write_all(&col.data)?;
             }
             Layout::Map => {
-                for o in &col.offsets {
-                    out.extend_from_slice(&o.to_le_bytes());
-                }
+                write_converted(&col.offsets, out, |o| o.to_le_bytes())?;
                 // Keys, then values: the columns of the map's tuple.
-                out.extend_from_slice(&col.data);
-                out.extend_from_slice(&col.values);
+                out.write_all(&col.data)?;
+                out.write_all(&col.values)?;
             }
-            Layout::LowCardinality => write_low_cardinality(col, out),
+            Layout::LowCardinality => write_low_cardinality(col, out)?,
         }
     }
+    Ok(())
+}
+
+/// Writes `values`, each as `encode` makes it, in chunks through a small
+/// buffer (one write per chunk, not per value).
+fn write_converted<V: Copy, const N: usize, W: std::io::Write>(
+    values: &[V],
+    out: &mut W,
+    encode: impl Fn(V) -> [u8; N],
+) -> std::io::Result<()> {
+    let mut buf = [0u8; 8192];
+    for chunk in values.chunks(buf.len() / N) {
+        for (dst, &v) in buf.chunks_exact_mut(N).zip(chunk) {
+            dst.copy_from_slice(&encode(v));
+        }
+        out.write_all(&buf[..chunk.len() * N])?;
+    }
+    Ok(())
 }
 
 /// Keys' serialization version: shared dictionaries with additional keys.
@@ -532,7 +599,7 @@ const LC_VERSION: u64 = 1;
 const LC_HAS_ADDITIONAL_KEYS: u64 = 1 << 9;
 const LC_DICTIONARY_UPDATED: u64 = 1 << 10;
 
-fn write_low_cardinality(col: &Column, out: &mut Vec<u8>) {
+fn write_low_cardinality<W: std::io::Write>(col: &Column, out: &mut W) -> std::io::Result<()> {
     let distinct = col.dict.len();
     let width = if distinct <= 1 << 8 {
         0
@@ -541,23 +608,18 @@ fn write_low_cardinality(col: &Column, out: &mut Vec<u8>) {
     } else {
         2
     };
-    out.extend_from_slice(&LC_VERSION.to_le_bytes());
-    out.extend_from_slice(&(width | LC_HAS_ADDITIONAL_KEYS | LC_DICTIONARY_UPDATED).to_le_bytes());
-    out.extend_from_slice(&(distinct as u64).to_le_bytes());
-    out.extend_from_slice(&col.dict.encoded);
-    out.extend_from_slice(&(col.keys.len() as u64).to_le_bytes());
+    let mut head = [0u8; 24];
+    head[..8].copy_from_slice(&LC_VERSION.to_le_bytes());
+    head[8..16]
+        .copy_from_slice(&(width | LC_HAS_ADDITIONAL_KEYS | LC_DICTIONARY_UPDATED).to_le_bytes());
+    head[16..].copy_from_slice(&(distinct as u64).to_le_bytes());
+    out.write_all(&head)?;
+    out.write_all(&col.dict.encoded)?;
+    out.write_all(&(col.keys.len() as u64).to_le_bytes())?;
     match width {
-        0 => out.extend(col.keys.iter().map(|&k| k as u8)),
-        1 => {
-            for &k in &col.keys {
-                out.extend_from_slice(&(k as u16).to_le_bytes());
-            }
-        }
-        _ => {
-            for &k in &col.keys {
-                out.extend_from_slice(&k.to_le_bytes());
-            }
-        }
+        0 => write_converted(&col.keys, out, |k| [k as u8]),
+        1 => write_converted(&col.keys, out, |k| (k as u16).to_le_bytes()),
+        _ => write_converted(&col.keys, out, |k| k.to_le_bytes()),
     }
 }
 

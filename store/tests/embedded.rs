@@ -84,12 +84,17 @@ async fn schema_applies_twice_and_data_survives_a_restart() {
     let rows: Vec<_> = (0..1000).map(|i| l7_row(i, base)).collect();
     store.insert_l7(&rows).await.unwrap();
     store.upsert_tags(&[tag_row(1)]).await.unwrap();
-    // A store of schema version 1: no insert deduplication window yet.
+    // A store of schema version 1: no insert deduplication window yet,
+    // wide parts from the engine's default size on.
     store
         .query("ALTER TABLE flow_log.l4_flow_log MODIFY SETTING non_replicated_deduplication_window = 0")
         .await
         .unwrap();
-    store.query("DELETE FROM flow_tag.schema_version WHERE version = 2").await.unwrap();
+    store
+        .query("ALTER TABLE flow_log.l7_flow_log RESET SETTING min_bytes_for_wide_part")
+        .await
+        .unwrap();
+    store.query("DELETE FROM flow_tag.schema_version WHERE version >= 2").await.unwrap();
     drop(store);
 
     // Reopen with a shorter retention: data is there, the TTL follows config.
@@ -109,6 +114,14 @@ async fn schema_applies_twice_and_data_survives_a_restart() {
         engine.as_str().unwrap().contains("non_replicated_deduplication_window = 10000"),
         "{engine}"
     );
+    // Migration 3: compact parts up to the same size as a new store's.
+    let engine = scalar(
+        &store,
+        "SELECT engine_full FROM system.tables WHERE database = 'flow_log' AND name = 'l7_flow_log'",
+    )
+    .await;
+    let wide = format!("min_bytes_for_wide_part = {}", fathom_store::schema::WIDE_PART_BYTES);
+    assert!(engine.as_str().unwrap().contains(&wide), "{engine}");
     assert_eq!(scalar(&store, "SELECT count() FROM flow_tag.schema_version FINAL").await, versions);
 }
 
