@@ -69,7 +69,6 @@ fn main() {
         ));
     }
 
-
     let control = Service::builder()
         .name("AgentControl")
         .package("fathom.control.v1")

@@ -117,3 +117,179 @@ impl IdAllocator for ClusterIdAllocator {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! A real region group of three Raft members on loopback in one process.
+    use std::collections::HashMap;
+    use std::path::Path;
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use fathom_cluster::state::RegionGroup;
+    use fathom_cluster::MetaConfig;
+    use fathom_tagging::{DictConfig, Dictionary};
+
+    use super::*;
+
+    fn configs(dir: &Path, n: u64, block: u32) -> Vec<MetaConfig> {
+        (1..=n)
+            .map(|id| {
+                let addr =
+                    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+                let mut c = MetaConfig::new(id, addr, dir.join(format!("node-{id}")));
+                c.tag_block_size = block;
+                c
+            })
+            .collect()
+    }
+
+    async fn poll(what: &str, mut f: impl FnMut() -> bool) {
+        for _ in 0..300 {
+            if f() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("timed out waiting for {what}");
+    }
+
+    async fn start(cfgs: &[MetaConfig]) -> Vec<MetaNode> {
+        let mut nodes = Vec::new();
+        for c in cfgs {
+            nodes.push(MetaNode::start(c.clone()).await.unwrap());
+        }
+        let voters = cfgs.iter().map(|c| (c.node_id, c.listen_addr.to_string())).collect();
+        nodes[0].initialize(voters).await.unwrap();
+        poll("a leader", || nodes.iter().any(|n| n.is_leader())).await;
+        nodes
+    }
+
+    fn dict(dir: &Path, global: &MetaNode, region: &MetaNode) -> Arc<Dictionary> {
+        let router = MetaRouter::with_region(global.clone(), "eu", region.clone());
+        let ids = Arc::new(ClusterIdAllocator::new(router, Handle::current()));
+        Arc::new(Dictionary::open(dir, "pod", ids, DictConfig::default()).unwrap())
+    }
+
+    fn insert_all(d: &Dictionary, names: &[String]) -> Vec<(u32, Arc<str>)> {
+        let mut out = Vec::new();
+        for batch in names.chunks(50) {
+            let batch: Vec<&str> = batch.iter().map(String::as_str).collect();
+            d.insert_many(&batch, &mut out).unwrap();
+        }
+        out
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn ingest_nodes_of_a_region_agree_on_tag_ids_and_keep_them() {
+        let dir = tempfile::tempdir().unwrap();
+        // Tag ids never touch the global group: one member is enough for the routers.
+        let global_cfg = configs(&dir.path().join("global"), 1, 64);
+        let global = start(&global_cfg).await.remove(0);
+        let cfgs = configs(&dir.path().join("eu"), 3, 64);
+        let region = start(&cfgs).await;
+        let group = RegionGroup { region: "eu".into(), number: 1 };
+        let init = Command::InitRegionGroup { group, carried: Default::default() };
+        assert_eq!(region[0].write(init).await.unwrap(), Response::Ok);
+        poll("the range everywhere", || {
+            region.iter().all(|n| n.read(|s| s.region_group.is_some()))
+        })
+        .await;
+        let range = region_tag_ids(1);
+
+        // Three ingest nodes, overlapping names, concurrently: from a plain thread, a
+        // blocking-pool thread (as ingest calls it) and a runtime worker.
+        let names: Vec<Vec<String>> = (0..3)
+            .map(|i| (i * 300..i * 300 + 600).map(|n| format!("pod-{n:04}")).collect())
+            .collect();
+        let dirs: Vec<_> = (0..3).map(|i| dir.path().join(format!("tags-{i}"))).collect();
+        let dicts: Vec<_> = (0..3).map(|i| dict(&dirs[i], &global, &region[i])).collect();
+        let t0 = Instant::now();
+        let (d0, n0) = (dicts[0].clone(), names[0].clone());
+        let plain = std::thread::spawn(move || insert_all(&d0, &n0));
+        let (d1, n1) = (dicts[1].clone(), names[1].clone());
+        let blocking = tokio::task::spawn_blocking(move || insert_all(&d1, &n1));
+        let (d2, n2) = (dicts[2].clone(), names[2].clone());
+        let worker = tokio::spawn(async move { insert_all(&d2, &n2) });
+        let outs = [plain.join().unwrap(), blocking.await.unwrap(), worker.await.unwrap()];
+        let asked = outs.iter().map(Vec::len).sum::<usize>();
+        eprintln!(
+            "{asked} names (1200 distinct) over 3 nodes, batches of 50, blocks of 64: {:.0}/s",
+            asked as f64 / t0.elapsed().as_secs_f64()
+        );
+
+        let mut by_name: HashMap<Arc<str>, u32> = HashMap::new();
+        let mut by_id: HashMap<u32, Arc<str>> = HashMap::new();
+        for (i, out) in outs.iter().enumerate() {
+            assert_eq!(out.len(), names[i].len());
+            for (id, name) in out {
+                assert!(range.contains(id), "{name} = {id}");
+                assert_eq!(*by_name.entry(name.clone()).or_insert(*id), *id, "{name}");
+                assert_eq!(by_id.entry(*id).or_insert(name.clone()), name, "id {id}");
+            }
+        }
+        assert_eq!(by_name.len(), 1200);
+        // The dictionaries hold what the region group bound.
+        let bound = || region[0].read(|s| s.tags["pod"].by_name.clone());
+        poll("every binding applied", || bound().len() == 1200).await;
+        for (name, id) in bound() {
+            assert_eq!(by_name.get(name.as_str()), Some(&id), "{name}");
+        }
+
+        // Restart everything: the group from its data directories, the dictionaries
+        // from their files.
+        drop(dicts);
+        for n in &region {
+            n.shutdown().await.unwrap();
+        }
+        drop(region);
+        let region = start(&cfgs).await;
+        let dicts: Vec<_> = (0..3).map(|i| dict(&dirs[i], &global, &region[i])).collect();
+        for (i, d) in dicts.iter().enumerate() {
+            for n in &names[i] {
+                assert_eq!(d.lookup(n), Some(by_name[n.as_str()]), "{n} on node {i}");
+            }
+        }
+        // Node 0 learns names node 2 bound, and a new one that fits no old id.
+        let mut later = names[2][400..].to_vec();
+        later.push("pod-new".into());
+        let d0 = dicts[0].clone();
+        let out = tokio::task::spawn_blocking(move || insert_all(&d0, &later)).await.unwrap();
+        let (fresh, known) = out.split_last().unwrap();
+        for (id, name) in known {
+            assert_eq!(by_name[name], *id, "{name}");
+        }
+        assert!(range.contains(&fresh.0) && !by_id.contains_key(&fresh.0), "{fresh:?}");
+        assert_eq!(dicts[0].stats().unbound, 0);
+        for n in region.iter().chain([&global]) {
+            n.shutdown().await.unwrap();
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dictionary_from_local_allocation_keeps_its_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let tags = dir.path().join("tags");
+        let local = Arc::new(fathom_tagging::LocalIdAllocator);
+        let old = Dictionary::open(&tags, "pod", local, DictConfig::default()).unwrap();
+        let before: Vec<u32> =
+            ["a", "b", "c"].iter().map(|n| old.get_or_insert(n).unwrap()).collect();
+        assert_eq!(before, [1, 2, 3]);
+        drop(old);
+        let meta = start(&configs(&dir.path().join("eu"), 1, 2)).await.remove(0);
+        let group = RegionGroup { region: "eu".into(), number: 0 };
+        let init = Command::InitRegionGroup { group, carried: Default::default() };
+        assert_eq!(meta.write(init).await.unwrap(), Response::Ok);
+        let d = dict(&tags, &meta, &meta);
+        let out = tokio::task::spawn_blocking(move || {
+            let names = ["c", "d", "e", "a"].map(String::from);
+            (insert_all(&d, &names), d)
+        });
+        let (out, d) = out.await.unwrap();
+        let ids: Vec<u32> = out.iter().map(|e| e.0).collect();
+        assert_eq!((ids[0], ids[3]), (3, 1), "old names keep their ids");
+        assert!(ids[1] > 3 && ids[2] > 3 && ids[1] != ids[2], "{ids:?}");
+        assert_eq!(d.stats().unbound, 0);
+        meta.shutdown().await.unwrap();
+    }
+}
