@@ -69,6 +69,7 @@ fn main() {
         ));
     }
 
+
     let control = Service::builder()
         .name("AgentControl")
         .package("fathom.control.v1")

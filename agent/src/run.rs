@@ -11,8 +11,8 @@ use crate::capture::{interfaces, AfPacketConfig, AfPacketSource, CaptureError, P
 use crate::config::{AgentConfig, EbpfMode};
 use crate::ebpf_source::{spawn_reader, EbpfRouter, EbpfShard, SocketFlowConfig};
 use crate::flow::FlowConfig;
-use crate::host::local_addresses;
 use crate::output::OutputWriter;
+use crate::host::local_addresses;
 use crate::pipeline::merge::{MergeConfig, Merger};
 use crate::pipeline::{
     Clock, Emitter, FlowShard, Flush, Router, Shutdown, StopFlag, POLL_INTERVAL,

@@ -247,6 +247,7 @@ pub fn render_metrics(out: &mut String) {
     }
 }
 
+
 impl Sender {
     /// Opens the spool and starts the batcher and sending threads.
     pub fn start(mut cfg: SenderConfig) -> Result<Sender, String> {
