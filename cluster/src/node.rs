@@ -249,6 +249,11 @@ impl MetaNode {
         &self.inner.raft
     }
 
+    /// Ids this node reserves per `ReserveTagIds` entry ([`MetaConfig::tag_block_size`]).
+    pub fn tag_block_size(&self) -> u32 {
+        self.inner.config.tag_block_size
+    }
+
     /// Form a new cluster with these voters. Only ever called on one node, once; a node
     /// that already has state (a restart) answers Ok without changing anything.
     pub async fn initialize(&self, voters: BTreeMap<NodeId, String>) -> Result<(), MetaError> {

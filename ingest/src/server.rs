@@ -9,7 +9,7 @@ use std::thread::JoinHandle;
 use fathom_proto::agent_data_server::{AgentData, AgentDataServer};
 use fathom_proto::{Ack, AckStatus, RecordBatch};
 use fathom_store::{Granularity, Store, StoreError, TableRows, TagRow};
-use fathom_tagging::Dictionaries;
+use fathom_tagging::{Dictionaries, IdAllocator, LocalIdAllocator};
 use tokio::sync::{mpsc, oneshot};
 use tonic::{Request, Response, Status};
 
@@ -336,8 +336,20 @@ impl RunningIngest {
         store: Arc<dyn Store>,
         tls: Option<IngestTls>,
     ) -> Result<RunningIngest, String> {
+        Self::start_with_ids(cfg, store, tls, Arc::new(LocalIdAllocator))
+    }
+
+    /// [`start_with`](Self::start_with), taking new SmartEncoding ids from
+    /// `ids` (in a cluster: the Raft metadata, so that every ingest node
+    /// gives a name the same id).
+    pub fn start_with_ids(
+        cfg: &IngestConfig,
+        store: Arc<dyn Store>,
+        tls: Option<IngestTls>,
+        ids: Arc<dyn IdAllocator>,
+    ) -> Result<RunningIngest, String> {
         let dicts = Arc::new(
-            Dictionaries::open(cfg.data_dir.join("tags"), Default::default())
+            Dictionaries::open_with(cfg.data_dir.join("tags"), Default::default(), ids)
                 .map_err(|e| format!("ingest: {e}"))?,
         );
         let tagger =

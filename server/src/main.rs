@@ -9,6 +9,7 @@ mod config;
 mod controller;
 mod placement;
 mod settings;
+mod tag_ids;
 
 use std::future::IntoFuture;
 use std::path::PathBuf;
@@ -304,7 +305,10 @@ fn run(cfg: ServerConfig) -> Result<(), String> {
         );
         None
     };
-    let ingest = match RunningIngest::start_with(&cfg.ingest, store.clone(), ingest_tls) {
+    // Tag ids come from the region group, so that every ingest node of the region gives
+    // a name the same id; the dictionary files of a node that upgrades keep theirs.
+    let ids = Arc::new(tag_ids::ClusterIdAllocator::new(cluster.router(), rt.handle().clone()));
+    let ingest = match RunningIngest::start_with_ids(&cfg.ingest, store.clone(), ingest_tls, ids) {
         Ok(i) => i,
         Err(e) => {
             rt.block_on(async {

@@ -15,9 +15,11 @@
 //!
 //! Ids come from an [`IdAllocator`]: locally the next id after the highest
 //! one in the file; in a cluster, blocks handed out by the Raft metadata
-//! store.
+//! store. New names are then bound through [`IdAllocator::bind`] before they
+//! are written: in a cluster the first node to bind a name wins, and every
+//! node records the id that won.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::ops::Range;
@@ -56,6 +58,15 @@ pub trait IdAllocator: Send + Sync {
         highest_persisted: u32,
         n: u32,
     ) -> Result<Range<u32>, TagError>;
+
+    /// Binds new names to the ids offered for them (taken from
+    /// [`allocate`](Self::allocate)d ranges), all in one call, and answers
+    /// the id each name has, in order. In a cluster a name another node bound
+    /// first keeps that node's id and the offered one is retired (never
+    /// offered again). Locally nobody else binds: the offered ids stand.
+    fn bind(&self, _tag_type: &str, offered: &[(&str, u32)]) -> Result<Vec<u32>, TagError> {
+        Ok(offered.iter().map(|&(_, id)| id).collect())
+    }
 }
 
 /// Single-node allocation: the ids after the highest one in the file.
@@ -98,6 +109,10 @@ pub struct DictStats {
     pub overflow: u64,
     /// Names cut to `max_name_len`.
     pub truncated: u64,
+    /// New names whose cluster-wide id was already taken here by another
+    /// name (an entry from before the cluster allocated ids): they keep the
+    /// id this node offered, which no other name can ever get.
+    pub unbound: u64,
 }
 
 struct Snapshot {
@@ -113,6 +128,8 @@ struct Writer {
     /// Entries newer than the snapshot.
     recent: HashMap<Arc<str>, u32>,
     names: Vec<(u32, Arc<str>)>,
+    /// Every id in the file (an id bound elsewhere may not be free here).
+    used: HashSet<u32>,
 }
 
 /// One tag type's dictionary.
@@ -124,6 +141,7 @@ pub struct Dictionary {
     cfg: DictConfig,
     overflow: AtomicU64,
     truncated: AtomicU64,
+    unbound: AtomicU64,
 }
 
 const HEADER: usize = 8;
@@ -201,6 +219,7 @@ impl Dictionary {
             file.sync_all().map_err(io_err(&path))?;
         }
         file.seek(SeekFrom::End(0)).map_err(io_err(&path))?;
+        let used = names.iter().map(|&(id, _)| id).collect();
         Ok(Dictionary {
             tag_type: tag_type.to_string(),
             snapshot: ArcSwap::from_pointee(Snapshot { ids }),
@@ -211,11 +230,13 @@ impl Dictionary {
                 spare: 0..0,
                 recent: HashMap::new(),
                 names,
+                used,
             }),
             allocator,
             cfg,
             overflow: AtomicU64::new(0),
             truncated: AtomicU64::new(0),
+            unbound: AtomicU64::new(0),
         })
     }
 
@@ -275,6 +296,7 @@ impl Dictionary {
         let mut created: Vec<(u32, Arc<str>)> = Vec::new();
         let mut buf = Vec::new();
         let mut pending: HashMap<&str, u32> = HashMap::new();
+        let mut offered: Vec<(&str, u32)> = Vec::new();
         let start = out.len();
         for &raw in names {
             let name = self.clip(raw);
@@ -314,15 +336,44 @@ impl Dictionary {
             }
             let id = w.spare.start;
             w.spare.start += 1;
-            buf.extend_from_slice(&id.to_le_bytes());
-            buf.extend_from_slice(&(name.len() as u32).to_le_bytes());
-            buf.extend_from_slice(name.as_bytes());
-            buf.extend_from_slice(&crc(id, name.as_bytes()).to_le_bytes());
             pending.insert(name, id);
+            offered.push((name, id));
             out.push((id, Arc::from(name)));
         }
         if pending.is_empty() {
             return Ok(created);
+        }
+        // One binding for the whole batch; an error leaves the offered ids
+        // unused, and they are never offered again.
+        let bound = self.allocator.bind(&self.tag_type, &offered)?;
+        if bound.len() != offered.len() {
+            return Err(TagError::Allocation {
+                tag_type: self.tag_type.clone(),
+                message: format!("{} ids bound for {} names", bound.len(), offered.len()),
+            });
+        }
+        for (&(name, mine), &won) in offered.iter().zip(&bound) {
+            let id = if won == mine || won == 0 || w.used.contains(&won) {
+                if won != mine {
+                    self.unbound.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(tag_type = %self.tag_type, name, won, kept = mine, "tag dictionary: the cluster's id for this name is taken here by an older entry");
+                }
+                mine
+            } else {
+                won
+            };
+            pending.insert(name, id);
+            buf.extend_from_slice(&id.to_le_bytes());
+            buf.extend_from_slice(&(name.len() as u32).to_le_bytes());
+            buf.extend_from_slice(name.as_bytes());
+            buf.extend_from_slice(&crc(id, name.as_bytes()).to_le_bytes());
+        }
+        if bound.iter().zip(&offered).any(|(won, &(_, mine))| *won != mine) {
+            for e in &mut out[start..] {
+                if let Some(&id) = pending.get(&*e.1) {
+                    e.0 = id;
+                }
+            }
         }
         // Durable before any id leaves this function.
         let path = w.path.clone();
@@ -337,6 +388,7 @@ impl Dictionary {
         for (name, id) in pending {
             let name: Arc<str> = Arc::from(name);
             w.highest = w.highest.max(id);
+            w.used.insert(id);
             w.recent.insert(name.clone(), id);
             w.names.push((id, name.clone()));
             created.push((id, name));
@@ -373,6 +425,7 @@ impl Dictionary {
             entries: w.names.len() as u64,
             overflow: self.overflow.load(Ordering::Relaxed),
             truncated: self.truncated.load(Ordering::Relaxed),
+            unbound: self.unbound.load(Ordering::Relaxed),
         }
     }
 }
@@ -630,6 +683,66 @@ mod tests {
         .unwrap();
         assert_eq!(d.get_or_insert("p1").unwrap(), 5000);
         assert_eq!(d.get_or_insert("p2").unwrap(), 5001);
+    }
+
+    /// First binding wins, as the Raft state machine does it (the real one
+    /// is tested with the cluster in fathom-server: tagging cannot depend on
+    /// the cluster crate).
+    #[derive(Default)]
+    struct FirstWins {
+        next: Mutex<u32>,
+        by_name: Mutex<HashMap<String, u32>>,
+    }
+
+    impl IdAllocator for FirstWins {
+        fn allocate(&self, _: &str, highest: u32, n: u32) -> Result<Range<u32>, TagError> {
+            let mut next = self.next.lock().unwrap();
+            *next = (*next).max(highest + 1);
+            let r = *next..*next + n;
+            *next += n;
+            Ok(r)
+        }
+
+        fn bind(&self, _: &str, offered: &[(&str, u32)]) -> Result<Vec<u32>, TagError> {
+            let mut m = self.by_name.lock().unwrap();
+            Ok(offered.iter().map(|&(n, id)| *m.entry(n.to_string()).or_insert(id)).collect())
+        }
+    }
+
+    #[test]
+    fn the_id_that_won_the_binding_is_recorded() {
+        let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let shared = Arc::new(FirstWins::default());
+        let a = Dictionary::open(d1.path(), "pod", shared.clone(), DictConfig::default()).unwrap();
+        let b = Dictionary::open(d2.path(), "pod", shared.clone(), DictConfig::default()).unwrap();
+        let mut out = Vec::new();
+        a.insert_many(&["web", "db"], &mut out).unwrap();
+        let mut out_b = Vec::new();
+        let created = b.insert_many(&["db", "cache", "web", "db"], &mut out_b).unwrap();
+        let ids: Vec<u32> = out_b.iter().map(|e| e.0).collect();
+        assert_eq!(ids[0], out[1].0, "db as node a bound it");
+        assert_eq!(ids[2], out[0].0, "web as node a bound it");
+        assert_eq!(ids[3], ids[0]);
+        assert!(ids[1] > out[1].0, "cache from b's own block: {ids:?}");
+        assert_eq!(created.len(), 3);
+        drop(b);
+        let b = Dictionary::open(d2.path(), "pod", shared, DictConfig::default()).unwrap();
+        assert_eq!(b.lookup("web"), Some(out[0].0));
+        assert_eq!(b.lookup("cache"), Some(ids[1]));
+    }
+
+    #[test]
+    fn an_older_entry_holding_the_won_id_keeps_it() {
+        let dir = tempfile::tempdir().unwrap();
+        // A file from local allocation: "old" has id 1.
+        dict(dir.path(), DictConfig::default()).get_or_insert("old").unwrap();
+        let shared = Arc::new(FirstWins::default());
+        shared.by_name.lock().unwrap().insert("new".into(), 1);
+        let d = Dictionary::open(dir.path(), "host", shared, DictConfig::default()).unwrap();
+        let id = d.get_or_insert("new").unwrap();
+        assert!(id > 1, "{id}");
+        assert_eq!(d.get_or_insert("old").unwrap(), 1);
+        assert_eq!(d.stats().unbound, 1);
     }
 
     #[test]
