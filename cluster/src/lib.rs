@@ -60,6 +60,6 @@ pub mod types;
 
 pub use cluster::{Cluster, ClusterConfig, ClusterError, RegionGroupConfig};
 pub use membership::{Load, Membership, MembershipConfig, NodeInfo, Role};
-pub use node::{AdminOp, ClusterStatus, MetaConfig, MetaError, MetaNode};
+pub use node::{AdminOp, ClusterStatus, MetaConfig, MetaError, MetaNode, WeakMetaNode};
 pub use router::{MetaRouter, RegionRead, Scope};
 pub use state::{Command, MetaState, Response};

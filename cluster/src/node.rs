@@ -158,6 +158,19 @@ pub struct MetaNode {
     inner: Arc<Inner>,
 }
 
+/// A handle that does not keep the node alive: for what the node itself holds, such as
+/// the TLS verifier of its own Raft port reading its replica.
+#[derive(Clone)]
+pub struct WeakMetaNode {
+    inner: std::sync::Weak<Inner>,
+}
+
+impl WeakMetaNode {
+    pub fn upgrade(&self) -> Option<MetaNode> {
+        self.inner.upgrade().map(|inner| MetaNode { inner })
+    }
+}
+
 fn raft_err(e: impl std::fmt::Display) -> MetaError {
     MetaError::Raft(e.to_string())
 }
@@ -243,6 +256,10 @@ impl MetaNode {
 
     pub fn id(&self) -> NodeId {
         self.inner.config.node_id
+    }
+
+    pub fn downgrade(&self) -> WeakMetaNode {
+        WeakMetaNode { inner: Arc::downgrade(&self.inner) }
     }
 
     pub fn raft(&self) -> &Raft {

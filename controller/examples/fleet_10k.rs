@@ -137,7 +137,7 @@ async fn serve(dir: PathBuf) -> Result<(), BoxError> {
         ingest_addr: "127.0.0.1:20033".into(),
         ..Default::default()
     };
-    let plane = ControlPlane::bootstrap_with_ca(meta.clone(), cfg, Some(tls.ca)).await?;
+    let plane = ControlPlane::bootstrap_with_node(meta.clone(), cfg, &tls).await?;
     let control = plane.serve(tonic::service::Routes::default()).await?;
     std::fs::write(dir.join("ca.pem"), plane.ca_pem())?;
     println!("ready {} {soft}", control.local_addr().port());

@@ -24,8 +24,10 @@
 //! Agent certificates live `agent_cert_ttl` (30 days by default) and agents renew over
 //! their current mTLS identity once two thirds of it have passed; both certificates stay
 //! valid until the old one expires, so a renewal never drops a connection or a batch.
-//! Node certificates are issued at each start (`node_cert_ttl`, 90 days): a node renews
-//! by restarting. Revocation is by certificate serial or by agent (all its
+//! Node certificates (`node_cert_ttl`, 90 days) are issued at each start and renewed
+//! while the node runs, also at two thirds of their life: a new key and certificate for
+//! the same identity and names is recorded in the metadata and swapped in under every
+//! port's TLS config ([`tls::NodeCert`]), open connections keep theirs. Revocation is by certificate serial or by agent (all its
 //! certificates) and is checked on every handshake and every RPC against the local
 //! replica.
 //!
@@ -52,6 +54,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use fathom_cluster::state::IssuedCert;
 use fathom_cluster::state::{Command, Response as MetaResponse};
 use fathom_cluster::{MetaError, MetaNode, MetaRouter};
 use fathom_proto::control::agent_control_server::AgentControlServer;
@@ -59,9 +62,9 @@ use rustls::{ClientConfig, ServerConfig};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::ca::{now_ms, CaError, CertInfo, ClusterCa, Identity, Issued};
+use crate::ca::{cert_info, now_ms, CaError, CertInfo, ClusterCa, Identity, Issued};
 use crate::service::{ControlService, Pending};
-use crate::tls::{Authority, TlsIdentity};
+use crate::tls::{Authority, NodeCert, Revocations, TlsIdentity};
 
 pub const DEFAULT_CONTROL_PORT: u16 = 20035;
 
@@ -152,15 +155,17 @@ pub struct ControlPlane {
     meta: MetaRouter,
     ca: Arc<ClusterCa>,
     authority: Authority,
-    node: TlsIdentity,
+    tls: NodeTls,
     config: ControlConfig,
     ingest_addrs: Option<IngestAddrs>,
+    /// Renews `tls` when this plane issued it (not with [`Self::bootstrap_with_node`]).
+    _renewal: Option<Renewal>,
 }
 
 impl ControlPlane {
     /// Loads the CA from the metadata, or makes it when the cluster has none (first
     /// start; concurrent bootstraps agree on the first one committed), and issues this
-    /// node's certificate. Needs a Raft leader (waits for one up to the metadata's
+    /// node's certificate (renewed while the plane lives). Needs a Raft leader (waits for one up to the metadata's
     /// request timeout).
     pub async fn bootstrap(
         meta: impl Into<MetaRouter>,
@@ -189,18 +194,48 @@ impl ControlPlane {
                 reason: "the cluster replicates another CA than this node's".into(),
             });
         }
-        let mut names = config.advertise.clone();
-        names.extend(["127.0.0.1".to_string(), "::1".to_string(), "localhost".to_string()]);
-        let issued = ca.issue_node(meta.id(), &names, config.node_cert_ttl)?;
-        record(&meta, &issued).await?;
-        let node = TlsIdentity::from_issued(&issued)?;
+        let tls = NodeTls::new(ca.clone(), meta.id(), &config.advertise, config.node_cert_ttl)?;
+        let renewal = Some(tls.spawn_renewal());
+        Self::with_node(meta, config, ca, tls, renewal).await
+    }
+
+    /// [`bootstrap_with_ca`](Self::bootstrap_with_ca) with this node's [`NodeTls`]: its
+    /// CA is proposed and its certificate (renewed by [`NodeTls::spawn_renewal`]) is the
+    /// one every port presents. Attaches `tls` to the metadata.
+    pub async fn bootstrap_with_node(
+        meta: impl Into<MetaRouter>,
+        config: ControlConfig,
+        tls: &NodeTls,
+    ) -> Result<ControlPlane, ControlError> {
+        let meta: MetaRouter = meta.into();
+        let local = ClusterCa::from_record(&tls.ca.to_record())?;
+        let ca = ensure_ca(meta.global(), config.ca_ttl, Some(local)).await?;
+        if ca.cert_pem() != tls.ca.cert_pem() {
+            return Err(ControlError::Rejected {
+                what: "CA",
+                reason: "the cluster replicates another CA than this node's".into(),
+            });
+        }
+        Self::with_node(meta, config, tls.ca.clone(), tls.clone(), None).await
+    }
+
+    async fn with_node(
+        meta: MetaRouter,
+        config: ControlConfig,
+        ca: Arc<ClusterCa>,
+        tls: NodeTls,
+        renewal: Option<Renewal>,
+    ) -> Result<ControlPlane, ControlError> {
+        tls.attach(meta.global());
+        tls.record_current().await?;
         Ok(ControlPlane {
             authority: Authority::new(meta.clone()),
             meta,
             ca,
-            node,
+            tls,
             config,
             ingest_addrs: None,
+            _renewal: renewal,
         })
     }
 
@@ -224,14 +259,19 @@ impl ControlPlane {
         self.authority.clone()
     }
 
-    /// This node's certificate and key.
-    pub fn node_identity(&self) -> &TlsIdentity {
-        &self.node
+    /// This node's certificate and key as presented now.
+    pub fn node_identity(&self) -> TlsIdentity {
+        self.tls.node.identity()
+    }
+
+    /// What every port of this node presents (renewed in place).
+    pub fn node_cert(&self) -> &Arc<NodeCert> {
+        &self.tls.node
     }
 
     /// The agent data port (20033): agent client certificates required.
     pub fn data_server_config(&self) -> Result<Arc<ServerConfig>, ControlError> {
-        Ok(tls::mtls_server_config(&self.ca, &self.node, self.authority(), &[b"h2"])?)
+        Ok(tls::mtls_server_config(&self.ca, &self.tls.node, self.authority(), &[b"h2"])?)
     }
 
     /// For the ingest data service (`fathom_ingest::IngestTls::authorize`): a peer
@@ -253,15 +293,15 @@ impl ControlPlane {
     }
 
     /// The cluster port (20040, HTTP/1.1): node certificates only. The `MetaNode`
-    /// normally starts before a `ControlPlane` exists: use [`tls::raft_server_config`]
-    /// with [`NodeTls`] there.
+    /// normally starts before a `ControlPlane` exists: use [`NodeTls::raft_server`]
+    /// there.
     pub fn raft_server_config(&self) -> Result<Arc<ServerConfig>, ControlError> {
-        Ok(tls::raft_server_config(&self.ca, &self.node)?)
+        self.tls.raft_server()
     }
 
     /// The client side of node-to-node calls (Raft RPC, forwarding).
     pub fn raft_client_config(&self) -> Result<ClientConfig, ControlError> {
-        Ok(tls::raft_client_config(self.ca.cert_pem(), &self.node)?)
+        self.tls.raft_client()
     }
 
     /// A one-time enrollment token for agents of `pool` in `region`/`az`, valid for
@@ -320,7 +360,7 @@ impl ControlPlane {
         let local_addr = listener
             .local_addr()
             .map_err(|source| ControlError::Listen { addr: listen, source })?;
-        let tls = tls::control_server_config(&self.ca, &self.node, self.authority())?;
+        let tls = tls::control_server_config(&self.ca, &self.tls.node, self.authority())?;
         let pending = Pending::default();
         let svc = ControlService {
             meta: self.meta.clone(),
@@ -403,19 +443,48 @@ impl ControlHandle {
 
 /// A node's TLS material before the metadata is up: the CA (key included) from a
 /// directory every controller node is provisioned with (`ca.pem`, `ca.key`), made on
-/// the first node when missing, and a node certificate issued from it at each start.
+/// the first node when missing, and a node certificate issued from it at each start and
+/// renewed while the node runs. Cheap to clone (clones share the certificate).
 ///
 /// Bootstrap order for the server:
 /// 1. `let tls = NodeTls::load_or_create(&data_dir.join("ca"), node_id, &[advertise], ..)?;`
 ///    (copy that directory to the other controller nodes before they first start);
 /// 2. `MetaNode::start_with_tls(meta_cfg, Transport::with_tls(tls.raft_client()?)?,
-///    Some(tls.raft_server()?))`;
-/// 3. once Raft has a leader: `ControlPlane::bootstrap_with_ca(meta, cfg, Some(tls.ca))`
-///    replicates that CA (first one wins) so every controller signs with it.
+///    Some(tls.raft_server()?))`, then `tls.attach(&meta)` (the Raft port checks
+///    revocations from then on) and `let _renewal = tls.spawn_renewal();`;
+/// 3. once Raft has a leader: `ControlPlane::bootstrap_with_node(meta, cfg, &tls)`
+///    replicates that CA (first one wins) so every controller signs with it, and
+///    records the node certificate (renewals are recorded from then on).
+#[derive(Clone)]
 pub struct NodeTls {
-    pub ca: ClusterCa,
-    pub node: TlsIdentity,
+    pub ca: Arc<ClusterCa>,
+    /// What the node presents on every port.
+    pub node: Arc<NodeCert>,
+    /// The replica the Raft port checks node certificates against, once attached.
+    pub revocations: Revocations,
+    node_id: u64,
+    names: Vec<String>,
+    ttl: Duration,
 }
+
+/// The task renewing a node certificate ([`NodeTls::spawn_renewal`]); stops when
+/// dropped.
+pub struct Renewal(JoinHandle<()>);
+
+impl Drop for Renewal {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// How long a certificate of `ttl` is presented before it is renewed: two thirds of
+/// its life, which leaves a third to retry in.
+pub fn renew_after(ttl: Duration) -> Duration {
+    (ttl * 2 / 3).max(Duration::from_millis(100))
+}
+
+/// Pause between attempts to record a renewed certificate while there is no leader.
+const RECORD_RETRY: Duration = Duration::from_secs(1);
 
 impl NodeTls {
     pub fn load_or_create(
@@ -442,18 +511,98 @@ impl NodeTls {
             write_files(dir, &[("ca.key", &rec.key_pem, 0o600), ("ca.pem", &rec.cert_pem, 0o644)])?;
             ca
         };
+        Self::new(Arc::new(ca), node_id, advertise, node_ttl)
+    }
+
+    /// Issues this node's certificate from `ca` for `advertise` (loopback added), valid
+    /// `node_ttl`, and each renewal after it alike.
+    pub fn new(
+        ca: Arc<ClusterCa>,
+        node_id: u64,
+        advertise: &[String],
+        node_ttl: Duration,
+    ) -> Result<NodeTls, ControlError> {
         let mut names = advertise.to_vec();
         names.extend(["127.0.0.1".to_string(), "::1".to_string(), "localhost".to_string()]);
-        let node = TlsIdentity::from_issued(&ca.issue_node(node_id, &names, node_ttl)?)?;
-        Ok(NodeTls { ca, node })
+        let node =
+            NodeCert::new(TlsIdentity::from_issued(&ca.issue_node(node_id, &names, node_ttl)?)?)?;
+        Ok(NodeTls { ca, node, revocations: Revocations::default(), node_id, names, ttl: node_ttl })
     }
 
     pub fn raft_server(&self) -> Result<Arc<ServerConfig>, ControlError> {
-        Ok(tls::raft_server_config(&self.ca, &self.node)?)
+        Ok(tls::raft_server_config(&self.ca, &self.node, self.revocations.clone())?)
     }
 
     pub fn raft_client(&self) -> Result<ClientConfig, ControlError> {
         Ok(tls::raft_client_config(self.ca.cert_pem(), &self.node)?)
+    }
+
+    /// From now on the Raft port refuses node certificates revoked in `meta` (the global
+    /// group), and renewals are recorded there. Only the first call counts.
+    pub fn attach(&self, meta: &MetaNode) {
+        self.revocations.attach(meta);
+    }
+
+    /// Records the certificate presented now in the attached metadata (so that it can be
+    /// revoked by serial); nothing before [`attach`](Self::attach).
+    pub async fn record_current(&self) -> Result<(), ControlError> {
+        let Some(meta) = self.revocations.meta() else { return Ok(()) };
+        let info = cert_info(&self.node.identity().chain[0])?;
+        let cert = IssuedCert {
+            subject: info.identity.subject(),
+            expires_at_ms: info.not_after_ms,
+            revoked: false,
+        };
+        let cmd = Command::RecordCert { serial: info.serial, cert };
+        rejected("certificate", meta.write(cmd).await?)?;
+        Ok(())
+    }
+
+    /// Issues a new certificate (new key, same identity and names) and presents it from
+    /// the next handshake on. Returns its serial.
+    pub fn renew(&self) -> Result<String, ControlError> {
+        let issued = self.ca.issue_node(self.node_id, &self.names, self.ttl)?;
+        self.node.replace(TlsIdentity::from_issued(&issued)?)?;
+        Ok(issued.serial)
+    }
+
+    /// Renews the certificate at two thirds of each one's life ([`renew_after`]) and
+    /// records each in the metadata once attached, retrying while there is no leader.
+    pub fn spawn_renewal(&self) -> Renewal {
+        let tls = self.clone();
+        Renewal(tokio::spawn(async move {
+            let mut wait = renew_after(tls.ttl);
+            loop {
+                tokio::time::sleep(wait).await;
+                let serial = match tls.renew() {
+                    Ok(serial) => serial,
+                    Err(e) => {
+                        // Issuing is local (the CA key is here); try again soon.
+                        tracing::error!("controller: renewing the node certificate: {e}");
+                        wait = RECORD_RETRY;
+                        continue;
+                    }
+                };
+                tracing::info!(%serial, "controller: renewed the node certificate");
+                wait = renew_after(tls.ttl);
+                // Recording waits for a leader: it must not hold up the next renewal.
+                let recorder = tls.clone();
+                tokio::spawn(async move { recorder.record_renewed(&serial).await });
+            }
+        }))
+    }
+
+    async fn record_renewed(&self, serial: &str) {
+        // Until it is recorded or no longer presented (a later one then is).
+        while self.node.serial() == serial {
+            match self.record_current().await {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::debug!(%serial, "controller: recording the node certificate: {e}");
+                    tokio::time::sleep(RECORD_RETRY).await;
+                }
+            }
+        }
     }
 }
 

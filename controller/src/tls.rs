@@ -11,15 +11,24 @@
 //!
 //! Both read the local replica of the metadata, so a revoke takes effect on a node as
 //! soon as that node applies the entry (one Raft round trip), with no CRL to distribute.
+//! The cluster port serves before the metadata is up: it takes node certificates of the
+//! CA, and checks them against the replica once one is attached ([`Revocations`]).
+//!
+//! A node presents its certificate through a [`NodeCert`], which every server and client
+//! config of the node resolves at each handshake: renewing it swaps the certificate
+//! without rebuilding a config or touching open connections.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
-use fathom_cluster::MetaRouter;
+use arc_swap::ArcSwap;
+use fathom_cluster::{MetaNode, MetaRouter, WeakMetaNode};
 use rustls::client::danger::HandshakeSignatureValid;
+use rustls::client::ResolvesClientCert;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::server::WebPkiClientVerifier;
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
 use rustls::{
     CertificateError, ClientConfig, DigitallySignedStruct, DistinguishedName, RootCertStore,
     ServerConfig, SignatureScheme,
@@ -55,6 +64,111 @@ impl TlsIdentity {
 
     pub fn from_issued(issued: &Issued) -> Result<TlsIdentity, CaError> {
         Self::from_pem(&issued.cert_pem, &issued.key_pem)
+    }
+}
+
+/// This node's certificate as every TLS config of the node presents it; [`replace`]
+/// (Self::replace) takes effect at the next handshake.
+pub struct NodeCert {
+    current: ArcSwap<Presented>,
+}
+
+struct Presented {
+    identity: TlsIdentity,
+    certified: Arc<CertifiedKey>,
+    serial: String,
+}
+
+impl std::fmt::Debug for NodeCert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeCert").field("serial", &self.current.load().serial).finish()
+    }
+}
+
+impl NodeCert {
+    pub fn new(identity: TlsIdentity) -> Result<Arc<NodeCert>, CaError> {
+        Ok(Arc::new(NodeCert { current: ArcSwap::from_pointee(Presented::new(identity)?) }))
+    }
+
+    /// Presents `identity` from the next handshake on.
+    pub fn replace(&self, identity: TlsIdentity) -> Result<(), CaError> {
+        self.current.store(Arc::new(Presented::new(identity)?));
+        Ok(())
+    }
+
+    /// The certificate and key presented now.
+    pub fn identity(&self) -> TlsIdentity {
+        self.current.load().identity.clone()
+    }
+
+    /// The serial (hex) of the certificate presented now.
+    pub fn serial(&self) -> String {
+        self.current.load().serial.clone()
+    }
+}
+
+impl Presented {
+    fn new(identity: TlsIdentity) -> Result<Presented, CaError> {
+        let leaf = identity.chain.first().ok_or(CaError::BadCert("empty chain".into()))?;
+        let serial = cert_info(leaf)?.serial;
+        let key = provider()
+            .key_provider
+            .load_private_key(identity.key.clone_key())
+            .map_err(|e| CaError::BadCert(format!("private key: {e}")))?;
+        let certified = Arc::new(CertifiedKey::new(identity.chain.clone(), key));
+        Ok(Presented { identity, certified, serial })
+    }
+}
+
+impl ResolvesServerCert for NodeCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current.load().certified.clone())
+    }
+}
+
+impl ResolvesClientCert for NodeCert {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        Some(self.current.load().certified.clone())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+/// The replica the cluster port checks node certificates against, once there is one:
+/// the port serves before its `MetaNode` exists, and a node that could not reach the
+/// metadata could not learn of a revocation anyway. Holds the node weakly (the node's
+/// own port holds this).
+#[derive(Clone, Default)]
+pub struct Revocations {
+    meta: Arc<OnceLock<WeakMetaNode>>,
+}
+
+impl std::fmt::Debug for Revocations {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Revocations").field("attached", &self.meta.get().is_some()).finish()
+    }
+}
+
+impl Revocations {
+    /// Checks against `meta` (the global group, where node certificates are recorded)
+    /// from now on. Only the first call counts.
+    pub fn attach(&self, meta: &MetaNode) {
+        let _ = self.meta.set(meta.downgrade());
+    }
+
+    /// The attached node, while it runs.
+    pub fn meta(&self) -> Option<MetaNode> {
+        self.meta.get().and_then(|w| w.upgrade())
+    }
+
+    pub fn revoked(&self, serial: &str) -> bool {
+        self.meta().is_some_and(|m| m.read(|s| s.cert_revoked(serial)))
     }
 }
 
@@ -158,11 +272,18 @@ impl Authority {
 }
 
 /// webpki chain validation against the CA, then [`Authority::check_der`] (or, on the
-/// cluster port, which serves before the metadata is readable: node identities only).
+/// cluster port, which serves before the metadata is readable: node identities, not
+/// revoked once [`Revocations`] has a replica).
 #[derive(Debug)]
 pub struct PeerVerifier {
     inner: Arc<dyn ClientCertVerifier>,
-    authority: Option<Authority>,
+    check: PeerCheck,
+}
+
+#[derive(Debug)]
+enum PeerCheck {
+    Authority(Authority),
+    Nodes(Revocations),
 }
 
 impl PeerVerifier {
@@ -176,15 +297,19 @@ impl PeerVerifier {
         let b = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider());
         let b = if optional { b.allow_unauthenticated() } else { b };
         let inner = b.build().map_err(|e| rustls::Error::General(e.to_string()))?;
-        Ok(Arc::new(PeerVerifier { inner, authority: Some(authority) }))
+        Ok(Arc::new(PeerVerifier { inner, check: PeerCheck::Authority(authority) }))
     }
 
-    /// Client certificates from the CA naming a node (`spiffe://fathom/node/<id>`).
-    pub fn nodes_only(roots: RootCertStore) -> Result<Arc<PeerVerifier>, rustls::Error> {
+    /// Client certificates from the CA naming a node (`spiffe://fathom/node/<id>`) and
+    /// not revoked in `revocations`.
+    pub fn nodes_only(
+        roots: RootCertStore,
+        revocations: Revocations,
+    ) -> Result<Arc<PeerVerifier>, rustls::Error> {
         let inner = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
             .build()
             .map_err(|e| rustls::Error::General(e.to_string()))?;
-        Ok(Arc::new(PeerVerifier { inner, authority: None }))
+        Ok(Arc::new(PeerVerifier { inner, check: PeerCheck::Nodes(revocations) }))
     }
 }
 
@@ -208,13 +333,24 @@ impl ClientCertVerifier for PeerVerifier {
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
         let ok = self.inner.verify_client_cert(end_entity, intermediates, now)?;
-        let Some(authority) = &self.authority else {
-            return match cert_info(end_entity) {
-                Ok(CertInfo { identity: Identity::Node(_), .. }) => Ok(ok),
-                _ => Err(rustls::Error::InvalidCertificate(
-                    CertificateError::ApplicationVerificationFailure,
-                )),
-            };
+        let authority = match &self.check {
+            PeerCheck::Authority(authority) => authority,
+            PeerCheck::Nodes(revocations) => {
+                return match cert_info(end_entity) {
+                    Ok(CertInfo { identity: Identity::Node(_), serial, .. }) => {
+                        if revocations.revoked(&serial) {
+                            tracing::debug!("tls: refusing revoked node certificate {serial}");
+                            return Err(rustls::Error::InvalidCertificate(
+                                CertificateError::Revoked,
+                            ));
+                        }
+                        Ok(ok)
+                    }
+                    _ => Err(rustls::Error::InvalidCertificate(
+                        CertificateError::ApplicationVerificationFailure,
+                    )),
+                };
+            }
         };
         match authority.check_der(end_entity) {
             Ok(_) => Ok(ok),
@@ -255,13 +391,13 @@ impl ClientCertVerifier for PeerVerifier {
 
 fn server_config(
     verifier: Arc<PeerVerifier>,
-    me: &TlsIdentity,
+    me: &Arc<NodeCert>,
     alpn: &[&[u8]],
 ) -> Result<Arc<ServerConfig>, rustls::Error> {
     let mut cfg = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(me.chain.clone(), me.key.clone_key())?;
+        .with_cert_resolver(me.clone());
     cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(Arc::new(cfg))
 }
@@ -270,7 +406,7 @@ fn server_config(
 /// Enroll; every other call asks [`Authority::peer`]), clients with one must pass.
 pub fn control_server_config(
     ca: &ClusterCa,
-    me: &TlsIdentity,
+    me: &Arc<NodeCert>,
     authority: Authority,
 ) -> Result<Arc<ServerConfig>, rustls::Error> {
     server_config(PeerVerifier::new(ca.roots(), authority, true)?, me, &[b"h2"])
@@ -280,7 +416,7 @@ pub fn control_server_config(
 /// gRPC, and the Raft/cluster RPC (20040; pass `&[b"http/1.1"]` there).
 pub fn mtls_server_config(
     ca: &ClusterCa,
-    me: &TlsIdentity,
+    me: &Arc<NodeCert>,
     authority: Authority,
     alpn: &[&[u8]],
 ) -> Result<Arc<ServerConfig>, rustls::Error> {
@@ -294,14 +430,7 @@ pub fn client_config(
     me: Option<&TlsIdentity>,
     alpn: &[&[u8]],
 ) -> Result<ClientConfig, CaError> {
-    let mut roots = RootCertStore::empty();
-    for c in crate::ca::pem_certs(ca_pem)? {
-        roots.add(c).map_err(|e| CaError::BadCert(format!("CA certificate: {e}")))?;
-    }
-    let b = ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| CaError::BadCert(e.to_string()))?
-        .with_root_certificates(roots);
+    let b = client_builder(ca_pem)?;
     let mut cfg = match me {
         Some(id) => b
             .with_client_auth_cert(id.chain.clone(), id.key.clone_key())
@@ -312,17 +441,44 @@ pub fn client_config(
     Ok(cfg)
 }
 
-/// The cluster port (20040, HTTP/1.1): only nodes of this CA. It needs no metadata, so
-/// it can be built before the `MetaNode` that serves it.
+/// A client of a node that trusts only `ca_pem` and presents the node's current
+/// certificate.
+pub fn node_client_config(
+    ca_pem: &str,
+    me: &Arc<NodeCert>,
+    alpn: &[&[u8]],
+) -> Result<ClientConfig, CaError> {
+    let mut cfg = client_builder(ca_pem)?.with_client_cert_resolver(me.clone());
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(cfg)
+}
+
+fn client_builder(
+    ca_pem: &str,
+) -> Result<rustls::ConfigBuilder<ClientConfig, rustls::client::WantsClientCert>, CaError> {
+    let mut roots = RootCertStore::empty();
+    for c in crate::ca::pem_certs(ca_pem)? {
+        roots.add(c).map_err(|e| CaError::BadCert(format!("CA certificate: {e}")))?;
+    }
+    Ok(ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| CaError::BadCert(e.to_string()))?
+        .with_root_certificates(roots))
+}
+
+/// The cluster port (20040, HTTP/1.1): only nodes of this CA whose certificate is not
+/// revoked in `revocations`. It needs no metadata, so it can be built before the
+/// `MetaNode` that serves it (attach that node to `revocations` once it runs).
 pub fn raft_server_config(
     ca: &ClusterCa,
-    me: &TlsIdentity,
+    me: &Arc<NodeCert>,
+    revocations: Revocations,
 ) -> Result<Arc<ServerConfig>, rustls::Error> {
-    server_config(PeerVerifier::nodes_only(ca.roots())?, me, &[b"http/1.1"])
+    server_config(PeerVerifier::nodes_only(ca.roots(), revocations)?, me, &[b"http/1.1"])
 }
 
 /// The client side of node-to-node calls: this node's certificate, trusting only the CA
 /// (for `fathom_cluster::network::Transport::with_tls`).
-pub fn raft_client_config(ca_pem: &str, me: &TlsIdentity) -> Result<ClientConfig, CaError> {
-    client_config(ca_pem, Some(me), &[b"http/1.1"])
+pub fn raft_client_config(ca_pem: &str, me: &Arc<NodeCert>) -> Result<ClientConfig, CaError> {
+    node_client_config(ca_pem, me, &[b"http/1.1"])
 }

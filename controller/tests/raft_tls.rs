@@ -82,17 +82,16 @@ async fn raft_replicates_over_mtls_and_refuses_other_clients() {
     .await;
 
     // The local CA becomes the replicated one.
-    let plane =
-        ControlPlane::bootstrap_with_ca(n1.clone(), ControlConfig::default(), Some(tls1.ca))
-            .await
-            .unwrap();
+    let plane = ControlPlane::bootstrap_with_node(n1.clone(), ControlConfig::default(), &tls1)
+        .await
+        .unwrap();
     until("CA replicated", || {
         n2.read(|s| s.ca.as_ref().map(|c| c.cert_pem.clone())) == Some(plane.ca_pem().to_string())
     })
     .await;
 
     // A node certificate of this CA is let in ...
-    assert!(status_with(a1, plane.ca_pem(), Some(&tls2.node)).await);
+    assert!(status_with(a1, plane.ca_pem(), Some(&tls2.node.identity())).await);
     // ... no certificate, an agent's certificate of this CA, and a node certificate of
     // another CA are not.
     assert!(!status_with(a1, plane.ca_pem(), None).await);

@@ -127,7 +127,7 @@ async fn shutdown_signal() {
 }
 
 /// Waits for a Raft leader, then loads the replicated cluster CA (proposing this node's
-/// own on a new cluster) and issues this node's certificate. A node that joins later
+/// own on a new cluster) and records this node's certificate. A node that joins later
 /// (bootstrap_expect 0) waits here until `fathomctl node add` made it a member.
 async fn control_plane(
     cfg: &ServerConfig,
@@ -138,9 +138,7 @@ async fn control_plane(
     let control_cfg = controller::control_config(cfg)?;
     let mut waited = 0u32;
     loop {
-        let ca = fathom_controller::ca::ClusterCa::from_record(&tls.ca.to_record())
-            .map_err(|e| format!("cluster CA: {e}"))?;
-        match ControlPlane::bootstrap_with_ca(meta.clone(), control_cfg.clone(), Some(ca)).await {
+        match ControlPlane::bootstrap_with_node(meta.clone(), control_cfg.clone(), tls).await {
             Ok(mut p) => {
                 let membership = membership.clone();
                 p.set_ingest_addrs(Arc::new(move |node| {
@@ -213,6 +211,13 @@ fn run(cfg: ServerConfig) -> Result<(), String> {
             Some(raft_server),
         ))
         .map_err(|e| format!("cluster: {e}"))?;
+    // The Raft port checks revocations from here on; the node certificate is renewed
+    // while the server runs.
+    tls.attach(cluster.router().global());
+    let _renewal = {
+        let _in_runtime = rt.enter();
+        tls.spawn_renewal()
+    };
     let placement = {
         let _in_runtime = rt.enter();
         placement::spawn(cluster.router(), cluster.membership.clone())
