@@ -212,8 +212,13 @@ impl MetaRouter {
         timeout: std::time::Duration,
     ) -> Vec<RegionRead> {
         let Some(mine) = self.region_name() else { return Vec::new() };
-        let mut regions: std::collections::BTreeSet<String> =
-            self.global.read(|s| s.region_numbers.keys().cloned().collect());
+        // Regions with a group: numbered ones, and those of recorded controller nodes
+        // (a node cut off before its region got its number still runs the group).
+        let mut regions: std::collections::BTreeSet<String> = self.global.read(|s| {
+            let controllers =
+                s.nodes.values().filter(|n| n.roles.iter().any(|r| r == "controller"));
+            s.region_numbers.keys().cloned().chain(controllers.map(|n| n.region.clone())).collect()
+        });
         regions.extend(
             live.iter().filter(|n| !n.region_raft_addr.is_empty()).map(|n| n.region.clone()),
         );

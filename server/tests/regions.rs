@@ -274,6 +274,15 @@ fn a_region_cut_off_keeps_enrolling_agents_while_the_others_commit_global_writes
         names(&v, "name").contains(&"reg1-vms".to_string()).then_some(()).ok_or(v.to_string())
     });
 
+    // Every node recorded in the global group: the others know region 1 has nodes (and
+    // so a group) of its own even if its number is not yet assigned when it is cut off.
+    poll("every node recorded", LONG, || {
+        let v = n2.json(&["node", "list"])?;
+        let recorded =
+            v.as_array().map_or(0, |a| a.iter().filter(|n| n["registered"] == true).count());
+        (recorded == 3).then_some(()).ok_or(v.to_string())
+    });
+
     // Cut region 1 (node 1) off.
     net.set_region_link(1, false);
     // The other two regions commit global writes.
