@@ -1,8 +1,13 @@
 //! Agent configuration: one TOML file, every key overridable by an
 //! environment variable `FATHOM_AGENT_<SECTION>__<KEY>` (double underscore
 //! between section and key), e.g. `FATHOM_AGENT_FLOW__MAX_FLOWS=200000`.
+//!
+//! An enrolled agent also runs with its pool's config, pushed by the controller and
+//! kept in `<cert_dir>/pushed-config.json`: a TOML overlay with the same keys, applied
+//! over the file and under the environment (defaults < file < pool < environment <
+//! command line), so a host's explicit overrides stay in force.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
@@ -179,7 +184,11 @@ impl Default for HttpSection {
 
 /// Every key with its default and meaning, for `--help`.
 pub const KEYS_HELP: &str = "\
-Configuration (TOML file; each key also FATHOM_AGENT_<SECTION>__<KEY>):
+Configuration (TOML file; each key also FATHOM_AGENT_<SECTION>__<KEY>).
+Precedence: defaults < file < pool config pushed by the controller (kept in
+<cert_dir>/pushed-config.json; may not set sender.agent_id, cert_dir, spool_dir,
+control_addr, enroll_token or ca_file) < environment < command-line flags.
+A valid pushed config restarts the agent in place (flushed, spool kept) to apply it.
   [capture]
     interfaces = []            AF_PACKET interfaces; empty = all that are up (lo only when eBPF is off)
     snaplen = 65535            bytes kept of each packet
@@ -229,15 +238,110 @@ Configuration (TOML file; each key also FATHOM_AGENT_<SECTION>__<KEY>):
     cert_dir = \"/var/lib/fathom-agent/certs\"  the agent's certificate, key and CA (0600); data and control are mTLS with them; server empty = the ingest address enrollment assigned
 ";
 
+/// Keys a pool config may not set: they are per host, and say where this agent's
+/// identity and state live (the pool config itself is found through `cert_dir`).
+const HOST_KEYS: &[(&str, &str)] = &[
+    ("sender", "agent_id"),
+    ("sender", "cert_dir"),
+    ("sender", "spool_dir"),
+    ("sender", "control_addr"),
+    ("sender", "enroll_token"),
+    ("sender", "ca_file"),
+];
+
+/// A pool config the controller pushed, as the agent keeps it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PushedConfig {
+    pub version: u64,
+    /// TOML with the keys of the config file.
+    pub body: String,
+}
+
+impl PushedConfig {
+    pub const FILE: &str = "pushed-config.json";
+
+    pub fn path(cert_dir: &Path) -> PathBuf {
+        cert_dir.join(Self::FILE)
+    }
+
+    /// The pushed config kept in `cert_dir`, if any.
+    pub fn read(cert_dir: &Path) -> Result<Option<PushedConfig>, String> {
+        let path = Self::path(cert_dir);
+        match std::fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b)
+                .map(Some)
+                .map_err(|e| format!("pushed config {}: {e}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(format!("pushed config {}: {e}", path.display())),
+        }
+    }
+
+    /// Whether the agent could run with this overlay: valid TOML, no per-host key,
+    /// and the checks the config file gets (known keys, typed values, an output
+    /// format the agent has).
+    pub fn validate(&self) -> Result<(), String> {
+        let table: toml::Table =
+            toml::from_str(&self.body).map_err(|e| format!("not valid TOML: {e}"))?;
+        for (section, key) in HOST_KEYS {
+            if table.get(*section).and_then(|s| s.get(*key)).is_some() {
+                return Err(format!("{section}.{key} is per host and cannot be set by the pool"));
+            }
+        }
+        let c: AgentConfig = Figment::from(Serialized::defaults(AgentConfig::default()))
+            .merge(Toml::string(&self.body))
+            .extract()
+            .map_err(|e| format!("invalid configuration: {e}"))?;
+        if !["json", "server", "both"].contains(&c.output.format.as_str()) {
+            return Err(format!(
+                "output format {:?} is not supported (use \"json\", \"server\" or \"both\")",
+                c.output.format
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl AgentConfig {
     /// Defaults, then the file (if any), then the environment.
     pub fn load(file: Option<&Path>) -> Result<AgentConfig, String> {
+        Self::layered(file, None)
+    }
+
+    /// What the agent runs with: defaults, the file, the pool config pushed into
+    /// `cert_dir` (if any), the environment; and that pool config's version (0 =
+    /// none). A pushed config that does not validate is left out, with an error.
+    pub fn load_with_pushed(file: Option<&Path>) -> Result<(AgentConfig, u64), String> {
+        let base = Self::load(file)?;
+        let pushed = match PushedConfig::read(Path::new(&base.sender.cert_dir)) {
+            Ok(Some(p)) => p,
+            Ok(None) => return Ok((base, 0)),
+            Err(e) => {
+                tracing::error!("{e}; running without the pool config");
+                return Ok((base, 0));
+            }
+        };
+        match pushed.validate().and_then(|()| Self::layered(file, Some(&pushed.body))) {
+            Ok(c) => Ok((c, pushed.version)),
+            Err(e) => {
+                tracing::error!(
+                    version = pushed.version,
+                    "pool config not applied, running without it: {e}"
+                );
+                Ok((base, 0))
+            }
+        }
+    }
+
+    fn layered(file: Option<&Path>, pool: Option<&str>) -> Result<AgentConfig, String> {
         let mut fig = Figment::from(Serialized::defaults(AgentConfig::default()));
         if let Some(path) = file {
             if !path.exists() {
                 return Err(format!("config file {} does not exist", path.display()));
             }
             fig = fig.merge(Toml::file(path));
+        }
+        if let Some(body) = pool {
+            fig = fig.merge(Toml::string(body));
         }
         // FATHOM_AGENT_LOG (log filter) and FATHOM_AGENT_CONFIG (the file)
         // share the prefix but are not configuration keys.
@@ -307,6 +411,65 @@ mod tests {
             jail.set_env("FATHOM_AGENT_CAPTURE__EBPF", "sometimes");
             let e = AgentConfig::load(None).unwrap_err();
             assert!(e.contains("sometimes") && e.contains("required"), "{e}");
+            Ok(())
+        });
+    }
+
+    fn pushed(version: u64, body: &str) -> PushedConfig {
+        PushedConfig { version, body: body.into() }
+    }
+
+    #[test]
+    fn pushed_overlays_validate_like_the_config_file() {
+        assert_eq!(pushed(1, "[flow]\nmax_flows = 7\n").validate(), Ok(()));
+        assert_eq!(pushed(1, "").validate(), Ok(()));
+        let e = pushed(2, "[flow\nmax_flows = 7").validate().unwrap_err();
+        assert!(e.contains("not valid TOML"), "{e}");
+        let e = pushed(2, "[flow]\nmax_flowz = 7\n").validate().unwrap_err();
+        assert!(e.contains("max_flowz"), "{e}");
+        let e = pushed(2, "[flow]\nmax_flows = \"many\"\n").validate().unwrap_err();
+        assert!(e.contains("max_flows"), "{e}");
+        let e = pushed(2, "[output]\nformat = \"xml\"\n").validate().unwrap_err();
+        assert!(e.contains("xml"), "{e}");
+        for key in ["cert_dir", "agent_id", "spool_dir", "control_addr"] {
+            let e = pushed(2, &format!("[sender]\n{key} = \"x\"\n")).validate().unwrap_err();
+            assert!(e.contains(&format!("sender.{key}")) && e.contains("per host"), "{e}");
+        }
+    }
+
+    #[test]
+    fn the_pushed_overlay_sits_between_the_file_and_the_environment() {
+        figment::Jail::expect_with(|jail| {
+            let certs = jail.directory().join("certs");
+            std::fs::create_dir_all(&certs).unwrap();
+            jail.create_file(
+                "agent.toml",
+                &format!(
+                    "[flow]\nmax_flows = 5000\nl7_timeout_ms = 100\nshards = 3\n\
+                     [sender]\ncert_dir = {:?}\n",
+                    certs.display().to_string()
+                ),
+            )?;
+            let file = Some(Path::new("agent.toml"));
+            // Nothing pushed: the file alone, version 0.
+            let (c, v) = AgentConfig::load_with_pushed(file).unwrap();
+            assert_eq!((c.flow.max_flows, v), (5000, 0));
+            let p = pushed(4, "[flow]\nmax_flows = 9000\nl7_timeout_ms = 200\n");
+            std::fs::write(PushedConfig::path(&certs), serde_json::to_vec(&p).unwrap()).unwrap();
+            jail.set_env("FATHOM_AGENT_FLOW__L7_TIMEOUT_MS", "300");
+            let (c, v) = AgentConfig::load_with_pushed(file).unwrap();
+            assert_eq!(v, 4);
+            assert_eq!(c.flow.max_flows, 9000, "the pool wins over the file");
+            assert_eq!(c.flow.l7_timeout_ms, 300, "the environment wins over the pool");
+            assert_eq!(c.flow.shards, 3, "keys the pool does not set keep the file's value");
+            assert_eq!(AgentConfig::load(file).unwrap().flow.max_flows, 5000);
+            // An invalid one kept there (written by an older agent, say) is left out.
+            let p = pushed(5, "[flow]\nmax_flowz = 1\n");
+            std::fs::write(PushedConfig::path(&certs), serde_json::to_vec(&p).unwrap()).unwrap();
+            let (c, v) = AgentConfig::load_with_pushed(file).unwrap();
+            assert_eq!((c.flow.max_flows, v), (5000, 0));
+            std::fs::write(PushedConfig::path(&certs), b"{not json").unwrap();
+            assert_eq!(AgentConfig::load_with_pushed(file).unwrap().1, 0);
             Ok(())
         });
     }

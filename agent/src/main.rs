@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use fathom_agent::config::{AgentConfig, KEYS_HELP};
+use fathom_agent::run::Stopped;
 
 #[derive(Parser)]
 #[command(name = "fathom-agent", version, about, after_long_help = KEYS_HELP)]
@@ -28,11 +29,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Capture live traffic until SIGINT / SIGTERM.
+    /// Capture live traffic until SIGINT / SIGTERM (restarting in place, flushed,
+    /// to apply a pool config the controller pushes).
     Run,
-    /// Run a pcap or pcapng file through the pipeline and exit.
+    /// Run a pcap or pcapng file through the pipeline and exit (without the pool config).
     Replay { file: PathBuf },
-    /// Print the effective configuration (defaults + file + environment).
+    /// Print the effective configuration of `run` (defaults + file + pushed pool
+    /// config + environment).
     Config,
 }
 
@@ -46,7 +49,12 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
-    let mut cfg = match AgentConfig::load(cli.config.as_deref()) {
+    // A replay is offline: the pool config pushed to this host's agent is not for it.
+    let loaded = match cli.command {
+        Command::Replay { .. } => AgentConfig::load(cli.config.as_deref()).map(|c| (c, 0)),
+        _ => AgentConfig::load_with_pushed(cli.config.as_deref()),
+    };
+    let (mut cfg, pool_config) = match loaded {
         Ok(c) => c,
         Err(e) => {
             eprintln!("fathom-agent: {e}");
@@ -63,7 +71,11 @@ fn main() -> ExitCode {
         cfg.output.path = p;
     }
     let result = match cli.command {
-        Command::Run => fathom_agent::run::run_live(cfg),
+        Command::Run => match fathom_agent::run::run_live(cfg, pool_config) {
+            Ok(Stopped::Signal) => Ok(()),
+            Ok(Stopped::PoolConfigPushed) => Err(restart()),
+            Err(e) => Err(e),
+        },
         Command::Replay { file } => fathom_agent::run::replay(&file, cfg).map(|n| {
             tracing::info!(packets = n, "replay done");
         }),
@@ -79,4 +91,19 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Runs this binary again in this process, with the same arguments and environment,
+/// so that it starts with the pool config just kept; returns only if that failed.
+fn restart() -> String {
+    use std::os::unix::process::CommandExt;
+    let mut args = std::env::args_os();
+    let arg0 = args.next().unwrap_or_else(|| "fathom-agent".into());
+    let exe = match std::env::current_exe() {
+        Ok(p) => p,
+        Err(e) => return format!("cannot restart to apply the pool config: {e}"),
+    };
+    tracing::info!("restarting to apply the pushed pool config");
+    let e = std::process::Command::new(&exe).arg0(arg0).args(args).exec();
+    format!("cannot restart {} to apply the pool config: {e}", exe.display())
 }

@@ -160,11 +160,12 @@ fn start_actors(
     Ok((emitter, shards))
 }
 
-/// Starts the sender when the output goes to the server.
-fn start_sender(cfg: &AgentConfig) -> Result<Option<Sender>, String> {
+/// Starts the sender when the output goes to the server; `pool_config` is the version
+/// of the pushed pool config `cfg` includes (0 = none).
+fn start_sender(cfg: &AgentConfig, pool_config: u64) -> Result<Option<Sender>, String> {
     let (_, server) = outputs(cfg)?;
     if server {
-        Sender::start(cfg.sender.clone()).map(Some)
+        Sender::start_with_pool_config(cfg.sender.clone(), pool_config).map(Some)
     } else {
         Ok(None)
     }
@@ -185,8 +186,19 @@ async fn drain(emitter: &Addr<Emitter>, shards: &[Addr<FlowShard>], ebpf: &[Addr
     let _ = emitter.send(Shutdown).await;
 }
 
-/// Capture live traffic until SIGINT or SIGTERM, then flush everything.
-pub fn run_live(cfg: AgentConfig) -> Result<(), String> {
+/// Why a live agent stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stopped {
+    /// SIGINT or SIGTERM.
+    Signal,
+    /// The controller pushed a valid pool config: start again to run with it.
+    PoolConfigPushed,
+}
+
+/// Capture live traffic until SIGINT or SIGTERM, or until a pool config is pushed,
+/// then flush everything. `pool_config` is the version of the pushed pool config
+/// `cfg` includes (0 = none).
+pub fn run_live(cfg: AgentConfig, pool_config: u64) -> Result<Stopped, String> {
     let ebpf = load_ebpf(&cfg)?;
     let all = cfg.capture.interfaces.is_empty();
     let names = if !cfg.capture.afpacket {
@@ -230,10 +242,11 @@ pub fn run_live(cfg: AgentConfig) -> Result<(), String> {
             "nothing to capture: capture.afpacket is false and eBPF is not loaded".into()
         });
     }
-    let sender = start_sender(&cfg)?;
+    let sender = start_sender(&cfg, pool_config)?;
     let handle = sender.as_ref().map(Sender::handle);
+    let pushed = sender.as_ref().map(Sender::pool_config_pushed);
     let sys = System::new();
-    sys.block_on(async move {
+    let stopped = sys.block_on(async move {
         // Both sources: the packet shards merge what eBPF observes.
         let merge = ebpf.is_some() && !sources.is_empty();
         let (emitter, shards) =
@@ -298,20 +311,29 @@ pub fn run_live(cfg: AgentConfig) -> Result<(), String> {
             ebpf = !ebpf_shards.is_empty(),
             "capturing"
         );
-        wait_for_signal().await;
-        tracing::info!("stopping: flushing flows and metrics");
+        let pool_config_pushed = async {
+            match &pushed {
+                Some(n) => n.notified().await,
+                None => std::future::pending().await,
+            }
+        };
+        let stopped = tokio::select! {
+            _ = wait_for_signal() => Stopped::Signal,
+            _ = pool_config_pushed => Stopped::PoolConfigPushed,
+        };
+        tracing::info!(?stopped, "stopping: flushing flows and metrics");
         stop.stop();
         for t in threads {
             let _ = t.join();
         }
         drain(&emitter, &shards, &ebpf_shards).await;
         System::current().stop();
-        Ok::<(), String>(())
+        Ok::<Stopped, String>(stopped)
     })?;
     if let Some(s) = sender {
         s.shutdown(SENDER_DRAIN);
     }
-    Ok(())
+    Ok(stopped)
 }
 
 async fn wait_for_signal() {
@@ -333,7 +355,7 @@ pub fn replay(path: &Path, cfg: AgentConfig) -> Result<u64, String> {
     // pcapng gives each packet its own link type; the router follows it.
     let link = src.link_type().unwrap_or(crate::packet::LinkType::Ethernet);
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let sender = start_sender(&cfg)?;
+    let sender = start_sender(&cfg, 0)?;
     let handle = sender.as_ref().map(Sender::handle);
     let sys = System::new();
     let packets = sys.block_on(async move {

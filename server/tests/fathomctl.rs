@@ -618,3 +618,127 @@ fn an_agent_enrolls_with_a_token_pushes_over_mtls_and_is_refused_once_revoked() 
     .unwrap();
     assert_eq!(support::int(&support::rows(&v)[0]["n"]), 0, "{v}");
 }
+
+/// The agent's gauge `name` (fathom_agent_sender_<name>) from /metrics on `port`.
+fn gauge_on(port: u16, name: &str) -> Result<u64, String> {
+    let page = support::http_get(port, "/metrics").ok_or(format!("no /metrics on {port}"))?;
+    let key = format!("fathom_agent_sender_{name} ");
+    page.lines()
+        .find_map(|l| l.strip_prefix(&key))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map(|v| v as u64)
+        .ok_or(format!("no {name} on {port}"))
+}
+
+#[test]
+fn a_pushed_pool_config_restarts_the_agent_with_it_and_an_invalid_one_is_not_reported() {
+    require_root();
+    let _g = serial();
+    let dir = TempDir::new("fathomctl-pool-config");
+    let server = Server::start(
+        &dir.join("server-data"),
+        &[("FATHOM_SERVER_CONTROLLER__HEARTBEAT_INTERVAL_SECS", "1")],
+    );
+    let ctl = Ctl::new(&server, &dir.0);
+    ctl.ok(&["region", "create", "eu"]);
+    ctl.ok(&["az", "create", "eu-1a", "--region", "eu"]);
+    ctl.ok(&["pool", "create", "web", "--region", "eu", "--az", "eu-1a", "--kind", "vm"]);
+    let t = ctl.json(&["token", "create", "--pool", "web", "--ttl", "1h"]);
+    let secret = t["secret"].as_str().unwrap().to_string();
+
+    // The metrics listener comes from the config file, so the pool config can move it.
+    let (file_port, pool_port) = (free_port(), free_port());
+    let config = dir.join("agent.toml");
+    std::fs::write(&config, format!("[http]\nlisten = \"127.0.0.1:{file_port}\"\n")).unwrap();
+    let log = dir.join("agent.log");
+    let out = std::fs::File::create(&log).unwrap();
+    let mut agent = Command::new(support::agent_bin())
+        .args(["run", "-i", "lo", "--config"])
+        .arg(&config)
+        .env("FATHOM_AGENT_OUTPUT__FORMAT", "server")
+        .env("FATHOM_AGENT_SENDER__AGENT_ID", "web-1")
+        .env("FATHOM_AGENT_SENDER__SPOOL_DIR", dir.join("spool"))
+        .env("FATHOM_AGENT_SENDER__ENROLL_TOKEN", &secret)
+        .env("FATHOM_AGENT_SENDER__CONTROL_ADDR", format!("127.0.0.1:{}", server.control_port))
+        .env("FATHOM_AGENT_SENDER__CA_FILE", server.admin_dir().join("ca.pem"))
+        .env("FATHOM_AGENT_SENDER__CERT_DIR", dir.join("certs"))
+        .env(
+            "FATHOM_AGENT_CAPTURE__EXCLUDE_PORTS",
+            format!("[{}, {}]", server.ingest_port, server.control_port),
+        )
+        .env("FATHOM_AGENT_CAPTURE__EBPF", "off")
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .unwrap();
+    let pid = agent.id();
+    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+    let reported = |want: u64| {
+        let v = ctl.json(&["agent", "show", "web-1"]);
+        if v["config_version"] == want {
+            Ok(())
+        } else {
+            Err(v.to_string())
+        }
+    };
+    let long = Duration::from_secs(60);
+    poll("the agent on the file's port, with no pool config", long, || {
+        gauge_on(file_port, "pool_config_version").and_then(|v| match v {
+            0 => Ok(()),
+            v => Err(format!("version {v}")),
+        })
+    });
+    poll("the agent active", long, || reported(0));
+
+    // A valid pool config: the agent restarts in place (same process) and runs with it.
+    let v = ctl.json(&[
+        "pool",
+        "set-config",
+        "web",
+        "--body",
+        &format!("[http]\nlisten = \"127.0.0.1:{pool_port}\"\n"),
+    ]);
+    assert_eq!(v["version"], 1);
+    poll("the agent on the pool's port, running version 1", long, || {
+        match gauge_on(pool_port, "pool_config_version")? {
+            1 => Ok(()),
+            v => Err(format!("version {v}")),
+        }
+    });
+    assert!(agent.try_wait().unwrap().is_none(), "{}", log_text());
+    assert_eq!(agent.id(), pid);
+    assert!(support::http_get(file_port, "/metrics").is_none(), "the file's port is closed");
+    poll("version 1 reported to the controller", long, || reported(1));
+    assert!(log_text().contains("restarting to apply"), "{}", log_text());
+
+    // An invalid one (an unknown key; valid TOML, so the controller takes it): refused
+    // by the agent, which keeps running and reporting version 1.
+    let v = ctl.json(&["pool", "set-config", "web", "--body", "[flow]\nmax_flowz = 1\n"]);
+    assert_eq!(v["version"], 2);
+    poll("the agent to refuse version 2", long, || {
+        let text = log_text();
+        match text
+            .lines()
+            .find(|l| l.contains("pushed pool config refused") && l.contains("version=2"))
+        {
+            Some(l) if l.contains("max_flowz") => Ok(()),
+            _ => Err(text.lines().rev().take(5).collect::<Vec<_>>().join("\n")),
+        }
+    });
+    // Beats after the refusal still report the running version.
+    let beats = log_text().matches("pushed pool config refused").count();
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        log_text().matches("pushed pool config refused").count(),
+        beats,
+        "refused once, not every beat"
+    );
+    reported(1).unwrap();
+    assert_eq!(gauge_on(pool_port, "pool_config_version"), Ok(1));
+    assert!(agent.try_wait().unwrap().is_none(), "{}", log_text());
+
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    let st = agent.wait().unwrap();
+    assert!(st.success(), "{st}: {}", log_text());
+}

@@ -7,11 +7,14 @@
 //! the control calls are mTLS with that certificate; the token is never needed again.
 //!
 //! The control loop beats every `interval_secs` the server asks for, reporting the
-//! config version it holds and storing a newer one the server pushes
-//! (`<cert_dir>/pushed-config.toml`); once two thirds of the certificate's lifetime have
-//! passed it asks for a new one with a new key (`Renew`, over the current identity). The
-//! new files replace the old ones atomically and the data channel reconnects with them;
-//! the old certificate stays valid until it expires, so nothing in flight is lost.
+//! version of the pool config the process runs with. A newer one the server pushes is
+//! validated; an invalid one is logged and never reported; a valid one is kept
+//! (`<cert_dir>/pushed-config.json`) and the agent restarts itself to run with it (see
+//! [`crate::config`]), reporting its version from then on. Once two thirds of the
+//! certificate's lifetime have passed it asks for a new one with a new key (`Renew`,
+//! over the current identity). The new files replace the old ones atomically and the
+//! data channel reconnects with them; the old certificate stays valid until it expires,
+//! so nothing in flight is lost.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -24,12 +27,12 @@ use serde::{Deserialize, Serialize};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use super::{SenderConfig, SenderStats, Spool};
+use crate::config::PushedConfig;
 
 const CERT_FILE: &str = "agent.pem";
 const KEY_FILE: &str = "agent.key";
 const CA_FILE: &str = "ca.pem";
 const STATE_FILE: &str = "enrollment.json";
-const PUSHED_CONFIG_FILE: &str = "pushed-config.toml";
 
 /// What enrollment gave this agent, kept next to its certificate.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -41,9 +44,6 @@ pub struct Enrollment {
     pub pool: String,
     pub issued_at_ms: u64,
     pub expires_at_ms: u64,
-    /// The pushed config version held in `pushed-config.toml` (0 = none).
-    #[serde(default)]
-    pub config_version: u64,
 }
 
 /// The agent's mTLS identity.
@@ -247,7 +247,6 @@ async fn enroll(
             pool: r.pool,
             issued_at_ms,
             expires_at_ms: r.expires_at_ms,
-            config_version: 0,
         },
     })
 }
@@ -274,6 +273,13 @@ pub(crate) struct ControlLoop {
     pub spool: Arc<Spool>,
     pub stop: Arc<AtomicBool>,
     pub timeout: Duration,
+    /// The version of the pool config this process runs with (0 = none).
+    pub running_version: u64,
+    /// Notified once a valid newer pool config is kept: the agent restarts with it.
+    pub restart: Arc<tokio::sync::Notify>,
+    /// The newer version kept for the restart, or refused (each logged once).
+    pub pending_version: Option<u64>,
+    pub refused_version: Option<u64>,
 }
 
 impl ControlLoop {
@@ -288,7 +294,7 @@ impl ControlLoop {
         Ok(AgentControlClient::new(ch))
     }
 
-    pub async fn run(self) {
+    pub async fn run(mut self) {
         let mut interval = Duration::from_secs(10);
         let mut client = None;
         let mut generation = u64::MAX;
@@ -326,13 +332,13 @@ impl ControlLoop {
     }
 
     async fn beat(
-        &self,
+        &mut self,
         c: &mut AgentControlClient<Channel>,
         creds: &Credentials,
     ) -> Result<u32, String> {
         let r = c
             .heartbeat(HeartbeatRequest {
-                config_version: creds.enrollment.config_version,
+                config_version: self.running_version,
                 records_sent: self.stats.records_acked.load(Ordering::Relaxed),
                 records_dropped: self.stats.records_dropped_queue.load(Ordering::Relaxed),
                 spooled_batches: self.spool.len() as u64,
@@ -340,18 +346,8 @@ impl ControlLoop {
             .await
             .map_err(|s| format!("heartbeat refused ({:?}): {}", s.code(), s.message()))?
             .into_inner();
-        if r.config_version != creds.enrollment.config_version && !r.config_body.is_empty() {
-            write_private(&self.cert_dir.join(PUSHED_CONFIG_FILE), r.config_body.as_bytes())?;
-            let mut next = creds.clone();
-            next.enrollment.config_version = r.config_version;
-            self.replace(next, false)?;
-            // Stored, not applied to the running agent: it takes effect at the next
-            // start with `--config` pointing at it (no hot reload yet).
-            tracing::warn!(
-                version = r.config_version,
-                file = %self.cert_dir.join(PUSHED_CONFIG_FILE).display(),
-                "control: new pool config pushed and stored; not applied until a restart uses it"
-            );
+        if r.config_version != self.running_version && !r.config_body.is_empty() {
+            self.pushed(PushedConfig { version: r.config_version, body: r.config_body })?;
         }
         if !r.ingest_addr.is_empty() && r.ingest_addr != creds.enrollment.ingest_addr {
             // Placement moved this agent: the data channel follows (a new generation
@@ -366,6 +362,33 @@ impl ControlLoop {
             self.replace(next, true)?;
         }
         Ok(r.interval_secs)
+    }
+
+    /// A pool config other than the running one: refused, or kept and restarted for.
+    fn pushed(&mut self, p: PushedConfig) -> Result<(), String> {
+        let seen = Some(p.version);
+        if self.pending_version == seen || self.refused_version == seen {
+            return Ok(());
+        }
+        if let Err(e) = p.validate() {
+            tracing::error!(
+                version = p.version,
+                running = self.running_version,
+                "control: pushed pool config refused, not applied: {e}"
+            );
+            self.refused_version = seen;
+            return Ok(());
+        }
+        let body = serde_json::to_vec_pretty(&p).map_err(|e| e.to_string())?;
+        write_private(&PushedConfig::path(&self.cert_dir), &body)?;
+        tracing::info!(
+            version = p.version,
+            running = self.running_version,
+            "control: pool config pushed; restarting to apply it"
+        );
+        self.pending_version = seen;
+        self.restart.notify_one();
+        Ok(())
     }
 
     async fn renew(&self, c: &mut AgentControlClient<Channel>) -> Result<(), String> {
@@ -417,7 +440,6 @@ mod tests {
                 pool: String::new(),
                 issued_at_ms: 1_000,
                 expires_at_ms: 4_000,
-                config_version: 0,
             },
         };
         assert!(!c.due_for_renewal(2_999));
@@ -452,7 +474,6 @@ mod tests {
                 pool: "p".into(),
                 issued_at_ms: 1,
                 expires_at_ms: 2,
-                config_version: 3,
             },
         };
         save(Path::new(&cfg.cert_dir), &c).unwrap();

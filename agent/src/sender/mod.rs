@@ -164,6 +164,8 @@ pub struct SenderHandle {
     tx: SyncSender<Msg>,
     stats: Arc<SenderStats>,
     spool: Arc<Spool>,
+    /// The version of the pool config the agent runs with (0 = none).
+    config_version: u64,
 }
 
 /// The running sender; [`shutdown`](Sender::shutdown) to stop it.
@@ -173,6 +175,7 @@ pub struct Sender {
     batcher: Option<JoinHandle<()>>,
     pusher: Option<JoinHandle<()>>,
     wake: Arc<tokio::sync::Notify>,
+    restart: Arc<tokio::sync::Notify>,
 }
 
 impl SenderHandle {
@@ -227,6 +230,7 @@ impl SenderHandle {
             ("spool_dropped_batches_total", "counter", "Oldest batches deleted unsent because the spool was full.", get(&sp.dropped_batches)),
             ("spool_batches", "gauge", "Batches waiting in the spool.", get(&sp.batches)),
             ("spool_bytes", "gauge", "Bytes of the batches waiting in the spool.", get(&sp.bytes)),
+            ("pool_config_version", "gauge", "Version of the pool config pushed by the controller that the agent runs with (0 = none).", self.config_version),
         ] {
             let _ = writeln!(
                 out,
@@ -249,7 +253,16 @@ pub fn render_metrics(out: &mut String) {
 
 impl Sender {
     /// Opens the spool and starts the batcher and sending threads.
-    pub fn start(mut cfg: SenderConfig) -> Result<Sender, String> {
+    pub fn start(cfg: SenderConfig) -> Result<Sender, String> {
+        Self::start_with_pool_config(cfg, 0)
+    }
+
+    /// [`start`](Sender::start) for an agent running with the pool config of
+    /// `config_version` (0 = none), the version its heartbeats report.
+    pub fn start_with_pool_config(
+        mut cfg: SenderConfig,
+        config_version: u64,
+    ) -> Result<Sender, String> {
         let host = crate::host::host_name();
         let agent_id = if cfg.agent_id.is_empty() { host.clone() } else { cfg.agent_id.clone() };
         if agent_id.is_empty() {
@@ -282,6 +295,7 @@ impl Sender {
         let stats = Arc::new(SenderStats::default());
         let stop = Arc::new(AtomicBool::new(false));
         let wake = Arc::new(tokio::sync::Notify::new());
+        let restart = Arc::new(tokio::sync::Notify::new());
         let batcher = {
             let b = Batcher {
                 cfg: cfg.clone(),
@@ -318,6 +332,10 @@ impl Sender {
                     spool: spool.clone(),
                     stop: stop.clone(),
                     timeout,
+                    running_version: config_version,
+                    restart: restart.clone(),
+                    pending_version: None,
+                    refused_version: None,
                 }
             });
             std::thread::Builder::new()
@@ -344,14 +362,20 @@ impl Sender {
                 })
                 .map_err(|e| format!("sender: cannot start thread: {e}"))?
         };
-        tracing::info!(server = %cfg.server, agent_id, spool = %cfg.spool_dir, spooled = spool.len(), "sender started");
-        let handle = SenderHandle { tx, stats, spool };
+        tracing::info!(server = %cfg.server, agent_id, spool = %cfg.spool_dir, spooled = spool.len(), pool_config = config_version, "sender started");
+        let handle = SenderHandle { tx, stats, spool, config_version };
         *METRICS.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle.clone());
-        Ok(Sender { handle, stop, batcher: Some(batcher), pusher: Some(pusher), wake })
+        Ok(Sender { handle, stop, batcher: Some(batcher), pusher: Some(pusher), wake, restart })
     }
 
     pub fn handle(&self) -> SenderHandle {
         self.handle.clone()
+    }
+
+    /// Notified when the controller pushed a valid pool config, kept in `cert_dir`
+    /// for the restart that applies it.
+    pub fn pool_config_pushed(&self) -> Arc<tokio::sync::Notify> {
+        self.restart.clone()
     }
 
     /// Spools what is batched, then waits up to `drain` for the spool to be
