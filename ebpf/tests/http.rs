@@ -77,15 +77,30 @@ fn curl_to_python_http_server() {
     let request =
         format!("GET /hello.txt HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: fathom-test\r\nAccept: */*\r\n\r\n");
 
-    // curl has exited and the server closed its end: everything is in the ring.
+    // curl has exited and the server closed its end of curl's connection: everything is
+    // in the ring. (Not any close at the server: wait_for_port's probe connection closes
+    // too, possibly before curl's.)
     let events = collect_until(&mut capture, |events| {
         let curl_exited = events.iter().any(|e| {
             matches!(e, Event::Process(p) if p.pid == curl_pid
                 && matches!(p.kind, ProcessEventKind::Exit { .. }))
         });
-        let server_closed = events.iter().any(|e| {
-            matches!(e, Event::Socket(s) if s.pid == server_pid
-                && s.kind == SocketEventKind::Close && s.src.port() == port)
+        let curl_addr = events.iter().find_map(|e| match e {
+            Event::Socket(s)
+                if s.pid == curl_pid
+                    && s.kind == SocketEventKind::Connect
+                    && s.dst.port() == port =>
+            {
+                Some(s.src)
+            }
+            _ => None,
+        });
+        let server_closed = curl_addr.is_some_and(|curl_addr| {
+            events.iter().any(|e| {
+                matches!(e, Event::Socket(s) if s.pid == server_pid
+                    && s.kind == SocketEventKind::Close && s.src.port() == port
+                    && s.dst == curl_addr)
+            })
         });
         curl_exited && server_closed
     });
