@@ -328,6 +328,11 @@ fn a_region_cut_off_keeps_enrolling_agents_while_the_others_commit_global_writes
         let v = n1.json(&["agent", "show", "edge-1"])?;
         (v["status"] == "active" && v["ingest_node"] == 1).then_some(()).ok_or(v.to_string())
     });
+    // The node list counts it on node 1 (agents live in the region group, not the global one).
+    let nodes = n1.json(&["node", "list"]).unwrap();
+    let node1: Vec<&Value> = nodes.as_array().unwrap().iter().filter(|n| n["id"] == 1).collect();
+    assert_eq!(node1.len(), 1, "{nodes}");
+    assert_eq!(node1[0]["agents"], 1, "{nodes}");
 
     // Admin reads span regions: a region out of reach is named, not silently left out.
     let out = n2.ctl(&["agent", "list", "-o", "json"]);

@@ -13,6 +13,7 @@
 
 mod views;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -141,10 +142,24 @@ impl AdminService {
         Ok((rows, unreachable))
     }
 
-    fn nodes_now(&self) -> Vec<NodeView> {
+    /// The node views; agents per node counted over this node's region group and
+    /// `others` (other regions' states read for the same answer).
+    fn nodes_now(&self, others: &[MetaState]) -> Vec<NodeView> {
         let status = self.meta.global().status();
         let live = self.membership.live_nodes();
-        self.meta.global().read(|s| views::nodes(s, &status, &live))
+        let mut per_node = HashMap::new();
+        self.meta.regional().read(|s| views::count_assigned(s, &mut per_node));
+        for s in others {
+            views::count_assigned(s, &mut per_node);
+        }
+        self.meta.global().read(|s| views::nodes(s, &status, &live, &per_node))
+    }
+
+    /// Other regions' states, for counts over the whole fleet (unreachable ones left out).
+    async fn other_region_states(&self) -> Vec<MetaState> {
+        let live = self.membership.live_nodes();
+        let reads = self.meta.read_other_regions(&live, "", OTHER_REGION_TIMEOUT).await;
+        reads.into_iter().filter_map(|r| r.state.ok()).collect()
     }
 }
 
@@ -152,7 +167,6 @@ impl AdminService {
 impl Admin for AdminService {
     async fn cluster_status(&self, _: Request<Empty>) -> Res<ClusterStatusReply> {
         let st = self.meta.global().status();
-        let nodes = self.nodes_now();
         // Agents: this node's replica of its region, then the other regions' groups.
         let mut others = Vec::new();
         let mut unreachable_regions = Vec::new();
@@ -163,6 +177,7 @@ impl Admin for AdminService {
                 Err(_) => unreachable_regions.push(r.region),
             }
         }
+        let nodes = self.nodes_now(&others);
         let count = |s: &MetaState| {
             let unassigned = s
                 .agents
@@ -196,7 +211,8 @@ impl Admin for AdminService {
     }
 
     async fn list_nodes(&self, _: Request<Empty>) -> Res<NodeList> {
-        Ok(Reply::new(NodeList { nodes: self.nodes_now() }))
+        let others = self.other_region_states().await;
+        Ok(Reply::new(NodeList { nodes: self.nodes_now(&others) }))
     }
 
     async fn add_node(&self, req: Request<AddNodeRequest>) -> Res<Empty> {

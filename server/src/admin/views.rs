@@ -29,14 +29,23 @@ pub fn status_name(s: AgentStatus) -> &'static str {
     }
 }
 
-/// Every node known to the metadata or to gossip, by id.
-pub fn nodes(s: &MetaState, status: &ClusterStatus, live: &[NodeInfo]) -> Vec<NodeView> {
-    let mut per_node: HashMap<u64, u64> = HashMap::new();
+/// Adds the agents of `s` (a region group's state) to their ingest nodes' counts.
+pub fn count_assigned(s: &MetaState, per_node: &mut HashMap<u64, u64>) {
     for a in s.agents.values() {
         if let Some(n) = a.ingest_node {
             *per_node.entry(n).or_default() += 1;
         }
     }
+}
+
+/// Every node known to the metadata (`s`: the global group) or to gossip, by id;
+/// `per_node`: agents assigned to each, counted over the region groups.
+pub fn nodes(
+    s: &MetaState,
+    status: &ClusterStatus,
+    live: &[NodeInfo],
+    per_node: &HashMap<u64, u64>,
+) -> Vec<NodeView> {
     let gossip: HashMap<u64, &NodeInfo> = live.iter().map(|n| (n.id, n)).collect();
     let mut out: BTreeMap<u64, NodeView> = BTreeMap::new();
     for n in s.nodes.values() {
