@@ -140,38 +140,52 @@ impl Cluster {
     }
 }
 
+/// Waits until `meta`'s group is initialized; once `expect` live members (those
+/// `member` gives a Raft address for) are seen and this node has the lowest id, it
+/// initializes the group with them. False when Raft stopped first.
+async fn form_group(
+    meta: &MetaNode,
+    membership: &Membership,
+    expect: usize,
+    what: &str,
+    member: impl Fn(&crate::membership::NodeInfo) -> Option<String>,
+) -> bool {
+    let mut tick = tokio::time::interval(Duration::from_millis(300));
+    loop {
+        tick.tick().await;
+        match meta.is_initialized().await {
+            Ok(true) => return true,
+            Ok(false) => {}
+            Err(e) => {
+                tracing::error!(error = %e, group = what, "raft stopped before bootstrap");
+                return false;
+            }
+        }
+        if expect == 0 {
+            continue;
+        }
+        let voters: BTreeMap<u64, String> =
+            membership.live_nodes().iter().filter_map(|n| Some((n.id, member(n)?))).collect();
+        if voters.len() >= expect && voters.keys().next() == Some(&meta.id()) {
+            tracing::info!(group = what, voters = ?voters.keys().collect::<Vec<_>>(), "forming");
+            if let Err(e) = meta.initialize(voters).await {
+                tracing::warn!(error = %e, group = what, "bootstrap failed; retrying");
+            }
+        }
+    }
+}
+
 async fn bootstrap(
     meta: MetaNode,
     membership: std::sync::Arc<Membership>,
     expect: usize,
     me: crate::membership::NodeInfo,
 ) {
-    let mut tick = tokio::time::interval(Duration::from_millis(300));
-    loop {
-        tick.tick().await;
-        match meta.is_initialized().await {
-            Ok(true) => break,
-            Ok(false) => {}
-            Err(e) => {
-                tracing::error!(error = %e, "raft stopped before bootstrap");
-                return;
-            }
-        }
-        if expect == 0 {
-            continue;
-        }
-        let controllers: BTreeMap<u64, String> = membership
-            .live_nodes()
-            .into_iter()
-            .filter(|n| n.roles.contains(&Role::Controller))
-            .map(|n| (n.id, n.raft_addr))
-            .collect();
-        if controllers.len() >= expect && controllers.keys().next() == Some(&meta.id()) {
-            tracing::info!(voters = ?controllers.keys().collect::<Vec<_>>(), "forming the cluster");
-            if let Err(e) = meta.initialize(controllers).await {
-                tracing::warn!(error = %e, "bootstrap failed; retrying");
-            }
-        }
+    let controllers = |n: &crate::membership::NodeInfo| {
+        n.roles.contains(&Role::Controller).then(|| n.raft_addr.clone())
+    };
+    if !form_group(&meta, &membership, expect, "the cluster", controllers).await {
+        return;
     }
     // Record this node in the metadata (forwarded to the leader), retrying through
     // elections: placement reads the node table, not gossip alone.
@@ -212,40 +226,15 @@ async fn bootstrap_region(
     expect: usize,
     me: crate::membership::NodeInfo,
 ) {
-    let mut tick = tokio::time::interval(Duration::from_millis(300));
-    loop {
-        tick.tick().await;
-        match region.is_initialized().await {
-            Ok(true) => break,
-            Ok(false) => {}
-            Err(e) => {
-                tracing::error!(error = %e, "region raft stopped before bootstrap");
-                return;
-            }
-        }
-        if expect == 0 {
-            continue;
-        }
-        let controllers: BTreeMap<u64, String> = membership
-            .live_nodes()
-            .into_iter()
-            .filter(|n| {
-                n.roles.contains(&Role::Controller)
-                    && n.region == me.region
-                    && !n.region_raft_addr.is_empty()
-            })
-            .map(|n| (n.id, n.region_raft_addr))
-            .collect();
-        if controllers.len() >= expect && controllers.keys().next() == Some(&region.id()) {
-            tracing::info!(
-                region = %me.region,
-                voters = ?controllers.keys().collect::<Vec<_>>(),
-                "forming the region group"
-            );
-            if let Err(e) = region.initialize(controllers).await {
-                tracing::warn!(error = %e, "region bootstrap failed; retrying");
-            }
-        }
+    let controllers = |n: &crate::membership::NodeInfo| {
+        (n.roles.contains(&Role::Controller)
+            && n.region == me.region
+            && !n.region_raft_addr.is_empty())
+        .then(|| n.region_raft_addr.clone())
+    };
+    let what = format!("the group of region {}", me.region);
+    if !form_group(&region, &membership, expect, &what, controllers).await {
+        return;
     }
     // The region's number (its tag id range) comes from the global group, once.
     loop {
