@@ -17,6 +17,10 @@ pub struct IngestConfig {
     pub max_decompressed_bytes: usize,
     /// Batches decoded and waiting for a writer, per writer.
     pub queue_depth: usize,
+    /// A writer stores the batches queued for it together, one insert per
+    /// table, up to this many rows (the engine's cost per insert is large:
+    /// fewer, larger inserts under load).
+    pub group_max_rows: usize,
     /// Writer threads; an agent's batches always go to the same one.
     pub writers: usize,
     /// Agents allowed to push; empty = any (until enrollment assigns them).
@@ -33,7 +37,8 @@ impl Default for IngestConfig {
             data_dir: PathBuf::from("/var/lib/fathom"),
             max_batch_bytes: 16 << 20,
             max_decompressed_bytes: 64 << 20,
-            queue_depth: 4,
+            queue_depth: 8,
+            group_max_rows: 65_536,
             writers: 2,
             known_agents: Vec::new(),
             region: String::new(),

@@ -49,6 +49,24 @@ impl Rows {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Moves `other`'s rows after these (an empty side takes the other's
+    /// vectors as they are).
+    pub fn append(&mut self, mut other: Rows) {
+        fn join<T>(a: &mut Vec<T>, b: &mut Vec<T>) {
+            if a.is_empty() {
+                std::mem::swap(a, b);
+            } else {
+                a.append(b);
+            }
+        }
+        join(&mut self.l7, &mut other.l7);
+        join(&mut self.l4, &mut other.l4);
+        join(&mut self.app_1s, &mut other.app_1s);
+        join(&mut self.app_1m, &mut other.app_1m);
+        join(&mut self.net_1s, &mut other.net_1s);
+        join(&mut self.net_1m, &mut other.net_1m);
+    }
 }
 
 /// Encodes tags with the SmartEncoding dictionaries.

@@ -95,16 +95,31 @@ impl HighWaterMarks {
 
     /// Records that `agent`'s batch `id` is stored; durable on return.
     pub fn set(&self, agent: &str, id: u64) -> io::Result<()> {
+        self.set_many(std::iter::once((agent, id)))
+    }
+
+    /// [`set`](Self::set) for several agents, with one fsync.
+    pub fn set_many<'a>(&self, marks: impl Iterator<Item = (&'a str, u64)>) -> io::Result<()> {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        if inner.marks.get(agent).is_some_and(|&m| m >= id) {
+        let mut buf = Vec::new();
+        let mut new = Vec::new();
+        for (agent, id) in marks {
+            if inner.marks.get(agent).is_some_and(|&m| m >= id) {
+                continue;
+            }
+            record(agent, id, &mut buf);
+            new.push((agent, id));
+        }
+        if new.is_empty() {
             return Ok(());
         }
-        let mut buf = Vec::with_capacity(agent.len() + 14);
-        record(agent, id, &mut buf);
         inner.file.write_all(&buf)?;
         inner.file.sync_data()?;
-        inner.marks.insert(Arc::from(agent), id);
-        inner.records += 1;
+        for (agent, id) in new {
+            let e = inner.marks.entry(Arc::from(agent)).or_insert(0);
+            *e = (*e).max(id);
+            inner.records += 1;
+        }
         if inner.records > 64 * inner.marks.len().max(16) {
             let file = Self::rewrite(&self.path, &inner.marks)?;
             inner.file = file;

@@ -3,7 +3,14 @@
 //! `Push(RecordBatch)` -> limits and agent check -> duplicate check
 //! (per-agent high-water mark of batch ids) -> zstd (bounded) -> protobuf
 //! -> tags to SmartEncoding ids -> store rows -> a bounded queue to a
-//! writer thread -> `Store` inserts -> high-water mark persisted -> `Ack`.
+//! writer thread -> insert group -> `Store` inserts -> high-water marks
+//! persisted -> `Ack`.
+//!
+//! Insert groups: a writer stores every batch queued for it (up to
+//! `group_max_rows`) together, one insert per table, since the engine's cost
+//! per insert is large (a part, its files, the query). Under load the queue
+//! fills while an insert runs and groups grow; with one agent a group is one
+//! batch. Nothing waits for a group to fill.
 //!
 //! Back-pressure: the queue to the writers is bounded; when the store is
 //! slow, pushes wait for room and their acks are late, and an agent (one
@@ -12,17 +19,21 @@
 //! Exactly-once: an agent's batches arrive in batch-id order; a batch is
 //! acked only after its rows are inserted and the agent's high-water mark
 //! is fsynced; ids at or below the mark are acked as `DUPLICATE` without
-//! writing. A stopping or torn-down server finishes the insert in flight
-//! and records its mark. After a hard crash (kill -9, power loss) between
-//! the store's confirmation of an insert and the fsync of the mark, the
-//! agent replays that batch; each insert carries the token
-//! `agent:batch_id:table`, and the engine drops an insert whose token it
-//! has seen (`non_replicated_deduplication_window`), so it is stored once.
+//! writing. Each insert of a group carries the token `<group>:<table>` and
+//! the engine drops an insert whose token it has seen
+//! (`non_replicated_deduplication_window`). A group is written to the
+//! writer's journal ([`journal`]) before its first insert, so after a hard
+//! crash (kill -9, power loss) between the inserts and the fsync of the
+//! marks the same group is stored again at start, under the same tokens,
+//! and its marks recorded: the agents' replays are then duplicates, however
+//! they would be grouped now. A stopping or torn-down server finishes the
+//! group in flight and records its marks.
 
 pub mod config;
 pub mod convert;
 pub mod decode;
 pub mod hwm;
+pub mod journal;
 pub mod server;
 
 pub use config::IngestConfig;

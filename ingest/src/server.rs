@@ -1,7 +1,7 @@
 //! The tonic service and its write pipeline.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -17,6 +17,7 @@ use crate::config::IngestConfig;
 use crate::convert::{ConvertError, Rows, Tagger};
 use crate::decode::{decode_records, decompress, DecodeError, Limits};
 use crate::hwm::{HighWaterMarks, MAX_AGENT_ID};
+use crate::journal::{self, Journal};
 
 /// Counters of one ingest node.
 #[derive(Debug, Default)]
@@ -31,6 +32,8 @@ pub struct IngestStats {
     /// Store inserts (one per table of a batch) and their summed latency.
     pub store_inserts: AtomicU64,
     pub store_insert_micros: AtomicU64,
+    /// Insert groups stored (batches stored together).
+    pub store_groups: AtomicU64,
 }
 
 impl IngestStats {
@@ -76,6 +79,12 @@ impl IngestStats {
                 get(&self.store_errors).to_string(),
             ),
             (
+                "store_groups_total",
+                "counter",
+                "Insert groups stored (the batches queued at a writer, stored with one insert per table).",
+                get(&self.store_groups).to_string(),
+            ),
+            (
                 "store_insert_seconds_sum",
                 "counter",
                 "Time spent in store inserts.",
@@ -98,29 +107,101 @@ impl IngestStats {
 
 struct Job {
     agent: Arc<str>,
-    batch_id: u64,
+    /// The batch as the agent sent it, for the group's journal.
+    batch: RecordBatch,
     rows: Rows,
     reply: oneshot::Sender<Result<AckStatus, Status>>,
 }
 
-/// Tables of a batch already inserted, so a retry after a partial failure
-/// does not insert them twice.
-#[derive(Default)]
-struct Progress(HashMap<(Arc<str>, u64), u8>);
+/// Batches stored together: one insert per table for all of them, each
+/// under the token `<token>:<table>`, recorded in the writer's journal
+/// before the first insert (see [`crate::journal`]).
+struct Group {
+    token: String,
+    /// (agent, batch id) of each batch.
+    members: Vec<(Arc<str>, u64)>,
+    rows: Rows,
+    /// Tables already inserted, so a retry does not insert them again on a
+    /// backend that ignores tokens.
+    done: u8,
+    /// Who waits for the outcome (a batch pushed twice waits twice).
+    replies: Vec<oneshot::Sender<Result<AckStatus, Status>>>,
+    /// The journal the group was recovered from, when not the writer's own.
+    foreign_journal: Option<PathBuf>,
+}
 
 struct Writer {
+    n: usize,
     store: Arc<dyn Store>,
     hwm: Arc<HighWaterMarks>,
     pending_tags: Arc<Mutex<Vec<TagRow>>>,
     stats: Arc<IngestStats>,
-    progress: Progress,
+    journal: Journal,
+    /// Tokens of this writer's groups: `<epoch>-<writer>-<seq>`, the epoch
+    /// (start time, ns) unique to this run, so no token comes back.
+    epoch: String,
+    seq: u64,
+    max_group_rows: usize,
 }
 
 impl Writer {
-    async fn write(&mut self, job: &Job) -> Result<AckStatus, Status> {
-        if job.batch_id <= self.hwm.get(&job.agent) {
-            return Ok(AckStatus::Duplicate);
+    /// Gathers the first job and whatever else is already queued (up to
+    /// `max_group_rows`) into a group and records it in the journal.
+    /// Batches already stored are answered at once; `None` when nothing is
+    /// left to store.
+    fn form_group(&mut self, first: Job, rx: &mut mpsc::Receiver<Job>) -> Option<Group> {
+        let mut jobs = vec![first];
+        let mut rows = jobs[0].rows.len();
+        while rows < self.max_group_rows {
+            let Ok(job) = rx.try_recv() else { break };
+            rows += job.rows.len();
+            jobs.push(job);
         }
+        let mut group = Group {
+            token: String::new(),
+            members: Vec::with_capacity(jobs.len()),
+            rows: Rows::default(),
+            done: 0,
+            replies: Vec::with_capacity(jobs.len()),
+            foreign_journal: None,
+        };
+        let mut batches = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            let id = job.batch.batch_id;
+            if id <= self.hwm.get(&job.agent) {
+                self.stats.batches_duplicate.fetch_add(1, Ordering::Relaxed);
+                let _ = job.reply.send(Ok(AckStatus::Duplicate));
+                continue;
+            }
+            group.replies.push(job.reply);
+            if group.members.iter().any(|(a, b)| *b == id && **a == *job.agent) {
+                continue; // pushed again while queued: stored once, answered twice
+            }
+            group.members.push((job.agent, id));
+            group.rows.append(job.rows);
+            batches.push(job.batch);
+        }
+        if group.members.is_empty() {
+            return None;
+        }
+        self.seq += 1;
+        group.token = format!("{}-{}-{}", self.epoch, self.n, self.seq);
+        if let Err(e) = self.journal.record(&group.token, batches.iter()) {
+            let st = Status::unavailable(format!(
+                "ingest: cannot record the insert group in {}: {e}",
+                self.journal.path().display()
+            ));
+            for r in group.replies.drain(..) {
+                let _ = r.send(Err(st.clone()));
+            }
+            return None;
+        }
+        Some(group)
+    }
+
+    /// Inserts the group's tables not yet inserted, records its marks and
+    /// clears its journal.
+    async fn store_group(&mut self, g: &mut Group) -> Result<(), Status> {
         let tags =
             std::mem::take(&mut *self.pending_tags.lock().unwrap_or_else(|p| p.into_inner()));
         if !tags.is_empty() {
@@ -129,9 +210,7 @@ impl Writer {
                 return Err(store_status(e));
             }
         }
-        let key = (job.agent.clone(), job.batch_id);
-        let mut done = self.progress.0.get(&key).copied().unwrap_or(0);
-        let r = &job.rows;
+        let r = &g.rows;
         let steps: [(u8, bool); 6] = [
             (1, !r.l7.is_empty()),
             (2, !r.l4.is_empty()),
@@ -141,7 +220,7 @@ impl Writer {
             (32, !r.net_1m.is_empty()),
         ];
         for (bit, any) in steps {
-            if !any || done & bit != 0 {
+            if !any || g.done & bit != 0 {
                 continue;
             }
             let (rows, table) = match bit {
@@ -152,34 +231,83 @@ impl Writer {
                 16 => (TableRows::Network(Granularity::Second, &r.net_1s), "net_1s"),
                 _ => (TableRows::Network(Granularity::Minute, &r.net_1m), "net_1m"),
             };
-            // The engine drops a second insert of this batch's rows (a
-            // replay after a crash before the mark below was recorded).
-            let token = format!("{}:{}:{table}", job.agent, job.batch_id);
+            // The engine drops a second insert under this token (the
+            // group inserted again after a crash or a failed table).
+            let token = format!("{}:{table}", g.token);
             let started = std::time::Instant::now();
             let res = self.store.insert_deduplicated(rows, &token).await;
             self.stats.store_inserts.fetch_add(1, Ordering::Relaxed);
             self.stats
                 .store_insert_micros
                 .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-            if let Err(e) = res {
-                self.progress.0.insert(key, done);
-                // Bounded: a batch never retried leaves at most its entry.
-                if self.progress.0.len() > 10_000 {
-                    self.progress.0.clear();
-                }
-                return Err(store_status(e));
-            }
-            done |= bit;
+            res.map_err(store_status)?;
+            g.done |= bit;
         }
-        self.progress.0.remove(&key);
-        // No await between the insert above and this: a server torn down
+        // No await between the inserts above and this: a server torn down
         // in-process finishes both.
-        self.hwm.set(&job.agent, job.batch_id).map_err(|e| {
+        self.hwm.set_many(g.members.iter().map(|(a, id)| (&**a, *id))).map_err(|e| {
             Status::unavailable(format!("ingest: cannot record batch progress: {e}"))
         })?;
-        self.stats.batches_stored.fetch_add(1, Ordering::Relaxed);
-        self.stats.records_stored.fetch_add(r.len() as u64, Ordering::Relaxed);
-        Ok(AckStatus::Stored)
+        let cleared = match &g.foreign_journal {
+            None => self.journal.clear(),
+            Some(path) => std::fs::remove_file(path),
+        };
+        if let Err(e) = cleared {
+            // Harmless: stored again after a restart, under the same tokens.
+            tracing::warn!("ingest: cannot clear an insert-group journal: {e}");
+        }
+        self.stats.batches_stored.fetch_add(g.members.len() as u64, Ordering::Relaxed);
+        self.stats.records_stored.fetch_add(g.rows.len() as u64, Ordering::Relaxed);
+        self.stats.store_groups.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The writer's loop: groups recovered from journals first, then groups
+    /// of queued batches. A group that fails stays the next to store; until
+    /// it is stored, batches that arrive are answered with its error (their
+    /// agents retry), and the loop ends when the queue closes (the journal
+    /// keeps the group for the next start).
+    async fn run(mut self, mut rx: mpsc::Receiver<Job>, recovered: Vec<Group>) {
+        let mut pending: std::collections::VecDeque<Group> = recovered.into();
+        let mut backoff = std::time::Duration::from_millis(100);
+        loop {
+            if let Some(g) = pending.front_mut() {
+                match self.store_group(g).await {
+                    Ok(()) => {
+                        backoff = std::time::Duration::from_millis(100);
+                        for r in g.replies.drain(..) {
+                            let _ = r.send(Ok(AckStatus::Stored));
+                        }
+                        pending.pop_front();
+                    }
+                    Err(st) => {
+                        self.stats
+                            .store_errors
+                            .fetch_add(g.members.len().max(1) as u64, Ordering::Relaxed);
+                        tracing::warn!(group = %g.token, batches = g.members.len(), "ingest: {}", st.message());
+                        for r in g.replies.drain(..) {
+                            let _ = r.send(Err(st.clone()));
+                        }
+                        loop {
+                            match rx.try_recv() {
+                                Ok(job) => {
+                                    let _ = job.reply.send(Err(st.clone()));
+                                }
+                                Err(mpsc::error::TryRecvError::Empty) => break,
+                                Err(mpsc::error::TryRecvError::Disconnected) => return,
+                            }
+                        }
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
+                    }
+                }
+                continue;
+            }
+            let Some(first) = rx.recv().await else { return };
+            if let Some(g) = self.form_group(first, &mut rx) {
+                pending.push_back(g);
+            }
+        }
     }
 }
 
@@ -271,10 +399,7 @@ impl AgentData for IngestService {
         // Decompression, decoding and dictionary fsyncs are blocking work.
         let (batch, res, created) = tokio::task::spawn_blocking(move || {
             let mut created = Vec::new();
-            let res = decompress(&batch, limits).map_err(ConvertError::from).and_then(|payload| {
-                let recs = decode_records(&batch, &payload)?;
-                tagger.convert(&batch, recs, &mut created)
-            });
+            let res = convert_batch(&tagger, limits, &batch, &mut created);
             (batch, res, created)
         })
         .await
@@ -295,15 +420,80 @@ impl AgentData for IngestService {
         let (reply, rx) = oneshot::channel();
         // Waits for room: the back-pressure on agents when the store is slow.
         self.writers[shard]
-            .send(Job { agent, batch_id, rows, reply })
+            .send(Job { agent, batch, rows, reply })
             .await
             .map_err(|_| Status::unavailable("ingest: shutting down"))?;
         let status = rx.await.map_err(|_| Status::unavailable("ingest: writer stopped"))??;
-        if status == AckStatus::Duplicate {
-            self.stats.batches_duplicate.fetch_add(1, Ordering::Relaxed);
-        }
         Ok(Response::new(Ack { batch_id, status: status as i32 }))
     }
+}
+
+/// Decompresses, decodes and tags one batch (`created`: dictionary entries
+/// it added).
+fn convert_batch(
+    tagger: &Tagger,
+    limits: Limits,
+    batch: &RecordBatch,
+    created: &mut Vec<TagRow>,
+) -> Result<Rows, ConvertError> {
+    let payload = decompress(batch, limits)?;
+    let recs = decode_records(batch, &payload)?;
+    tagger.convert(batch, recs, created)
+}
+
+/// The groups left in journals under `dir` by an earlier run, converted
+/// again, with the writer each goes to (the one whose journal it is, or one
+/// of today's writers for journals of writers no longer configured).
+fn recover_groups(
+    dir: &Path,
+    writers: usize,
+    tagger: &Tagger,
+    limits: Limits,
+    pending_tags: &Mutex<Vec<TagRow>>,
+) -> Result<Vec<Vec<Group>>, String> {
+    let mut out: Vec<Vec<Group>> = (0..writers).map(|_| Vec::new()).collect();
+    let files = journal::existing(dir).map_err(|e| format!("ingest: {}: {e}", dir.display()))?;
+    for path in files {
+        let Some(jg) =
+            journal::read(&path).map_err(|e| format!("ingest: {}: {e}", path.display()))?
+        else {
+            continue;
+        };
+        let mut g = Group {
+            token: jg.token,
+            members: Vec::new(),
+            rows: Rows::default(),
+            done: 0,
+            replies: Vec::new(),
+            foreign_journal: None,
+        };
+        for b in &jg.batches {
+            let mut created = Vec::new();
+            // Accepted once, so it converts again; if not (a dictionary
+            // failure), refusing to start keeps the group for a retry.
+            let rows = convert_batch(tagger, limits, b, &mut created).map_err(|e| {
+                format!(
+                    "ingest: cannot convert batch {} of agent {:?} from {}: {e}",
+                    b.batch_id,
+                    b.agent_id,
+                    path.display()
+                )
+            })?;
+            pending_tags.lock().unwrap_or_else(|p| p.into_inner()).extend(created);
+            g.members.push((Arc::from(b.agent_id.as_str()), b.batch_id));
+            g.rows.append(rows);
+        }
+        let own = (0..writers).find(|&n| journal::path_of(dir, n) == path);
+        if own.is_none() {
+            g.foreign_journal = Some(path.clone());
+        }
+        tracing::info!(group = %g.token, batches = g.members.len(), rows = g.rows.len(), journal = %path.display(), "ingest: storing an insert group left by the last run");
+        let n = own.unwrap_or_else(|| {
+            crc32fast::hash(path.as_os_str().as_encoded_bytes()) as usize % writers
+        });
+        out[n].push(g);
+    }
+    Ok(out)
 }
 
 fn shard_of(agent: &str, n: usize) -> usize {
@@ -361,45 +551,53 @@ impl RunningIngest {
         let stats = Arc::new(IngestStats::default());
         // The store may have missed entries a crash kept from it.
         let pending_tags = Arc::new(Mutex::new(tagger.all_tag_rows()));
+        let limits = Limits {
+            max_batch_bytes: cfg.max_batch_bytes,
+            max_decompressed_bytes: cfg.max_decompressed_bytes,
+        };
+        let journal_dir = cfg.data_dir.join("ingest");
+        let n_writers = cfg.writers.max(1);
+        let mut recovered =
+            recover_groups(&journal_dir, n_writers, &tagger, limits, &pending_tags)?.into_iter();
+        let epoch = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
         let mut senders = Vec::new();
         let mut writers = Vec::new();
-        for n in 0..cfg.writers.max(1) {
-            let (tx, mut rx) = mpsc::channel::<Job>(cfg.queue_depth.max(1));
+        for n in 0..n_writers {
+            let (tx, rx) = mpsc::channel::<Job>(cfg.queue_depth.max(1));
             senders.push(tx);
-            let mut w = Writer {
+            let path = journal::path_of(&journal_dir, n);
+            let journal = Journal::open(path.clone())
+                .map_err(|e| format!("ingest: journal {}: {e}", path.display()))?;
+            let w = Writer {
+                n,
                 store: store.clone(),
                 hwm: hwm.clone(),
                 pending_tags: pending_tags.clone(),
                 stats: stats.clone(),
-                progress: Progress::default(),
+                journal,
+                epoch: format!("{epoch:x}"),
+                seq: 0,
+                max_group_rows: cfg.group_max_rows.max(1),
             };
+            let recovered = recovered.next().unwrap_or_default();
             let t = std::thread::Builder::new()
                 .name(format!("ingest-write-{n}"))
                 .spawn(move || {
-                    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                        Ok(rt) => rt,
-                        Err(e) => return tracing::error!("ingest: writer runtime: {e}"),
-                    };
-                    rt.block_on(async move {
-                        while let Some(job) = rx.recv().await {
-                            let res = w.write(&job).await;
-                            if let Err(st) = &res {
-                                w.stats.store_errors.fetch_add(1, Ordering::Relaxed);
-                                tracing::warn!(agent = %job.agent, batch_id = job.batch_id, "ingest: {}", st.message());
-                            }
-                            let _ = job.reply.send(res);
-                        }
-                    });
+                    let rt =
+                        match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                            Ok(rt) => rt,
+                            Err(e) => return tracing::error!("ingest: writer runtime: {e}"),
+                        };
+                    rt.block_on(w.run(rx, recovered));
                 })
                 .map_err(|e| format!("ingest: cannot start writer: {e}"))?;
             writers.push(t);
         }
         let svc = IngestService {
             authorize: tls.as_ref().map(|t| t.authorize.clone()),
-            limits: Limits {
-                max_batch_bytes: cfg.max_batch_bytes,
-                max_decompressed_bytes: cfg.max_decompressed_bytes,
-            },
+            limits,
             known: cfg.known_agents.clone(),
             tagger: tagger.clone(),
             hwm,

@@ -211,10 +211,11 @@ Configuration (TOML file; each key also FATHOM_SERVER_<SECTION>__<KEY>):
     metrics_1m_days = 30        retention of 1 min metrics
   [ingest]
     listen = \"0.0.0.0:20033\"    agent data (gRPC)
-    data_dir = \"/var/lib/fathom\"  tag dictionaries and batch high-water marks
+    data_dir = \"/var/lib/fathom\"  tag dictionaries, batch high-water marks, insert-group journals
     max_batch_bytes = 16777216  largest compressed batch accepted
     max_decompressed_bytes = 67108864  largest batch once decompressed
-    queue_depth = 4             batches waiting per writer
+    queue_depth = 8             batches waiting per writer
+    group_max_rows = 65536      a writer stores its queued batches together, up to this many rows
     writers = 2                 writer tasks
     known_agents = []           agents allowed to push; empty = any
     region = \"\"                 region of this node's agents
