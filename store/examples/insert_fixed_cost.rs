@@ -1,48 +1,82 @@
-//! TEMP: the fixed cost of one insert.
+//! What one embedded insert costs besides its rows: CPU per statement of
+//! `SELECT 1`, and of inserting `rows` L7 rows into a Null table (query
+//! setup only), a MergeTree copy of the L7 table without its skip indexes,
+//! the L7 table, and the L7 table under a deduplication token (the ingest
+//! path). Merges are stopped, so each figure is the insert alone; CPU is the
+//! whole process's (every chDB thread).
+//!
+//! `cargo run --release -p fathom-store --example insert_fixed_cost -- [rows] [inserts]`
+//! (needs libchdb.so: `bash scripts/fetch-chdb.sh`). The data directory is
+//! under `$TMPDIR`: point it at a tmpfs to leave the file system out.
+
 #[path = "../tests/common/mod.rs"]
 mod common;
-use fathom_store::{EmbeddedConfig, EmbeddedStore, L7Row, Store};
+
 use std::time::{Duration, Instant};
+
+use fathom_store::{EmbeddedConfig, EmbeddedStore, L7Row, Store, TableRows};
+
 fn cpu_time() -> Duration {
+    // SAFETY: getrusage fills the struct it is given.
     let mut u: libc::rusage = unsafe { std::mem::zeroed() };
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
     let t = |tv: libc::timeval| Duration::new(tv.tv_sec as u64, tv.tv_usec as u32 * 1000);
     t(u.ru_utime) + t(u.ru_stime)
 }
+
+async fn sql(store: &EmbeddedStore, q: &str) {
+    if let Err(e) = store.query(q).await {
+        panic!("{q}: {e}");
+    }
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
+    let mut args = std::env::args().skip(1).map(|a| a.parse::<usize>().expect("a number"));
+    let n = args.next().unwrap_or(1);
+    let inserts = args.next().unwrap_or(100);
     let dir = tempfile::tempdir().unwrap();
-    let store = EmbeddedStore::open(EmbeddedConfig::new(dir.path())).await.unwrap();
+    let store = EmbeddedStore::open(EmbeddedConfig::new(dir.path()))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     let base = common::base_time_us();
-    let what = std::env::args().nth(1).unwrap_or_default();
-    let n: usize = std::env::args().nth(2).and_then(|a| a.parse().ok()).unwrap_or(1);
     let rows: Vec<L7Row> = (0..n).map(|i| common::l7_row(i, base)).collect();
-    store.query("CREATE DATABASE p").await.unwrap();
-    store.query("CREATE TABLE p.null AS flow_log.l7_flow_log ENGINE = Null").await.unwrap();
-    store.query("CREATE TABLE p.noidx AS flow_log.l7_flow_log").await.unwrap();
-    store.query("ALTER TABLE p.noidx DROP INDEX idx_trace_id, DROP INDEX idx_x_request_id, DROP INDEX idx_syscall_trace_id_request, DROP INDEX idx_syscall_trace_id_response").await.unwrap();
-    store.query("SYSTEM STOP MERGES").await.unwrap();
-    let iters: usize = std::env::var("ITERS").ok().and_then(|v| v.parse().ok()).unwrap_or(100);
-    let (w, c) = (Instant::now(), cpu_time());
-    for i in 0..iters {
-        match what.as_str() {
-            "select" => {
-                store.query("SELECT 1").await.unwrap();
+    sql(&store, "CREATE DATABASE profile").await;
+    sql(&store, "CREATE TABLE profile.null AS flow_log.l7_flow_log ENGINE = Null").await;
+    sql(&store, "CREATE TABLE profile.no_index AS flow_log.l7_flow_log").await;
+    sql(
+        &store,
+        "ALTER TABLE profile.no_index DROP INDEX idx_trace_id, DROP INDEX idx_x_request_id, \
+         DROP INDEX idx_syscall_trace_id_request, DROP INDEX idx_syscall_trace_id_response",
+    )
+    .await;
+    sql(&store, "SYSTEM STOP MERGES").await;
+    println!("{n} rows per insert, {inserts} inserts each, CPU per statement:");
+    for what in
+        ["SELECT 1", "Null table", "MergeTree, no skip index", "l7_flow_log", "l7_flow_log, token"]
+    {
+        let (wall, cpu) = (Instant::now(), cpu_time());
+        for i in 0..inserts {
+            match what {
+                "SELECT 1" => sql(&store, "SELECT 1").await,
+                "Null table" => {
+                    store.insert_native_dedup("profile.null", &rows, None).await.unwrap()
+                }
+                "MergeTree, no skip index" => {
+                    store.insert_native_dedup("profile.no_index", &rows, None).await.unwrap()
+                }
+                "l7_flow_log" => store.insert_l7(&rows).await.unwrap(),
+                _ => store
+                    .insert_deduplicated(TableRows::L7(&rows), &format!("profile-{i}"))
+                    .await
+                    .unwrap(),
             }
-            "l7" => store.insert_l7(&rows).await.unwrap(),
-            "l7dedup" => store
-                .insert_deduplicated(fathom_store::TableRows::L7(&rows), &format!("t{i}"))
-                .await
-                .unwrap(),
-            "null" => store.insert_native_dedup("p.null", &rows, None).await.unwrap(),
-            "noidx" => store.insert_native_dedup("p.noidx", &rows, None).await.unwrap(),
-            _ => panic!("what"),
         }
+        let (wall, cpu) = (wall.elapsed(), cpu_time() - cpu);
+        println!(
+            "  {what:<28} {:>8.2} ms CPU {:>8.2} ms wall",
+            cpu.as_secs_f64() * 1e3 / inserts as f64,
+            wall.as_secs_f64() * 1e3 / inserts as f64
+        );
     }
-    let (w, c) = (w.elapsed(), cpu_time() - c);
-    println!(
-        "{what} {n} rows: {:.3} ms CPU, {:.3} ms wall per op",
-        c.as_secs_f64() * 1e3 / iters as f64,
-        w.as_secs_f64() * 1e3 / iters as f64
-    );
 }
