@@ -578,13 +578,17 @@ impl EmbeddedStore {
             .and_then(|mut f| f.write_block(&mut encoder, &columns).map(|size| (f, size)));
             self.encoders.lock().unwrap_or_else(|p| p.into_inner()).push(encoder);
             let (file, size) = file?;
-            let settings = match token {
-                Some(t) => format!(
-                    " SETTINGS insert_deduplicate = 1, insert_deduplication_token = '{}'",
+            // Skip indexes are built when parts merge, not for each
+            // inserted part: almost every part is merged soon after, and a
+            // merge builds the indexes of its new part over again anyway.
+            // Until then a fresh part is read without skipping (it is small).
+            let mut settings = String::from(" SETTINGS materialize_skip_indexes_on_insert = 0");
+            if let Some(t) = token {
+                settings.push_str(&format!(
+                    ", insert_deduplicate = 1, insert_deduplication_token = '{}'",
                     sql_quote(&dedup_token(t, part))
-                ),
-                None => String::new(),
-            };
+                ));
+            }
             let statement = Arc::new(
                 format!(
                     "INSERT INTO {table} ({}) FROM INFILE '{}'{settings} FORMAT Native",
