@@ -113,8 +113,13 @@ impl HighWaterMarks {
         if new.is_empty() {
             return Ok(());
         }
-        inner.file.write_all(&buf)?;
-        inner.file.sync_data()?;
+        let len = inner.file.metadata()?.len();
+        if let Err(e) = inner.file.write_all(&buf).and_then(|()| inner.file.sync_data()) {
+            // A part of a record left behind would hide every record after
+            // it at the next open (reading stops at the first bad one).
+            let _ = inner.file.set_len(len);
+            return Err(e);
+        }
         for (agent, id) in new {
             let e = inner.marks.entry(Arc::from(agent)).or_insert(0);
             *e = (*e).max(id);

@@ -21,13 +21,23 @@
 //! is fsynced; ids at or below the mark are acked as `DUPLICATE` without
 //! writing. Each insert of a group carries the token `<group>:<table>` and
 //! the engine drops an insert whose token it has seen
-//! (`non_replicated_deduplication_window`). A group is written to the
+//! (`non_replicated_deduplication_window`); a group of one batch is named
+//! `<agent>:<batch id>`, the same on every node. A group is written to the
 //! writer's journal ([`journal`]) before its first insert, so after a hard
 //! crash (kill -9, power loss) between the inserts and the fsync of the
-//! marks the same group is stored again at start, under the same tokens,
-//! and its marks recorded: the agents' replays are then duplicates, however
-//! they would be grouped now. A stopping or torn-down server finishes the
-//! group in flight and records its marks.
+//! marks the same group is stored again at the next start, under the same
+//! tokens, and its marks recorded before any writer forms a new group: the
+//! agents' replays are then duplicates, however they would be grouped now.
+//! A group the store refuses for good (bad data, not an outage) before any
+//! of it is inserted is given up; its batches are then stored one by one,
+//! so only the agent of the refused batch waits. A stopping server
+//! finishes the group in flight; a group still failing when it stops stays
+//! in the journal for the next start.
+//!
+//! Marks are per ingest node: an agent moved to another node after a push
+//! that timed out but was stored may have that batch stored twice, unless
+//! it was stored alone and the store is a ClickHouse both nodes share (the
+//! token names the batch then).
 
 pub mod config;
 pub mod convert;

@@ -1,5 +1,6 @@
 //! The tonic service and its write pipeline.
 
+use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,11 +30,13 @@ pub struct IngestStats {
     pub batches_rejected: AtomicU64,
     pub records_stored: AtomicU64,
     pub store_errors: AtomicU64,
-    /// Store inserts (one per table of a batch) and their summed latency.
+    /// Store inserts (one per table of a group) and their summed latency.
     pub store_inserts: AtomicU64,
     pub store_insert_micros: AtomicU64,
     /// Insert groups stored (batches stored together).
     pub store_groups: AtomicU64,
+    /// Insert groups the store refused in a way retrying cannot fix.
+    pub groups_given_up: AtomicU64,
 }
 
 impl IngestStats {
@@ -85,6 +88,12 @@ impl IngestStats {
                 get(&self.store_groups).to_string(),
             ),
             (
+                "groups_given_up_total",
+                "counter",
+                "Insert groups the store refused for good (their batches are then stored one by one).",
+                get(&self.groups_given_up).to_string(),
+            ),
+            (
                 "store_insert_seconds_sum",
                 "counter",
                 "Time spent in store inserts.",
@@ -93,7 +102,7 @@ impl IngestStats {
             (
                 "store_insert_seconds_count",
                 "counter",
-                "Store inserts (one per table of a batch).",
+                "Store inserts (one per table of an insert group).",
                 get(&self.store_inserts).to_string(),
             ),
         ] {
@@ -121,6 +130,9 @@ struct Group {
     /// (agent, batch id) of each batch.
     members: Vec<(Arc<str>, u64)>,
     rows: Rows,
+    /// Batches read back from a journal, converted by the writer before the
+    /// inserts (tagging may need the cluster, which may not be up at start).
+    unconverted: Vec<RecordBatch>,
     /// Tables already inserted, so a retry does not insert them again on a
     /// backend that ignores tokens.
     done: u8,
@@ -130,67 +142,107 @@ struct Group {
     foreign_journal: Option<PathBuf>,
 }
 
+impl Group {
+    fn new(token: String) -> Group {
+        Group {
+            token,
+            members: Vec::new(),
+            rows: Rows::default(),
+            unconverted: Vec::new(),
+            done: 0,
+            replies: Vec::new(),
+            foreign_journal: None,
+        }
+    }
+}
+
+/// Why a group is not stored yet.
+enum Failure {
+    /// Retrying may store it (the store or the dictionaries are away).
+    Retry(Status),
+    /// Retrying cannot, and nothing of it is in the store: it is given up
+    /// (its agents keep their batches and send them again).
+    GiveUp(Status),
+}
+
+/// Most batches in one group, whatever their rows.
+const MAX_GROUP_BATCHES: usize = 1024;
+
 struct Writer {
     n: usize,
     store: Arc<dyn Store>,
     hwm: Arc<HighWaterMarks>,
+    tagger: Arc<Tagger>,
     pending_tags: Arc<Mutex<Vec<TagRow>>>,
     stats: Arc<IngestStats>,
     journal: Journal,
-    /// Tokens of this writer's groups: `<epoch>-<writer>-<seq>`, the epoch
-    /// (start time, ns) unique to this run, so no token comes back.
-    epoch: String,
+    /// Tokens of this writer's groups of several batches:
+    /// `<run>-<writer>-<seq>`, `run` unique to this run of the process, so
+    /// no token comes back (a batch alone: `<agent>:<batch id>`).
+    run: String,
     seq: u64,
     max_group_rows: usize,
+    /// Batches of a group given up on: each is stored alone from then on,
+    /// so a batch the store refuses holds back only its own agent.
+    alone: HashSet<(Arc<str>, u64)>,
+    /// Jobs taken from the queue but left for the next group.
+    held: VecDeque<Job>,
 }
 
 impl Writer {
-    /// Gathers the first job and whatever else is already queued (up to
+    /// Gathers the next job and whatever else is already queued (up to
     /// `max_group_rows`) into a group and records it in the journal.
     /// Batches already stored are answered at once; `None` when nothing is
     /// left to store.
     fn form_group(&mut self, first: Job, rx: &mut mpsc::Receiver<Job>) -> Option<Group> {
-        let mut jobs = vec![first];
-        let mut rows = jobs[0].rows.len();
-        while rows < self.max_group_rows {
-            let Ok(job) = rx.try_recv() else { break };
-            rows += job.rows.len();
-            jobs.push(job);
-        }
-        let mut group = Group {
-            token: String::new(),
-            members: Vec::with_capacity(jobs.len()),
-            rows: Rows::default(),
-            done: 0,
-            replies: Vec::with_capacity(jobs.len()),
-            foreign_journal: None,
-        };
-        let mut batches = Vec::with_capacity(jobs.len());
-        for job in jobs {
+        let mut group = Group::new(String::new());
+        let mut batches = Vec::new();
+        let mut next = Some(first);
+        let mut alone = false;
+        while let Some(job) = next.take() {
             let id = job.batch.batch_id;
+            let key = (job.agent.clone(), id);
             if id <= self.hwm.get(&job.agent) {
                 self.stats.batches_duplicate.fetch_add(1, Ordering::Relaxed);
                 let _ = job.reply.send(Ok(AckStatus::Duplicate));
-                continue;
+            } else if group.members.contains(&key) {
+                group.replies.push(job.reply); // pushed again while queued: stored once
+            } else if self.alone.contains(&key) && !group.members.is_empty() {
+                self.held.push_back(job);
+            } else {
+                alone |= self.alone.contains(&key);
+                group.members.push(key);
+                group.replies.push(job.reply);
+                group.rows.append(job.rows);
+                batches.push(job.batch);
             }
-            group.replies.push(job.reply);
-            if group.members.iter().any(|(a, b)| *b == id && **a == *job.agent) {
-                continue; // pushed again while queued: stored once, answered twice
+            if alone
+                || group.rows.len() >= self.max_group_rows
+                || group.replies.len() >= MAX_GROUP_BATCHES
+            {
+                break;
             }
-            group.members.push((job.agent, id));
-            group.rows.append(job.rows);
-            batches.push(job.batch);
+            // Held jobs were queued before anything still in the queue.
+            next = self.held.pop_front().or_else(|| rx.try_recv().ok());
         }
         if group.members.is_empty() {
             return None;
         }
         self.seq += 1;
-        group.token = format!("{}-{}-{}", self.epoch, self.n, self.seq);
+        group.token = match &group.members[..] {
+            // A batch alone keeps the token named after it, the same on
+            // every ingest node and run: a batch stored by one node and
+            // replayed to another (the agent moved on a timeout) is then
+            // dropped by a shared ClickHouse too.
+            [(agent, id)] => format!("{agent}:{id}"),
+            _ => format!("{}-{}-{}", self.run, self.n, self.seq),
+        };
         if let Err(e) = self.journal.record(&group.token, batches.iter()) {
             let st = Status::unavailable(format!(
                 "ingest: cannot record the insert group in {}: {e}",
                 self.journal.path().display()
             ));
+            self.stats.store_errors.fetch_add(group.members.len() as u64, Ordering::Relaxed);
             for r in group.replies.drain(..) {
                 let _ = r.send(Err(st.clone()));
             }
@@ -199,15 +251,53 @@ impl Writer {
         Some(group)
     }
 
+    /// Converts the batches of a group read back from a journal.
+    #[allow(clippy::result_large_err)] // Status, as every handler returns
+    fn convert(&self, g: &mut Group) -> Result<(), Failure> {
+        // They were accepted once: today's limits do not apply.
+        let unlimited = Limits { max_batch_bytes: usize::MAX, max_decompressed_bytes: usize::MAX };
+        let mut rows = Rows::default();
+        let mut created = Vec::new();
+        let mut members = Vec::new();
+        for b in &g.unconverted {
+            match convert_batch(&self.tagger, unlimited, b, &mut created) {
+                Ok(r) => {
+                    rows.append(r);
+                    members.push((Arc::from(b.agent_id.as_str()), b.batch_id));
+                }
+                Err(ConvertError::Tags(e)) => {
+                    self.pending_tags.lock().unwrap_or_else(|p| p.into_inner()).extend(created);
+                    return Err(Failure::Retry(Status::unavailable(format!(
+                        "ingest: tag dictionaries: {e}"
+                    ))));
+                }
+                Err(ConvertError::Bad(e)) => tracing::error!(
+                    agent = %b.agent_id,
+                    batch_id = b.batch_id,
+                    "ingest: a journaled batch does not decode, left out of its group: {e}"
+                ),
+            }
+        }
+        self.pending_tags.lock().unwrap_or_else(|p| p.into_inner()).extend(created);
+        g.rows = rows;
+        g.members = members;
+        g.unconverted.clear();
+        Ok(())
+    }
+
     /// Inserts the group's tables not yet inserted, records its marks and
     /// clears its journal.
-    async fn store_group(&mut self, g: &mut Group) -> Result<(), Status> {
+    #[allow(clippy::result_large_err)] // Status, as every handler returns
+    async fn store_group(&mut self, g: &mut Group) -> Result<(), Failure> {
+        if !g.unconverted.is_empty() {
+            self.convert(g)?;
+        }
         let tags =
             std::mem::take(&mut *self.pending_tags.lock().unwrap_or_else(|p| p.into_inner()));
         if !tags.is_empty() {
             if let Err(e) = self.store.upsert_tags(&tags).await {
                 self.pending_tags.lock().unwrap_or_else(|p| p.into_inner()).extend(tags);
-                return Err(store_status(e));
+                return Err(Failure::Retry(store_status(e)));
             }
         }
         let r = &g.rows;
@@ -240,14 +330,30 @@ impl Writer {
             self.stats
                 .store_insert_micros
                 .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-            res.map_err(store_status)?;
+            if let Err(e) = res {
+                // Once a table is in, the rest must follow under the same
+                // tokens: only an untouched group may be given up.
+                let retry = e.is_retryable() || g.done != 0;
+                let st = store_status(e);
+                return Err(if retry { Failure::Retry(st) } else { Failure::GiveUp(st) });
+            }
             g.done |= bit;
         }
         // No await between the inserts above and this: a server torn down
         // in-process finishes both.
         self.hwm.set_many(g.members.iter().map(|(a, id)| (&**a, *id))).map_err(|e| {
-            Status::unavailable(format!("ingest: cannot record batch progress: {e}"))
+            Failure::Retry(Status::unavailable(format!(
+                "ingest: cannot record batch progress: {e}"
+            )))
         })?;
+        self.clear_journal(g);
+        self.stats.batches_stored.fetch_add(g.members.len() as u64, Ordering::Relaxed);
+        self.stats.records_stored.fetch_add(g.rows.len() as u64, Ordering::Relaxed);
+        self.stats.store_groups.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn clear_journal(&mut self, g: &Group) {
         let cleared = match &g.foreign_journal {
             None => self.journal.clear(),
             Some(path) => std::fs::remove_file(path),
@@ -256,23 +362,23 @@ impl Writer {
             // Harmless: stored again after a restart, under the same tokens.
             tracing::warn!("ingest: cannot clear an insert-group journal: {e}");
         }
-        self.stats.batches_stored.fetch_add(g.members.len() as u64, Ordering::Relaxed);
-        self.stats.records_stored.fetch_add(g.rows.len() as u64, Ordering::Relaxed);
-        self.stats.store_groups.fetch_add(1, Ordering::Relaxed);
-        Ok(())
     }
 
-    /// The writer's loop: groups recovered from journals first, then groups
-    /// of queued batches. A group that fails stays the next to store; until
-    /// it is stored, batches that arrive are answered with its error (their
-    /// agents retry), and the loop ends when the queue closes (the journal
-    /// keeps the group for the next start).
-    async fn run(mut self, mut rx: mpsc::Receiver<Job>, recovered: Vec<Group>) {
-        let mut pending: std::collections::VecDeque<Group> = recovered.into();
+    /// The writer's loop: groups recovered from journals first, then, once
+    /// every writer has stored its recovered groups (an agent's batch in a
+    /// recovered group may now be routed to another writer), groups of
+    /// queued batches. A group that fails stays the next to store; until it
+    /// is stored, batches that arrive are answered with its error (their
+    /// agents retry). The loop ends when the queue closes; a group not
+    /// stored by then stays in the journal for the next start.
+    async fn run(mut self, mut rx: mpsc::Receiver<Job>, recovered: Vec<Group>, done: RecoveryDone) {
+        let mut pending: VecDeque<Group> = recovered.into();
+        let mut waiting = Some(done);
         let mut backoff = std::time::Duration::from_millis(100);
         loop {
             if let Some(g) = pending.front_mut() {
-                match self.store_group(g).await {
+                let res = self.store_group(g).await;
+                match res {
                     Ok(()) => {
                         backoff = std::time::Duration::from_millis(100);
                         for r in g.replies.drain(..) {
@@ -280,22 +386,43 @@ impl Writer {
                         }
                         pending.pop_front();
                     }
-                    Err(st) => {
+                    Err(Failure::GiveUp(st)) => {
+                        tracing::warn!(group = %g.token, batches = g.members.len(), "ingest: given up: {}", st.message());
+                        self.stats.groups_given_up.fetch_add(1, Ordering::Relaxed);
                         self.stats
                             .store_errors
-                            .fetch_add(g.members.len().max(1) as u64, Ordering::Relaxed);
-                        tracing::warn!(group = %g.token, batches = g.members.len(), "ingest: {}", st.message());
+                            .fetch_add(g.replies.len() as u64, Ordering::Relaxed);
                         for r in g.replies.drain(..) {
                             let _ = r.send(Err(st.clone()));
                         }
+                        if g.members.len() > 1 {
+                            if self.alone.len() > 10_000 {
+                                self.alone.clear();
+                            }
+                            self.alone.extend(g.members.iter().cloned());
+                        }
+                        let g = pending.pop_front().expect("the front group");
+                        self.clear_journal(&g);
+                    }
+                    Err(Failure::Retry(st)) => {
+                        tracing::warn!(group = %g.token, batches = g.members.len(), "ingest: {}", st.message());
+                        self.stats
+                            .store_errors
+                            .fetch_add(g.replies.len() as u64, Ordering::Relaxed);
+                        for r in g.replies.drain(..) {
+                            let _ = r.send(Err(st.clone()));
+                        }
+                        let mut refused = std::mem::take(&mut self.held);
                         loop {
                             match rx.try_recv() {
-                                Ok(job) => {
-                                    let _ = job.reply.send(Err(st.clone()));
-                                }
+                                Ok(job) => refused.push_back(job),
                                 Err(mpsc::error::TryRecvError::Empty) => break,
                                 Err(mpsc::error::TryRecvError::Disconnected) => return,
                             }
+                        }
+                        self.stats.store_errors.fetch_add(refused.len() as u64, Ordering::Relaxed);
+                        for job in refused {
+                            let _ = job.reply.send(Err(st.clone()));
                         }
                         tokio::time::sleep(backoff).await;
                         backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
@@ -303,11 +430,32 @@ impl Writer {
                 }
                 continue;
             }
-            let Some(first) = rx.recv().await else { return };
+            if let Some(done) = waiting.take() {
+                let mut others = done.0.subscribe();
+                drop(done);
+                let _ = others.wait_for(|left| *left == 0).await;
+            }
+            let first = match self.held.pop_front() {
+                Some(job) => job,
+                None => match rx.recv().await {
+                    Some(job) => job,
+                    None => return,
+                },
+            };
             if let Some(g) = self.form_group(first, &mut rx) {
                 pending.push_back(g);
             }
         }
+    }
+}
+
+/// Counts a writer out of the writers still storing recovered groups when
+/// dropped (also when the writer stops first, so none waits for it).
+struct RecoveryDone(Arc<tokio::sync::watch::Sender<usize>>);
+
+impl Drop for RecoveryDone {
+    fn drop(&mut self) {
+        self.0.send_modify(|left| *left = left.saturating_sub(1));
     }
 }
 
@@ -441,15 +589,15 @@ fn convert_batch(
     tagger.convert(batch, recs, created)
 }
 
-/// The groups left in journals under `dir` by an earlier run, converted
-/// again, with the writer each goes to (the one whose journal it is, or one
-/// of today's writers for journals of writers no longer configured).
+/// The groups left in journals under `dir` by an earlier run, unconverted,
+/// for the writer each goes to (the one whose journal it is, or one of
+/// today's writers for journals of writers no longer configured). A group
+/// whose batches are all marked stored was stored before its journal was
+/// cleared, and is cleared now.
 fn recover_groups(
     dir: &Path,
     writers: usize,
-    tagger: &Tagger,
-    limits: Limits,
-    pending_tags: &Mutex<Vec<TagRow>>,
+    hwm: &HighWaterMarks,
 ) -> Result<Vec<Vec<Group>>, String> {
     let mut out: Vec<Vec<Group>> = (0..writers).map(|_| Vec::new()).collect();
     let files = journal::existing(dir).map_err(|e| format!("ingest: {}: {e}", dir.display()))?;
@@ -459,35 +607,25 @@ fn recover_groups(
         else {
             continue;
         };
-        let mut g = Group {
-            token: jg.token,
-            members: Vec::new(),
-            rows: Rows::default(),
-            done: 0,
-            replies: Vec::new(),
-            foreign_journal: None,
-        };
-        for b in &jg.batches {
-            let mut created = Vec::new();
-            // Accepted once, so it converts again; if not (a dictionary
-            // failure), refusing to start keeps the group for a retry.
-            let rows = convert_batch(tagger, limits, b, &mut created).map_err(|e| {
-                format!(
-                    "ingest: cannot convert batch {} of agent {:?} from {}: {e}",
-                    b.batch_id,
-                    b.agent_id,
-                    path.display()
-                )
-            })?;
-            pending_tags.lock().unwrap_or_else(|p| p.into_inner()).extend(created);
-            g.members.push((Arc::from(b.agent_id.as_str()), b.batch_id));
-            g.rows.append(rows);
-        }
         let own = (0..writers).find(|&n| journal::path_of(dir, n) == path);
+        if jg.batches.iter().all(|b| b.batch_id <= hwm.get(&b.agent_id)) {
+            let cleared = match own {
+                Some(_) => {
+                    std::fs::OpenOptions::new().write(true).open(&path).and_then(|f| f.set_len(0))
+                }
+                None => std::fs::remove_file(&path),
+            };
+            cleared.map_err(|e| format!("ingest: {}: {e}", path.display()))?;
+            continue;
+        }
+        let mut g = Group::new(jg.token);
+        g.members =
+            jg.batches.iter().map(|b| (Arc::from(b.agent_id.as_str()), b.batch_id)).collect();
+        g.unconverted = jg.batches;
         if own.is_none() {
             g.foreign_journal = Some(path.clone());
         }
-        tracing::info!(group = %g.token, batches = g.members.len(), rows = g.rows.len(), journal = %path.display(), "ingest: storing an insert group left by the last run");
+        tracing::info!(group = %g.token, batches = g.members.len(), journal = %path.display(), "ingest: storing an insert group left by the last run");
         let n = own.unwrap_or_else(|| {
             crc32fast::hash(path.as_os_str().as_encoded_bytes()) as usize % writers
         });
@@ -557,11 +695,19 @@ impl RunningIngest {
         };
         let journal_dir = cfg.data_dir.join("ingest");
         let n_writers = cfg.writers.max(1);
-        let mut recovered =
-            recover_groups(&journal_dir, n_writers, &tagger, limits, &pending_tags)?.into_iter();
-        let epoch = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
+        let mut recovered = recover_groups(&journal_dir, n_writers, &hwm)?.into_iter();
+        let recovering = Arc::new(tokio::sync::watch::Sender::new(n_writers));
+        // Unique to this run whatever the clock says: the time and a
+        // random number (std's hash keys are seeded from the OS).
+        let run = {
+            use std::hash::{BuildHasher, Hasher};
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos());
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u32(std::process::id());
+            format!("{nanos:x}{:016x}", h.finish())
+        };
         let mut senders = Vec::new();
         let mut writers = Vec::new();
         for n in 0..n_writers {
@@ -574,14 +720,18 @@ impl RunningIngest {
                 n,
                 store: store.clone(),
                 hwm: hwm.clone(),
+                tagger: tagger.clone(),
                 pending_tags: pending_tags.clone(),
                 stats: stats.clone(),
                 journal,
-                epoch: format!("{epoch:x}"),
+                run: run.clone(),
                 seq: 0,
                 max_group_rows: cfg.group_max_rows.max(1),
+                alone: HashSet::new(),
+                held: VecDeque::new(),
             };
             let recovered = recovered.next().unwrap_or_default();
+            let done = RecoveryDone(recovering.clone());
             let t = std::thread::Builder::new()
                 .name(format!("ingest-write-{n}"))
                 .spawn(move || {
@@ -590,7 +740,7 @@ impl RunningIngest {
                             Ok(rt) => rt,
                             Err(e) => return tracing::error!("ingest: writer runtime: {e}"),
                         };
-                    rt.block_on(w.run(rx, recovered));
+                    rt.block_on(w.run(rx, recovered, done));
                 })
                 .map_err(|e| format!("ingest: cannot start writer: {e}"))?;
             writers.push(t);

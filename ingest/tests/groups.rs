@@ -26,6 +26,8 @@ struct CutOffStore {
     closed: std::sync::atomic::AtomicBool,
     crash: std::sync::atomic::AtomicBool,
     crashed_inserts: std::sync::atomic::AtomicU64,
+    /// An insert holding this request id is refused as bad data (0: none).
+    poison: std::sync::atomic::AtomicU64,
 }
 
 #[async_trait::async_trait]
@@ -61,6 +63,15 @@ impl Store for CutOffStore {
         tokio::time::sleep(self.delay).await;
         while self.closed.load(Ordering::SeqCst) {
             tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let poison = self.poison.load(Ordering::SeqCst);
+        if let fathom_store::TableRows::L7(r) = rows {
+            if poison != 0 && r.iter().any(|r| r.request_id == Some(poison)) {
+                return Err(fathom_store::StoreError::Query {
+                    code: Some(53),
+                    message: "Code: 53. DB::Exception: refused (TYPE_MISMATCH)".into(),
+                });
+            }
         }
         self.inner.insert_deduplicated(rows, token).await?;
         let agents = match rows {
@@ -99,6 +110,7 @@ fn queued_batches_of_many_agents_are_stored_as_groups_once_even_when_cut_off_bef
         closed: false.into(),
         crash: false.into(),
         crashed_inserts: 0.into(),
+        poison: 0.into(),
     });
     let cfg = IngestConfig {
         listen: "127.0.0.1:0".into(),
@@ -123,9 +135,9 @@ fn queued_batches_of_many_agents_are_stored_as_groups_once_even_when_cut_off_bef
     let acked = |senders: &[fathom_agent::sender::Sender]| -> u64 {
         senders.iter().map(|s| s.handle().stats().records_acked.load(Ordering::Relaxed)).sum()
     };
-    let submit = |senders: &[fathom_agent::sender::Sender], from: u64, to: u64| {
-        for (k, s) in senders.iter().enumerate() {
-            let h = s.handle();
+    let submit = |agents: std::ops::Range<usize>, from: u64, to: u64| {
+        for k in agents {
+            let h = senders[k].handle();
             for n in from..to {
                 h.submit(l7(k as u64 * PER_AGENT + n + 1));
             }
@@ -134,7 +146,7 @@ fn queued_batches_of_many_agents_are_stored_as_groups_once_even_when_cut_off_bef
     };
     // Phase 1: six agents push at once into a slow store; the writer stores
     // what queued up while an insert ran as one group.
-    submit(&senders, 0, PER_AGENT / 3);
+    submit(0..AGENTS as usize, 0, PER_AGENT / 3);
     assert!(
         wait_until(Duration::from_secs(60), || acked(&senders) >= AGENTS * PER_AGENT / 3),
         "phase 1 acked {}",
@@ -157,7 +169,7 @@ fn queued_batches_of_many_agents_are_stored_as_groups_once_even_when_cut_off_bef
     // agents keep retrying meanwhile.
     store.closed.store(true, Ordering::SeqCst);
     let received = stats.batches_received.load(Ordering::Relaxed);
-    submit(&senders, PER_AGENT / 3, 2 * PER_AGENT / 3);
+    submit(0..AGENTS as usize, PER_AGENT / 3, 2 * PER_AGENT / 3);
     assert!(wait_until(Duration::from_secs(30), || stats.batches_received.load(Ordering::Relaxed)
         >= received + AGENTS));
     store.crash.store(true, Ordering::SeqCst);
@@ -197,24 +209,99 @@ fn queued_batches_of_many_agents_are_stored_as_groups_once_even_when_cut_off_bef
         acked(&senders)
     );
 
-    // Phase 3: the next start stores the journaled group again under the
-    // same tokens (the engine drops it) and records its marks; the agents'
+    // Phase 3: the next start, with three writers now (the agents of the
+    // journaled group go to other writers than the one recovering it),
+    // stores the group again under the same tokens (the engine drops it)
+    // and records its marks before any writer forms a group; the agents'
     // replays of its batches are duplicates, whatever they are grouped with.
+    // The store is held until the agents' replays have reached the other
+    // writers, which must wait for the recovery.
     store.crash.store(false, Ordering::SeqCst);
-    let server =
-        RunningIngest::start(&IngestConfig { listen: addr.clone(), ..cfg.clone() }, store.clone())
-            .unwrap();
-    submit(&senders, 2 * PER_AGENT / 3, PER_AGENT);
+    store.closed.store(true, Ordering::SeqCst);
+    let server = RunningIngest::start(
+        &IngestConfig { listen: addr.clone(), writers: 3, ..cfg.clone() },
+        store.clone(),
+    )
+    .unwrap();
+    assert!(wait_until(Duration::from_secs(30), || server
+        .stats()
+        .batches_received
+        .load(Ordering::Relaxed)
+        >= AGENTS));
+    store.closed.store(false, Ordering::SeqCst);
+    submit(0..AGENTS as usize, 2 * PER_AGENT / 3, 5 * PER_AGENT / 6);
     assert!(
-        wait_until(Duration::from_secs(90), || acked(&senders) >= AGENTS * PER_AGENT
+        wait_until(Duration::from_secs(90), || acked(&senders) >= AGENTS * 5 * PER_AGENT / 6
             && senders.iter().all(|s| s.handle().spool().is_empty())),
-        "acked {} of {}",
+        "phase 3 acked {} of {}",
         acked(&senders),
-        AGENTS * PER_AGENT
+        AGENTS * 5 * PER_AGENT / 6
     );
     assert!(
         server.stats().batches_duplicate.load(Ordering::Relaxed) >= 1,
         "the replays of the cut-off group were acked as duplicates"
+    );
+    assert_eq!(
+        in_engine(&rt),
+        vec![AGENTS * 5 * PER_AGENT / 6; 2],
+        "count, distinct request ids after the restart"
+    );
+    assert!(fathom_ingest::journal::read(&journals[0]).unwrap().is_none(), "journal cleared");
+
+    // Phase 4 (one writer again): a batch the store refuses as bad data.
+    // Agent 5's batch is held in the store while the others queue behind
+    // it, so they form one group with agent 0's refused batch: that group
+    // is given up and its batches are stored alone from then on, so only
+    // agent 0 waits; the others keep storing.
+    server.stop();
+    let server =
+        RunningIngest::start(&IngestConfig { listen: addr.clone(), ..cfg.clone() }, store.clone())
+            .unwrap();
+    let agent0_acked = senders[0].handle().stats().records_acked.load(Ordering::Relaxed);
+    let errors = |k: usize| senders[k].handle().stats().send_errors.load(Ordering::Relaxed);
+    let errors_before: Vec<u64> = (1..5).map(errors).collect();
+    store.poison.store(5 * PER_AGENT / 6 + 1, Ordering::SeqCst); // agent-0's next record
+    store.closed.store(true, Ordering::SeqCst);
+    let received = server.stats().batches_received.load(Ordering::Relaxed);
+    submit(5..6, 5 * PER_AGENT / 6, PER_AGENT);
+    assert!(wait_until(Duration::from_secs(30), || server
+        .stats()
+        .batches_received
+        .load(Ordering::Relaxed)
+        > received));
+    submit(0..5, 5 * PER_AGENT / 6, PER_AGENT);
+    assert!(wait_until(Duration::from_secs(30), || server
+        .stats()
+        .batches_received
+        .load(Ordering::Relaxed)
+        >= received + AGENTS));
+    store.closed.store(false, Ordering::SeqCst);
+    let others_done = || {
+        senders[1..].iter().all(|s| {
+            s.handle().stats().records_acked.load(Ordering::Relaxed) >= PER_AGENT
+                && s.handle().spool().is_empty()
+        })
+    };
+    assert!(wait_until(Duration::from_secs(60), others_done), "the other agents stored everything");
+    assert_eq!(
+        senders[0].handle().stats().records_acked.load(Ordering::Relaxed),
+        agent0_acked,
+        "the refused batch is not acked"
+    );
+    assert!(server.stats().groups_given_up.load(Ordering::Relaxed) >= 1, "a group was given up");
+    // Agents 1-4 were in the given-up group once, then stored alone.
+    let errors_after: Vec<u64> = (1..5).map(errors).collect();
+    for (k, (b, a)) in errors_before.iter().zip(&errors_after).enumerate() {
+        assert_eq!(a - b, 1, "agent-{}: pushes refused in phase 4", k + 1);
+    }
+    // Accepted again: the agent's retries go through.
+    store.poison.store(0, Ordering::SeqCst);
+    assert!(
+        wait_until(Duration::from_secs(60), || acked(&senders) >= AGENTS * PER_AGENT
+            && senders.iter().all(|s| s.handle().spool().is_empty())),
+        "acked {} of {}",
+        acked(&senders),
+        AGENTS * PER_AGENT
     );
     let after = in_engine(&rt);
     assert_eq!(after, vec![AGENTS * PER_AGENT, AGENTS * PER_AGENT], "count, distinct request ids");
@@ -223,7 +310,6 @@ fn queued_batches_of_many_agents_are_stored_as_groups_once_even_when_cut_off_bef
         .unwrap();
     let r: Vec<u64> = r.rows[0].iter().map(|v| fathom_store::json_u64(v).unwrap()).collect();
     assert_eq!(r, vec![1, AGENTS * PER_AGENT]);
-    assert!(fathom_ingest::journal::read(&journals[0]).unwrap().is_none(), "journal cleared");
     for s in senders {
         s.shutdown(Duration::from_secs(1));
     }
