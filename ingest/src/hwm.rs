@@ -117,7 +117,9 @@ impl HighWaterMarks {
         if let Err(e) = inner.file.write_all(&buf).and_then(|()| inner.file.sync_data()) {
             // A part of a record left behind would hide every record after
             // it at the next open (reading stops at the first bad one).
-            let _ = inner.file.set_len(len);
+            if let Err(cut) = inner.file.set_len(len) {
+                tracing::error!(path = %self.path.display(), "ingest: cannot cut back a failed high-water mark write ({cut}); marks after it are lost at the next start");
+            }
             return Err(e);
         }
         for (agent, id) in new {

@@ -28,16 +28,17 @@
 //! marks the same group is stored again at the next start, under the same
 //! tokens, and its marks recorded before any writer forms a new group: the
 //! agents' replays are then duplicates, however they would be grouped now.
-//! A group the store refuses for good (bad data, not an outage) before any
-//! of it is inserted is given up; its batches are then stored one by one,
+//! A group whose first and only statement the store refuses for good (bad
+//! data, not an outage) is given up; its batches are then stored one by one,
 //! so only the agent of the refused batch waits. A stopping server
 //! finishes the group in flight; a group still failing when it stops stays
 //! in the journal for the next start.
 //!
 //! Marks are per ingest node: an agent moved to another node after a push
 //! that timed out but was stored may have that batch stored twice, unless
-//! it was stored alone and the store is a ClickHouse both nodes share (the
-//! token names the batch then).
+//! the store is a ClickHouse both nodes share and both stored the batch
+//! alone (the token names the batch then). A push its agent stopped
+//! waiting for is not stored from the queue.
 
 pub mod config;
 pub mod convert;

@@ -140,6 +140,8 @@ struct Group {
     replies: Vec<oneshot::Sender<Result<AckStatus, Status>>>,
     /// The journal the group was recovered from, when not the writer's own.
     foreign_journal: Option<PathBuf>,
+    /// Read back from a journal: what the last run inserted is unknown.
+    recovered: bool,
 }
 
 impl Group {
@@ -152,6 +154,7 @@ impl Group {
             done: 0,
             replies: Vec::new(),
             foreign_journal: None,
+            recovered: false,
         }
     }
 }
@@ -160,8 +163,9 @@ impl Group {
 enum Failure {
     /// Retrying may store it (the store or the dictionaries are away).
     Retry(Status),
-    /// Retrying cannot, and nothing of it is in the store: it is given up
-    /// (its agents keep their batches and send them again).
+    /// Retrying cannot, and the store refused its first statement before
+    /// storing anything: it is given up (its agents keep their batches and
+    /// send them again).
     GiveUp(Status),
 }
 
@@ -205,10 +209,14 @@ impl Writer {
             if id <= self.hwm.get(&job.agent) {
                 self.stats.batches_duplicate.fetch_add(1, Ordering::Relaxed);
                 let _ = job.reply.send(Ok(AckStatus::Duplicate));
+            } else if job.reply.is_closed() {
+                // The agent stopped waiting (timed out) and sends it again,
+                // maybe to another node: not stored here now.
             } else if group.members.contains(&key) {
                 group.replies.push(job.reply); // pushed again while queued: stored once
             } else if self.alone.contains(&key) && !group.members.is_empty() {
-                self.held.push_back(job);
+                self.held.push_back(job); // the next group is its own
+                break;
             } else {
                 alone |= self.alone.contains(&key);
                 group.members.push(key);
@@ -331,11 +339,21 @@ impl Writer {
                 .store_insert_micros
                 .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
             if let Err(e) = res {
-                // Once a table is in, the rest must follow under the same
-                // tokens: only an untouched group may be given up.
-                let retry = e.is_retryable() || g.done != 0;
+                // Once anything is in, the rest must follow under the same
+                // tokens: only a group surely untouched may be given up, a
+                // refusal of its first and only statement (an insert split
+                // into several may have stored some; a recovered group may
+                // have been inserted by the last run).
+                let refused = matches!(e, StoreError::Encode(_))
+                    || matches!(e, StoreError::Query { code: Some(_), .. }) && !e.is_retryable();
+                let untouched =
+                    g.done == 0 && !g.recovered && rows.len() <= self.store.max_rows_per_insert();
                 let st = store_status(e);
-                return Err(if retry { Failure::Retry(st) } else { Failure::GiveUp(st) });
+                return Err(if refused && untouched {
+                    Failure::GiveUp(st)
+                } else {
+                    Failure::Retry(st)
+                });
             }
             g.done |= bit;
         }
@@ -395,12 +413,10 @@ impl Writer {
                         for r in g.replies.drain(..) {
                             let _ = r.send(Err(st.clone()));
                         }
-                        if g.members.len() > 1 {
-                            if self.alone.len() > 10_000 {
-                                self.alone.clear();
-                            }
-                            self.alone.extend(g.members.iter().cloned());
+                        if self.alone.len() > 10_000 {
+                            self.alone.clear();
                         }
+                        self.alone.extend(g.members.iter().cloned());
                         let g = pending.pop_front().expect("the front group");
                         self.clear_journal(&g);
                     }
@@ -430,10 +446,25 @@ impl Writer {
                 }
                 continue;
             }
-            if let Some(done) = waiting.take() {
-                let mut others = done.0.subscribe();
+            if let Some(mut done) = waiting.take() {
+                let mut others = done.recovery.subscribe();
+                done.stored = true;
                 drop(done);
-                let _ = others.wait_for(|left| *left == 0).await;
+                loop {
+                    let all = tokio::time::timeout(
+                        std::time::Duration::from_millis(500),
+                        others.wait_for(|r| r.left == 0 || r.failed),
+                    )
+                    .await;
+                    match all {
+                        Ok(Ok(r)) if !r.failed => break,
+                        // A writer stopped with its recovered groups not
+                        // stored: storing now could store their batches twice.
+                        Ok(_) => return,
+                        Err(_) if rx.is_closed() => return,
+                        Err(_) => {}
+                    }
+                }
             }
             let first = match self.held.pop_front() {
                 Some(job) => job,
@@ -449,13 +480,29 @@ impl Writer {
     }
 }
 
-/// Counts a writer out of the writers still storing recovered groups when
-/// dropped (also when the writer stops first, so none waits for it).
-struct RecoveryDone(Arc<tokio::sync::watch::Sender<usize>>);
+/// Writers still storing the groups recovered from journals, and whether
+/// one stopped before it had.
+#[derive(Clone, Copy, Debug)]
+struct Recovery {
+    left: usize,
+    failed: bool,
+}
+
+/// A writer's part in [`Recovery`]: counted out when dropped, as failed
+/// unless `stored` (a writer stopping first releases the others, which
+/// then stop too).
+struct RecoveryDone {
+    recovery: Arc<tokio::sync::watch::Sender<Recovery>>,
+    stored: bool,
+}
 
 impl Drop for RecoveryDone {
     fn drop(&mut self) {
-        self.0.send_modify(|left| *left = left.saturating_sub(1));
+        let stored = self.stored;
+        self.recovery.send_modify(|r| {
+            r.left = r.left.saturating_sub(1);
+            r.failed |= !stored;
+        });
     }
 }
 
@@ -622,6 +669,7 @@ fn recover_groups(
         g.members =
             jg.batches.iter().map(|b| (Arc::from(b.agent_id.as_str()), b.batch_id)).collect();
         g.unconverted = jg.batches;
+        g.recovered = true;
         if own.is_none() {
             g.foreign_journal = Some(path.clone());
         }
@@ -696,7 +744,19 @@ impl RunningIngest {
         let journal_dir = cfg.data_dir.join("ingest");
         let n_writers = cfg.writers.max(1);
         let mut recovered = recover_groups(&journal_dir, n_writers, &hwm)?.into_iter();
-        let recovering = Arc::new(tokio::sync::watch::Sender::new(n_writers));
+        let recovering =
+            Arc::new(tokio::sync::watch::Sender::new(Recovery { left: n_writers, failed: false }));
+        // Every journal opened before any writer starts: a failure here
+        // leaves no writer behind.
+        let mut journals = Vec::with_capacity(n_writers);
+        for n in 0..n_writers {
+            let path = journal::path_of(&journal_dir, n);
+            journals.push(
+                Journal::open(path.clone())
+                    .map_err(|e| format!("ingest: journal {}: {e}", path.display()))?,
+            );
+        }
+        let mut journals = journals.into_iter();
         // Unique to this run whatever the clock says: the time and a
         // random number (std's hash keys are seeded from the OS).
         let run = {
@@ -713,9 +773,7 @@ impl RunningIngest {
         for n in 0..n_writers {
             let (tx, rx) = mpsc::channel::<Job>(cfg.queue_depth.max(1));
             senders.push(tx);
-            let path = journal::path_of(&journal_dir, n);
-            let journal = Journal::open(path.clone())
-                .map_err(|e| format!("ingest: journal {}: {e}", path.display()))?;
+            let journal = journals.next().expect("one journal per writer");
             let w = Writer {
                 n,
                 store: store.clone(),
@@ -731,7 +789,7 @@ impl RunningIngest {
                 held: VecDeque::new(),
             };
             let recovered = recovered.next().unwrap_or_default();
-            let done = RecoveryDone(recovering.clone());
+            let done = RecoveryDone { recovery: recovering.clone(), stored: false };
             let t = std::thread::Builder::new()
                 .name(format!("ingest-write-{n}"))
                 .spawn(move || {

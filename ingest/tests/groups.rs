@@ -35,6 +35,9 @@ impl Store for CutOffStore {
     fn backend(&self) -> &'static str {
         self.inner.backend()
     }
+    fn max_rows_per_insert(&self) -> usize {
+        self.inner.max_rows_per_insert()
+    }
     async fn insert_l7(&self, rows: &[fathom_store::L7Row]) -> fathom_store::Result<()> {
         self.inner.insert_l7(rows).await
     }

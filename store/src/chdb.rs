@@ -639,6 +639,10 @@ impl Store for EmbeddedStore {
         "embedded"
     }
 
+    fn max_rows_per_insert(&self) -> usize {
+        self.config.max_rows_per_insert.max(1)
+    }
+
     async fn insert_l7(&self, rows: &[L7Row]) -> Result<()> {
         self.insert_native_dedup("flow_log.l7_flow_log", rows, None).await
     }

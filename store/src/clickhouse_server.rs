@@ -156,6 +156,10 @@ impl Store for ClickHouseStore {
         "clickhouse"
     }
 
+    fn max_rows_per_insert(&self) -> usize {
+        self.config.max_rows_per_insert.max(1)
+    }
+
     async fn insert_l7(&self, rows: &[L7Row]) -> Result<()> {
         self.insert_rows("flow_log.l7_flow_log", rows).await
     }

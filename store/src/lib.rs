@@ -236,6 +236,12 @@ impl RetryPolicy {
 pub trait Store: Send + Sync {
     /// Which backend, for logs and `/metrics`: "embedded" or "clickhouse".
     fn backend(&self) -> &'static str;
+    /// Inserts of more rows than this are split into several statements
+    /// (each under its own token, see [`dedup_token`]); a failure may then
+    /// come after some of them are stored.
+    fn max_rows_per_insert(&self) -> usize {
+        usize::MAX
+    }
     async fn insert_l7(&self, rows: &[L7Row]) -> Result<()>;
     async fn insert_l4(&self, rows: &[L4Row]) -> Result<()>;
     async fn insert_app_metrics(
