@@ -888,7 +888,8 @@ impl RunningIngest {
     }
 
     /// Drops the listener and every connection at once, as a crash would
-    /// for the agents; writes already handed to a writer complete.
+    /// for the agents; the group a writer is storing completes, batches
+    /// still queued are dropped (their agents send them again).
     pub fn kill(mut self) {
         if let Some(rt) = self.rt.take() {
             rt.shutdown_background();
