@@ -33,6 +33,30 @@ fn record(agent: &str, id: u64, out: &mut Vec<u8>) {
     out.extend_from_slice(&sum.to_le_bytes());
 }
 
+/// The marks in a file's bytes (the highest id of each agent) and how many
+/// bytes of whole, intact records precede the first torn or corrupt one.
+pub fn parse(data: &[u8]) -> (HashMap<Arc<str>, u64>, usize) {
+    let mut marks: HashMap<Arc<str>, u64> = HashMap::new();
+    let mut at = 0;
+    while data.len() - at >= 2 {
+        let len = u16::from_le_bytes([data[at], data[at + 1]]) as usize;
+        let end = at + 2 + len + 12;
+        if end > data.len() {
+            break;
+        }
+        let sum = u32::from_le_bytes(data[end - 4..end].try_into().unwrap_or_default());
+        if crc32fast::hash(&data[at..end - 4]) != sum {
+            break;
+        }
+        let Ok(agent) = std::str::from_utf8(&data[at + 2..at + 2 + len]) else { break };
+        let id = u64::from_le_bytes(data[end - 12..end - 4].try_into().unwrap_or_default());
+        let e = marks.entry(Arc::from(agent)).or_insert(0);
+        *e = (*e).max(id);
+        at = end;
+    }
+    (marks, at)
+}
+
 /// Longest agent id stored.
 pub const MAX_AGENT_ID: usize = 256;
 
@@ -44,24 +68,7 @@ impl HighWaterMarks {
         if let Ok(mut f) = File::open(&path) {
             f.read_to_end(&mut data)?;
         }
-        let mut marks: HashMap<Arc<str>, u64> = HashMap::new();
-        let mut at = 0;
-        while data.len() - at >= 2 {
-            let len = u16::from_le_bytes([data[at], data[at + 1]]) as usize;
-            let end = at + 2 + len + 12;
-            if end > data.len() {
-                break;
-            }
-            let sum = u32::from_le_bytes(data[end - 4..end].try_into().unwrap_or_default());
-            if crc32fast::hash(&data[at..end - 4]) != sum {
-                break;
-            }
-            let Ok(agent) = std::str::from_utf8(&data[at + 2..at + 2 + len]) else { break };
-            let id = u64::from_le_bytes(data[end - 12..end - 4].try_into().unwrap_or_default());
-            let e = marks.entry(Arc::from(agent)).or_insert(0);
-            *e = (*e).max(id);
-            at = end;
-        }
+        let (marks, at) = parse(&data);
         if at < data.len() {
             tracing::warn!(path = %path.display(), "ingest: cutting a torn high-water mark record");
         }

@@ -81,7 +81,9 @@ pub fn read(path: &Path) -> io::Result<Option<JournaledGroup>> {
     }
 }
 
-fn parse(data: &[u8]) -> Option<(String, Vec<RecordBatch>)> {
+/// The token and batches of a journal file's bytes; `None` for a record
+/// that is torn, corrupt or not one.
+pub fn parse(data: &[u8]) -> Option<(String, Vec<RecordBatch>)> {
     let u32_at = |at: usize| -> Option<u32> {
         Some(u32::from_le_bytes(data.get(at..at + 4)?.try_into().ok()?))
     };
