@@ -405,8 +405,10 @@ fn server_restart_mid_stream_loses_and_duplicates_nothing() {
 /// The server acknowledges a batch after inserting it and recording its id
 /// (the high-water mark) durably. A SIGKILL between the insert and the
 /// mark leaves a batch stored but unacknowledged; the agent replays it,
-/// and the engine drops the second insert: each insert carries the token
-/// `agent:batch_id:table` (insert deduplication).
+/// and the engine drops the second insert: a batch stored alone carries
+/// the token `agent:batch_id:table` (insert deduplication). Batches of
+/// several agents stored as one group are journaled first and stored again
+/// under the group's tokens at start (`ingest/tests/groups.rs`).
 #[test]
 fn server_kill9_while_agent_spools_loses_nothing() {
     let _serial = serial();
