@@ -3,7 +3,10 @@
 //! writing) against its stages and against variants of the table and
 //! the batch size. Each line reports rows per second of wall time and
 //! rows per CPU-second of the whole process (every chDB thread counted:
-//! getrusage), which is the per-core figure.
+//! getrusage), which is the per-core figure. Background merges of the
+//! parts earlier rounds wrote fall in the window too (a CPU/wall above 1
+//! shows them); `insert_fixed_cost` measures inserts with merges paused,
+//! `insert_sustained` inserts with every merge they cause.
 //!
 //! `cargo run --release -p fathom-store --example insert_profile [rows]`
 //! (needs libchdb.so: `bash scripts/fetch-chdb.sh`).
