@@ -3,12 +3,15 @@
 //! and checked against the replicated revocations (a node certificate revoked by serial
 //! is refused at the handshake by the other nodes).
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::{free_addr, status_with};
 use fathom_cluster::network::Transport;
 use fathom_cluster::state::Command;
 use fathom_cluster::{MetaConfig, MetaNode};
@@ -16,10 +19,6 @@ use fathom_controller::ca::cert_info;
 use fathom_controller::tls::{client_config, TlsIdentity};
 use fathom_controller::{ControlConfig, ControlPlane, NodeTls, Renewal};
 use rustls::pki_types::ServerName;
-
-fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
-}
 
 fn node_tls(id: u64, addr: SocketAddr, ca_dir: &Path, ttl: Duration) -> NodeTls {
     let ca_ttl = Duration::from_secs(86_400);
@@ -64,20 +63,6 @@ async fn served_serial(addr: SocketAddr, ca_pem: &str, me: &TlsIdentity) -> Stri
     cert_info(leaf).unwrap().serial
 }
 
-/// GET the status endpoint with this client identity on a new connection; whether it
-/// answered.
-async fn status_with(addr: SocketAddr, ca_pem: &str, me: &TlsIdentity) -> bool {
-    let cfg = client_config(ca_pem, Some(me), &[b"http/1.1"]).unwrap();
-    let t = Transport::with_tls(cfg).unwrap();
-    let r = t
-        .client
-        .get(t.url(&addr.to_string(), "/cluster/status"))
-        .timeout(Duration::from_secs(5))
-        .send()
-        .await;
-    r.is_ok_and(|r| r.status().is_success())
-}
-
 async fn form_group(nodes: &[(MetaNode, SocketAddr)]) {
     let (n1, a1) = &nodes[0];
     n1.initialize(BTreeMap::from([(1, a1.to_string())])).await.unwrap();
@@ -86,6 +71,17 @@ async fn form_group(nodes: &[(MetaNode, SocketAddr)]) {
         n1.add_learner(n.id(), a.to_string()).await.unwrap();
         n1.promote(n.id()).await.unwrap();
     }
+}
+
+/// Starts nodes 1-3 at `addrs` with `tls` and forms their group.
+async fn three_node_group(addrs: &[SocketAddr], tls: &[NodeTls], data: &Path) -> Vec<MetaNode> {
+    let mut metas = Vec::new();
+    for i in 0..3 {
+        metas.push(start(i as u64 + 1, addrs[i], &tls[i], data).await);
+    }
+    let nodes: Vec<_> = metas.iter().cloned().zip(addrs.iter().copied()).collect();
+    form_group(&nodes).await;
+    metas
 }
 
 /// Writes `key` through `via` and waits until every node applied it.
@@ -105,17 +101,8 @@ async fn a_group_keeps_committing_while_node_certificates_rotate() {
         (0..3).map(|i| node_tls(i as u64 + 1, addrs[i], &ca_dir, ttl)).collect();
     let ca_pem = tls[0].ca.cert_pem().to_string();
     let first: Vec<TlsIdentity> = tls.iter().map(|t| t.node.identity()).collect();
-    let mut metas = Vec::new();
-    for i in 0..3 {
-        metas.push(start(i as u64 + 1, addrs[i], &tls[i], dir.path()).await);
-    }
     let _renewals: Vec<Renewal> = tls.iter().map(|t| t.spawn_renewal()).collect();
-    form_group(&[
-        (metas[0].clone(), addrs[0]),
-        (metas[1].clone(), addrs[1]),
-        (metas[2].clone(), addrs[2]),
-    ])
-    .await;
+    let mut metas = three_node_group(&addrs, &tls, dir.path()).await;
     let plane =
         ControlPlane::bootstrap_with_node(metas[0].clone(), ControlConfig::default(), &tls[0])
             .await
@@ -141,10 +128,10 @@ async fn a_group_keeps_committing_while_node_certificates_rotate() {
     // presenting one is refused, one presenting the current certificate is let in.
     until_async("the first certificates expire", || {
         let (addr, old, ca) = (addrs[0], first[1].clone(), ca_pem.clone());
-        async move { !status_with(addr, &ca, &old).await }
+        async move { !status_with(addr, &ca, Some(&old)).await }
     })
     .await;
-    assert!(status_with(addrs[0], &ca_pem, &tls[1].node.identity()).await);
+    assert!(status_with(addrs[0], &ca_pem, Some(&tls[1].node.identity())).await);
 
     // Node 3 restarts: every connection to and from it is a new handshake with the
     // renewed certificates, and it catches up.
@@ -174,16 +161,7 @@ async fn a_revoked_node_certificate_is_refused_by_the_other_raft_ports() {
     let tls: Vec<NodeTls> =
         (0..3).map(|i| node_tls(i as u64 + 1, addrs[i], &ca_dir, day)).collect();
     let ca_pem = tls[0].ca.cert_pem().to_string();
-    let mut metas = Vec::new();
-    for i in 0..3 {
-        metas.push(start(i as u64 + 1, addrs[i], &tls[i], dir.path()).await);
-    }
-    form_group(&[
-        (metas[0].clone(), addrs[0]),
-        (metas[1].clone(), addrs[1]),
-        (metas[2].clone(), addrs[2]),
-    ])
-    .await;
+    let metas = three_node_group(&addrs, &tls, dir.path()).await;
     let plane =
         ControlPlane::bootstrap_with_node(metas[0].clone(), ControlConfig::default(), &tls[0])
             .await
@@ -194,8 +172,8 @@ async fn a_revoked_node_certificate_is_refused_by_the_other_raft_ports() {
             .await
             .unwrap();
     let node3 = tls[2].node.identity();
-    assert!(status_with(addrs[0], &ca_pem, &node3).await);
-    assert!(status_with(addrs[1], &ca_pem, &node3).await);
+    assert!(status_with(addrs[0], &ca_pem, Some(&node3)).await);
+    assert!(status_with(addrs[1], &ca_pem, Some(&node3)).await);
 
     plane.revoke_cert(&tls[2].node.serial()).await.unwrap();
     let serial = tls[2].node.serial();
@@ -203,13 +181,13 @@ async fn a_revoked_node_certificate_is_refused_by_the_other_raft_ports() {
         metas[..2].iter().all(|m| m.read(|s| s.cert_revoked(&serial)))
     })
     .await;
-    assert!(!status_with(addrs[0], &ca_pem, &node3).await);
-    assert!(!status_with(addrs[1], &ca_pem, &node3).await);
+    assert!(!status_with(addrs[0], &ca_pem, Some(&node3)).await);
+    assert!(!status_with(addrs[1], &ca_pem, Some(&node3)).await);
     // Other nodes' certificates are still let in, and a renewed certificate of node 3
     // (a new serial) is too.
-    assert!(status_with(addrs[0], &ca_pem, &tls[1].node.identity()).await);
+    assert!(status_with(addrs[0], &ca_pem, Some(&tls[1].node.identity())).await);
     tls[2].renew().unwrap();
-    assert!(status_with(addrs[0], &ca_pem, &tls[2].node.identity()).await);
+    assert!(status_with(addrs[0], &ca_pem, Some(&tls[2].node.identity())).await);
 
     drop((plane, plane3));
     for m in metas.into_iter().rev() {

@@ -2,23 +2,22 @@
 //! replicate and forward writes over https; clients without a node certificate of that
 //! CA are refused at the handshake.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use common::{free_addr, status_with};
 use fathom_cluster::network::Transport;
 use fathom_cluster::state::Command;
 use fathom_cluster::{MetaConfig, MetaNode};
 use fathom_controller::ca::{agent_csr, ClusterCa};
-use fathom_controller::tls::{client_config, TlsIdentity};
+use fathom_controller::tls::TlsIdentity;
 use fathom_controller::{ControlConfig, ControlPlane, NodeTls};
 use fathom_proto::control::agent_control_client::AgentControlClient;
 use fathom_proto::control::{EnrollRequest, HeartbeatRequest};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
-
-fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
-}
 
 async fn start(
     id: u64,
@@ -42,19 +41,6 @@ async fn until(what: &str, mut f: impl FnMut() -> bool) {
         assert!(start.elapsed() < Duration::from_secs(30), "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-/// GET the status endpoint with this client identity; whether it answered.
-async fn status_with(addr: SocketAddr, ca_pem: &str, me: Option<&TlsIdentity>) -> bool {
-    let cfg = client_config(ca_pem, me, &[b"http/1.1"]).unwrap();
-    let t = Transport::with_tls(cfg).unwrap();
-    let r = t
-        .client
-        .get(t.url(&addr.to_string(), "/cluster/status"))
-        .timeout(Duration::from_secs(5))
-        .send()
-        .await;
-    r.is_ok_and(|r| r.status().is_success())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

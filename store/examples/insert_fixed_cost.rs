@@ -11,24 +11,13 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
+
+use support::{cpu_time, sql};
 
 use fathom_store::{EmbeddedConfig, EmbeddedStore, L7Row, Store, TableRows};
-
-fn cpu_time() -> Duration {
-    // SAFETY: getrusage fills the struct it is given.
-    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
-    let t = |tv: libc::timeval| Duration::new(tv.tv_sec as u64, tv.tv_usec as u32 * 1000);
-    t(u.ru_utime) + t(u.ru_stime)
-}
-
-async fn sql(store: &EmbeddedStore, q: &str) {
-    if let Err(e) = store.query(q).await {
-        panic!("{q}: {e}");
-    }
-}
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
@@ -55,7 +44,7 @@ async fn main() {
     for what in
         ["SELECT 1", "Null table", "MergeTree, no skip index", "l7_flow_log", "l7_flow_log, token"]
     {
-        let (wall, cpu) = (Instant::now(), cpu_time());
+        let (wall, cpu) = (Instant::now(), cpu_time(libc::RUSAGE_SELF));
         for i in 0..inserts {
             match what {
                 "SELECT 1" => sql(&store, "SELECT 1").await,
@@ -72,7 +61,7 @@ async fn main() {
                     .unwrap(),
             }
         }
-        let (wall, cpu) = (wall.elapsed(), cpu_time() - cpu);
+        let (wall, cpu) = (wall.elapsed(), cpu_time(libc::RUSAGE_SELF) - cpu);
         println!(
             "  {what:<28} {:>8.2} ms CPU {:>8.2} ms wall",
             cpu.as_secs_f64() * 1e3 / inserts as f64,

@@ -13,18 +13,13 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
+
+use support::{cpu_time, sql};
 
 use fathom_store::{EmbeddedConfig, EmbeddedStore, L7Row, Store};
-
-fn cpu_time() -> Duration {
-    // SAFETY: getrusage fills the struct it is given.
-    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
-    let t = |tv: libc::timeval| Duration::new(tv.tv_sec as u64, tv.tv_usec as u32 * 1000);
-    t(u.ru_utime) + t(u.ru_stime)
-}
 
 /// Runs `f` `rounds` times over `rows` rows each and prints the rates.
 async fn measure<F, Fut>(what: &str, rows: usize, rounds: usize, mut f: F)
@@ -33,11 +28,11 @@ where
     Fut: std::future::Future<Output = ()>,
 {
     f(usize::MAX).await; // warm-up round, not counted
-    let (wall, cpu) = (Instant::now(), cpu_time());
+    let (wall, cpu) = (Instant::now(), cpu_time(libc::RUSAGE_SELF));
     for round in 0..rounds {
         f(round).await;
     }
-    let (wall, cpu) = (wall.elapsed(), cpu_time() - cpu);
+    let (wall, cpu) = (wall.elapsed(), cpu_time(libc::RUSAGE_SELF) - cpu);
     let n = (rows * rounds) as f64;
     println!(
         "{what:<58} {:>9.0} rows/s wall {:>9.0} rows/CPU-s  (CPU/wall {:.2})",
@@ -69,12 +64,6 @@ async fn variant_size(store: &EmbeddedStore) {
         bytes / rows,
         index / rows
     );
-}
-
-async fn sql(store: &EmbeddedStore, q: &str) {
-    if let Err(e) = store.query(q).await {
-        panic!("{q}: {e}");
-    }
 }
 
 #[tokio::main(flavor = "current_thread")]

@@ -10,19 +10,13 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+mod support;
 
 use std::time::{Duration, Instant};
 
-use fathom_store::{json_u64, EmbeddedConfig, EmbeddedStore, L7Row, Store, TableRows};
+use support::cpu_time;
 
-/// CPU time of the process (`libc::RUSAGE_SELF`) or of this thread.
-fn cpu_time(who: libc::c_int) -> Duration {
-    // SAFETY: getrusage fills the struct it is given.
-    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(who, &mut u) };
-    let t = |tv: libc::timeval| Duration::new(tv.tv_sec as u64, tv.tv_usec as u32 * 1000);
-    t(u.ru_utime) + t(u.ru_stime)
-}
+use fathom_store::{json_u64, EmbeddedConfig, EmbeddedStore, L7Row, Store, TableRows};
 
 async fn number(store: &EmbeddedStore, sql: &str) -> u64 {
     let r = store.query(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
