@@ -657,9 +657,7 @@ fn recover_groups(
         let own = (0..writers).find(|&n| journal::path_of(dir, n) == path);
         if jg.batches.iter().all(|b| b.batch_id <= hwm.get(&b.agent_id)) {
             let cleared = match own {
-                Some(_) => {
-                    std::fs::OpenOptions::new().write(true).open(&path).and_then(|f| f.set_len(0))
-                }
+                Some(_) => Journal::open(path.clone()).and_then(|mut j| j.clear()),
                 None => std::fs::remove_file(&path),
             };
             cleared.map_err(|e| format!("ingest: {}: {e}", path.display()))?;

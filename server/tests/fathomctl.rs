@@ -532,6 +532,16 @@ fn sender_counter(agent: &Agent, name: &str) -> u64 {
         .map_or(0, |v| v as u64)
 }
 
+/// Creates region eu, AZ eu-1a and VM pool web there, and an enrollment
+/// token for the pool; returns its secret.
+fn web_pool_token(ctl: &Ctl) -> String {
+    ctl.ok(&["region", "create", "eu"]);
+    ctl.ok(&["az", "create", "eu-1a", "--region", "eu"]);
+    ctl.ok(&["pool", "create", "web", "--region", "eu", "--az", "eu-1a", "--kind", "vm"]);
+    let t = ctl.json(&["token", "create", "--pool", "web", "--ttl", "1h"]);
+    t["secret"].as_str().unwrap().to_string()
+}
+
 #[test]
 fn an_agent_enrolls_with_a_token_pushes_over_mtls_and_is_refused_once_revoked() {
     require_root();
@@ -539,11 +549,7 @@ fn an_agent_enrolls_with_a_token_pushes_over_mtls_and_is_refused_once_revoked() 
     let dir = TempDir::new("fathomctl-enroll");
     let server = Server::start(&dir.join("server-data"), &[]);
     let ctl = Ctl::new(&server, &dir.0);
-    ctl.ok(&["region", "create", "eu"]);
-    ctl.ok(&["az", "create", "eu-1a", "--region", "eu"]);
-    ctl.ok(&["pool", "create", "web", "--region", "eu", "--az", "eu-1a", "--kind", "vm"]);
-    let t = ctl.json(&["token", "create", "--pool", "web", "--ttl", "1h"]);
-    let secret = t["secret"].as_str().unwrap().to_string();
+    let secret = web_pool_token(&ctl);
 
     // A real fathom-agent enrolls with the token and pushes over mTLS.
     let agent_dir = dir.join("agent");
@@ -640,11 +646,7 @@ fn a_pushed_pool_config_restarts_the_agent_with_it_and_an_invalid_one_is_not_rep
         &[("FATHOM_SERVER_CONTROLLER__HEARTBEAT_INTERVAL_SECS", "1")],
     );
     let ctl = Ctl::new(&server, &dir.0);
-    ctl.ok(&["region", "create", "eu"]);
-    ctl.ok(&["az", "create", "eu-1a", "--region", "eu"]);
-    ctl.ok(&["pool", "create", "web", "--region", "eu", "--az", "eu-1a", "--kind", "vm"]);
-    let t = ctl.json(&["token", "create", "--pool", "web", "--ttl", "1h"]);
-    let secret = t["secret"].as_str().unwrap().to_string();
+    let secret = web_pool_token(&ctl);
 
     // The metrics listener comes from the config file, so the pool config can move it.
     let (file_port, pool_port) = (free_port(), free_port());

@@ -12,7 +12,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{agent_bin, fathomctl_bin, poll, require_root, serial, TempDir, SERVER};
+use support::{agent_bin, ctl_output, fathomctl_bin, poll, require_root, serial, TempDir, SERVER};
 
 const K: u8 = 31;
 const LONG: Duration = Duration::from_secs(120);
@@ -136,18 +136,12 @@ impl Node {
 
     /// fathomctl run inside this node's namespace against its control port.
     fn ctl(&self, args: &[&str]) -> Output {
-        Command::new("ip")
-            .args(["netns", "exec", &Net::ns(self.i)])
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &Net::ns(self.i)])
             .arg(fathomctl_bin())
             .args(["--server", &format!("https://{}:20035", Net::addr(self.i))])
-            .args(args)
-            .env("FATHOMCTL_CONFIG", self.dir.join("fathomctl.toml"))
-            .env("FATHOMCTL_ADMIN_DIR", self.admin_dir())
-            .env_remove("FATHOMCTL_CONTEXT")
-            .env_remove("FATHOMCTL_SERVER")
-            .stdin(Stdio::null())
-            .output()
-            .expect("run fathomctl")
+            .args(args);
+        ctl_output(&mut cmd, &self.dir, &self.admin_dir())
     }
 
     fn json(&self, args: &[&str]) -> Result<Value, String> {

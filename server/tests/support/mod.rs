@@ -52,6 +52,19 @@ pub fn agent_bin() -> PathBuf {
     sibling_bin("fathom-agent", "fathom-agent")
 }
 
+/// Runs a fathomctl command line with its config under `dir` and the admin
+/// bundle in `admin_dir`, nothing from the caller's environment choosing
+/// the server.
+pub fn ctl_output(cmd: &mut Command, dir: &Path, admin_dir: &Path) -> std::process::Output {
+    cmd.env("FATHOMCTL_CONFIG", dir.join("fathomctl.toml"))
+        .env("FATHOMCTL_ADMIN_DIR", admin_dir)
+        .env_remove("FATHOMCTL_CONTEXT")
+        .env_remove("FATHOMCTL_SERVER")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run fathomctl")
+}
+
 pub fn fathomctl_bin() -> PathBuf {
     sibling_bin("fathomctl", "fathomctl")
 }
@@ -219,17 +232,9 @@ impl Server {
 
     /// fathomctl with this server's admin bundle, `--server` this node.
     pub fn ctl(&self, args: &[&str]) -> std::process::Output {
-        Command::new(fathomctl_bin())
-            .arg("--server")
-            .arg(self.control_url())
-            .args(args)
-            .env("FATHOMCTL_CONFIG", self.dir.join("fathomctl.toml"))
-            .env("FATHOMCTL_ADMIN_DIR", self.admin_dir())
-            .env_remove("FATHOMCTL_CONTEXT")
-            .env_remove("FATHOMCTL_SERVER")
-            .stdin(Stdio::null())
-            .output()
-            .expect("run fathomctl")
+        let mut cmd = Command::new(fathomctl_bin());
+        cmd.arg("--server").arg(self.control_url()).args(args);
+        ctl_output(&mut cmd, &self.dir, &self.admin_dir())
     }
 
     /// A one-time enrollment token for pool `pool` (region e2e, AZ e2e-1; made here
