@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use support::{cpu_time, sql};
 
-use fathom_store::{EmbeddedConfig, EmbeddedStore, L7Row, Store, TableRows};
+use fathom_store::{L7Row, Store, TableRows};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
@@ -25,9 +25,7 @@ async fn main() {
     let n = args.next().unwrap_or(1);
     let inserts = args.next().unwrap_or(100);
     let dir = tempfile::tempdir().unwrap();
-    let store = EmbeddedStore::open(EmbeddedConfig::new(dir.path()))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let store = support::open_store(dir.path()).await;
     let base = common::base_time_us();
     let rows: Vec<L7Row> = (0..n).map(|i| common::l7_row(i, base)).collect();
     sql(&store, "CREATE DATABASE profile").await;

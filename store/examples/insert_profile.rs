@@ -19,7 +19,7 @@ use std::time::Instant;
 
 use support::{cpu_time, sql};
 
-use fathom_store::{EmbeddedConfig, EmbeddedStore, L7Row, Store};
+use fathom_store::{EmbeddedStore, L7Row, Store};
 
 /// Runs `f` `rounds` times over `rows` rows each and prints the rates.
 async fn measure<F, Fut>(what: &str, rows: usize, rounds: usize, mut f: F)
@@ -71,9 +71,7 @@ async fn main() {
     let n: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(200_000);
     let rounds = 5;
     let dir = tempfile::tempdir().unwrap();
-    let store = EmbeddedStore::open(EmbeddedConfig::new(dir.path()))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let store = support::open_store(dir.path()).await;
     let base = common::base_time_us();
     let rows: Vec<L7Row> = (0..n).map(|i| common::l7_row(i, base)).collect();
     let cols = <L7Row as clickhouse::Row>::COLUMN_NAMES.join(", ");

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use support::cpu_time;
 
-use fathom_store::{json_u64, EmbeddedConfig, EmbeddedStore, L7Row, Store, TableRows};
+use fathom_store::{json_u64, EmbeddedStore, L7Row, Store, TableRows};
 
 async fn number(store: &EmbeddedStore, sql: &str) -> u64 {
     let r = store.query(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
@@ -29,9 +29,7 @@ async fn main() {
     let n = args.next().unwrap_or(65_536);
     let inserts = args.next().unwrap_or(100);
     let dir = tempfile::tempdir().unwrap();
-    let store = EmbeddedStore::open(EmbeddedConfig::new(dir.path()))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let store = support::open_store(dir.path()).await;
     let base = common::base_time_us();
     // Expert merge settings to compare, e.g. "merge_selector_base = 10".
     if let Ok(settings) = std::env::var("FATHOM_MERGE_SETTINGS") {

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use fathom_store::{EmbeddedStore, Store};
+use fathom_store::{EmbeddedConfig, EmbeddedStore, Store};
 
 /// CPU time (user + system) of the whole process (`libc::RUSAGE_SELF`:
 /// every chDB thread counted) or of the calling thread (`RUSAGE_THREAD`).
@@ -20,4 +20,10 @@ pub async fn sql(store: &EmbeddedStore, q: &str) {
     if let Err(e) = store.query(q).await {
         panic!("{q}: {e}");
     }
+}
+
+/// An embedded store in `dir`; a failure (no libchdb.so, say) ends the
+/// example with the store's message.
+pub async fn open_store(dir: &std::path::Path) -> EmbeddedStore {
+    EmbeddedStore::open(EmbeddedConfig::new(dir)).await.unwrap_or_else(|e| panic!("{e}"))
 }
